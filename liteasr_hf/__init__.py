@@ -1,0 +1,1 @@
+"""liteasr-hf: LiteASR low-rank compression for Whisper in Hugging Face Transformers."""
