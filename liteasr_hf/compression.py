@@ -1,0 +1,295 @@
+"""LiteASR compression of a Whisper encoder: calibrate, choose ranks, factorize, return a LiteWhisper model.
+
+Two calibration schemes:
+- ``sequential=False`` is the paper's recipe: every layer's statistics come from the dense model.
+- ``sequential=True`` (default): layer ``l`` is calibrated on the outputs of layers ``0..l-1`` already
+  factorized, so each factorization sees, and corrects for, the error of the ones before it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+from .calibration import OutputStatistics, collect_output_statistics, run_batches
+from .configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig
+from .encoder_cost import encoder_cost, module_cost
+from .factorization import factorize_linear, set_submodule
+from .modeling_lite_whisper import LiteWhisperForConditionalGeneration
+from .pca import PrincipalComponents, principal_components
+from .rank_selection import (
+    RankPlan,
+    module_kind,
+    plan_by_budget,
+    plan_by_threshold,
+    rank_for_threshold,
+    saves_parameters,
+)
+
+# Above this many bytes of float64 statistics, the planning pass runs layer by layer instead of in one go.
+_ONE_PASS_STATS_BYTES = 2 * 1024**3
+
+
+@dataclass
+class CompressionSettings:
+    """How to compress; the contents of a preset file in ``configs/``."""
+
+    thresholds: dict[str, float] = field(default_factory=lambda: {"attention": 0.99, "mlp": 0.999})
+    budget: float | None = None  # keep at most this fraction of the encoder's `budget_measure`
+    budget_measure: str = "params"
+    rank_multiple: int = 16
+    outlier_share: float | None = 0.5  # None: the paper's plain variance share
+    sequential: bool = True
+    modules: tuple[str, ...] = LOW_RANK_MODULES
+    num_samples: int = 16
+    batch_size: int = 4
+    pack_seconds: float = 28.0  # join calibration clips to fill Whisper's 30 s window; 0 keeps them apart
+
+    def __post_init__(self) -> None:
+        self.modules = tuple(self.modules)
+        for key, value in self.thresholds.items():
+            if key not in ("attention", "mlp", *LOW_RANK_MODULES):
+                raise ValueError(f"thresholds: unknown key {key!r}; use 'attention', 'mlp' or a module name.")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise ValueError(f"thresholds.{key} = {value!r}: a variance share must lie in (0, 1].")
+        if self.budget is not None and (isinstance(self.budget, bool) or not 0 < self.budget <= 1):
+            raise ValueError(f"budget = {self.budget!r}: give the fraction of the encoder to keep, in (0, 1].")
+        if self.budget_measure not in ("params", "flops"):
+            raise ValueError(f"budget_measure = {self.budget_measure!r}: use 'params' or 'flops'.")
+        if not isinstance(self.rank_multiple, int) or self.rank_multiple < 1:
+            raise ValueError(f"rank_multiple = {self.rank_multiple!r}: must be a positive integer.")
+        if self.outlier_share is not None and not 0 < self.outlier_share < 1:
+            raise ValueError(f"outlier_share = {self.outlier_share!r}: must lie in (0, 1), or be null.")
+        unknown = set(self.modules) - set(LOW_RANK_MODULES)
+        if unknown:
+            raise ValueError(f"modules: unknown {sorted(unknown)}; choose from {', '.join(LOW_RANK_MODULES)}.")
+        for name in ("num_samples", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} = {value!r}: must be a positive integer.")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "CompressionSettings":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"Unknown compression setting(s) {sorted(unknown)}; known: {sorted(known)}.")
+        return cls(**values)
+
+
+@dataclass
+class CompressionResult:
+    model: LiteWhisperForConditionalGeneration
+    plan: RankPlan
+    report: dict
+
+
+def pack_clips(clips: Sequence[np.ndarray], max_seconds: float, sampling_rate: int = 16000,
+               gap_seconds: float = 0.4) -> list[np.ndarray]:
+    """Join consecutive clips (with short silences) into windows of at most ``max_seconds``.
+
+    Whisper pads every input to 30 s; calibrating on mostly-padding windows skews the statistics toward
+    silence, so short clips are joined to fill the window the way real long-form audio does.
+    """
+    if max_seconds <= 0:
+        return list(clips)
+    limit = int(max_seconds * sampling_rate)
+    gap = np.zeros(int(gap_seconds * sampling_rate), dtype=np.float32)
+    packed, current = [], []
+    length = 0
+    for clip in clips:
+        clip = np.asarray(clip, dtype=np.float32)[:limit]
+        extra = clip.size + (gap.size if current else 0)
+        if current and length + extra > limit:
+            packed.append(np.concatenate(current))
+            current, length = [], 0
+            extra = clip.size
+        if current:
+            current.append(gap)
+        current.append(clip)
+        length += extra
+    if current:
+        packed.append(np.concatenate(current))
+    return packed
+
+
+def _encoder_linears(model: WhisperForConditionalGeneration, layer: int, modules: Sequence[str]) -> dict[str, nn.Module]:
+    block = model.model.encoder.layers[layer]
+    return {m: (block.self_attn if m in ("q_proj", "k_proj", "v_proj", "out_proj") else block).get_submodule(m) for m in modules}
+
+
+def _module_path(layer: int, module: str) -> str:
+    inner = f"self_attn.{module}" if module in ("q_proj", "k_proj", "v_proj", "out_proj") else module
+    return f"model.encoder.layers.{layer}.{inner}"
+
+
+def compress(
+    model: WhisperForConditionalGeneration,
+    clips: Sequence[np.ndarray],
+    feature_extractor: WhisperFeatureExtractor,
+    settings: CompressionSettings | None = None,
+    plan: RankPlan | None = None,
+    progress: bool = True,
+) -> CompressionResult:
+    """Compress ``model``'s encoder with LiteASR; ``model`` is modified in place and consumed.
+
+    Args:
+        model: a dense Whisper model, on the device and in the dtype calibration should run in.
+        clips: calibration audio, 16 kHz mono float arrays (packed to fill the window per ``settings``).
+        feature_extractor: the model's feature extractor (log-mel, padded to 30 s like at inference).
+        settings: thresholds or budget, calibration scheme.
+        plan: ranks chosen earlier (:meth:`RankPlan.load`); skips rank selection.
+    """
+    settings = settings or CompressionSettings()
+    config = model.config
+    if plan is not None:
+        plan.check(config)
+    if not clips:
+        raise ValueError("No calibration audio: give at least one clip.")
+    started = time.perf_counter()
+    windows = pack_clips(clips, settings.pack_seconds)[: settings.num_samples]
+    device, dtype = model.device, model.dtype
+    model.eval()
+    encoder = model.model.encoder
+    layers = range(config.encoder_layers)
+
+    def batches():
+        for start in range(0, len(windows), settings.batch_size):
+            chunk = windows[start : start + settings.batch_size]
+            feats = feature_extractor(chunk, sampling_rate=16000, return_tensors="pt").input_features
+            yield feats.to(device=device, dtype=dtype)
+
+    def forward_loop(desc: str) -> Callable[[], None]:
+        def loop() -> None:
+            with torch.inference_mode():
+                batch_iter = tqdm(list(batches()), desc=desc, leave=False, disable=not progress)
+                run_batches(encoder, batch_iter)
+        return loop
+
+    def layer_statistics(selected: Sequence[int], desc: str) -> dict[tuple[int, str], OutputStatistics]:
+        hooked = {(l, m): mod for l in selected for m, mod in _encoder_linears(model, l, settings.modules).items()}
+        named = {f"{l}.{m}": mod for (l, m), mod in hooked.items()}
+        stats = collect_output_statistics(named, forward_loop(desc), stop_after=encoder.layers[max(selected)],
+                                          stats_device=device)
+        return {(l, m): stats[f"{l}.{m}"] for (l, m) in hooked}
+
+    components: dict[tuple[int, str], PrincipalComponents] = {}
+
+    # 1. Ranks from the dense model's spectra when they must be known up front (budget, or the paper's
+    #    one-shot recipe, whose factors come from the same dense statistics).
+    if not settings.sequential or (plan is None and settings.budget is not None):
+        stats_bytes = 8 * sum(_shape(config, m)[1] ** 2 for m in settings.modules) * config.encoder_layers
+        groups = [list(layers)] if stats_bytes <= _ONE_PASS_STATS_BYTES else [[l] for l in layers]
+        for group in tqdm(groups, desc="Calibrating (dense model)", disable=not progress or len(groups) == 1):
+            for key, stats in layer_statistics(group, "Calibrating (dense model)").items():
+                components[key] = principal_components(stats)
+        if plan is None:
+            plan = _plan(components, config, settings)
+
+    # 2. Factorize layer by layer.
+    variance_kept: dict[tuple[int, str], float] = {}
+    chosen: list[dict[str, int]] = [dict() for _ in layers]
+    for layer in tqdm(layers, desc="Factorizing encoder layers", disable=not progress):
+        if settings.sequential:
+            stats = layer_statistics([layer], f"Calibrating layer {layer}")
+            layer_components = {m: principal_components(stats[(layer, m)]) for m in settings.modules}
+        else:
+            layer_components = {m: components[(layer, m)] for m in settings.modules}
+        for module, pcs in layer_components.items():
+            if plan is not None:
+                rank = plan.ranks[layer].get(module)
+            else:
+                rank = _threshold_rank(pcs, config, module, settings)
+            if rank is None:
+                continue
+            path = _module_path(layer, module)
+            set_submodule(model, path, factorize_linear(model.get_submodule(path), pcs, rank))
+            chosen[layer][module] = rank
+            variance_kept[(layer, module)] = pcs.variance_kept(rank)
+    if plan is None:
+        plan = RankPlan(chosen, [], {"mode": "threshold", "thresholds": settings.thresholds,
+                                     "rank_multiple": settings.rank_multiple, "outlier_share": settings.outlier_share})
+    plan.variance_kept = [{m: round(variance_kept[(l, m)], 6) for m in chosen[l]} for l in layers]
+    plan.method["calibration"] = "sequential" if settings.sequential else "one-shot (paper)"
+
+    lite = _as_lite_whisper(model, plan.ranks)
+    report = compression_report(config, plan, settings, windows, time.perf_counter() - started)
+    return CompressionResult(lite, plan, report)
+
+
+def _shape(config, module: str) -> tuple[int, int]:
+    """``(in_features, out_features)`` of an encoder module."""
+    d, f = config.d_model, config.encoder_ffn_dim
+    return {"fc1": (d, f), "fc2": (f, d)}.get(module, (d, d))
+
+
+def _threshold_rank(pcs: PrincipalComponents, config, module: str, settings: CompressionSettings) -> int | None:
+    threshold = settings.thresholds.get(module, settings.thresholds.get(module_kind(module)))
+    if threshold is None:
+        return None
+    rank = rank_for_threshold(pcs.eigenvalues, threshold, settings.rank_multiple, settings.outlier_share)
+    return rank if saves_parameters(*_shape(config, module), rank) else None
+
+
+def _plan(components, config, settings: CompressionSettings) -> RankPlan:
+    spectra = [{m: components[(l, m)].eigenvalues for m in settings.modules} for l in range(config.encoder_layers)]
+    if settings.budget is not None:
+        return plan_by_budget(spectra, config, settings.budget, settings.budget_measure,
+                              settings.rank_multiple, settings.outlier_share)
+    return plan_by_threshold(spectra, config, settings.thresholds, settings.rank_multiple, settings.outlier_share)
+
+
+def _as_lite_whisper(model: WhisperForConditionalGeneration, ranks: list[dict[str, int]]) -> LiteWhisperForConditionalGeneration:
+    """Move the (now partly factorized) weights of ``model`` into a LiteWhisper model of the same layout."""
+    config = LiteWhisperConfig.from_whisper_config(model.config, ranks)
+    with torch.device("meta"):
+        lite = LiteWhisperForConditionalGeneration(config)
+    # strict=True: the factorized modules must match the config's layout exactly.
+    lite.load_state_dict(model.state_dict(), strict=True, assign=True)
+    lite.tie_weights()
+    lite.generation_config = model.generation_config
+    return lite.eval()
+
+
+def compression_report(config, plan: RankPlan, settings: CompressionSettings, windows: Sequence[np.ndarray],
+                       seconds: float) -> dict:
+    """Per layer and module: rank, variance kept, parameters and FLOPs before and after; and totals."""
+    layers = []
+    for layer, ranks in enumerate(plan.ranks):
+        entry = {}
+        for module in LOW_RANK_MODULES:
+            rank = ranks.get(module)
+            before, after = module_cost(config, module, None), module_cost(config, module, rank)
+            entry[module] = {
+                "rank": rank,
+                "variance_kept": plan.variance_kept[layer].get(module) if plan.variance_kept else None,
+                "params_before": before.params, "params_after": after.params,
+                "flops_before": before.flops, "flops_after": after.flops,
+            }
+        layers.append(entry)
+    original, compressed = encoder_cost(config, []), encoder_cost(config, plan.ranks)
+    audio_seconds = float(sum(w.size for w in windows)) / 16000
+    return {
+        "encoder": {
+            "params_before": original.params, "params_after": compressed.params,
+            "params_fraction": round(compressed.params / original.params, 4),
+            "flops_before": original.flops, "flops_after": compressed.flops,
+            "flops_fraction": round(compressed.flops / original.flops, 4),
+        },
+        "settings": asdict(settings),
+        "plan_method": plan.method,
+        "calibration": {
+            "windows": len(windows), "audio_seconds": round(audio_seconds, 2),
+            "padding_share": round(1 - audio_seconds / (30 * max(len(windows), 1)), 4),
+        },
+        "seconds": round(seconds, 1),
+        "layers": layers,
+        "low_rank_config": plan.ranks,
+    }

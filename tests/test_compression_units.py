@@ -1,0 +1,175 @@
+"""Calibration statistics, PCA, rank selection and factorization, on small random data and models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_modeling import TINY, features
+from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+from liteasr_hf.calibration import OutputStatistics, collect_output_statistics, run_batches
+from liteasr_hf.compression import CompressionSettings, compress, pack_clips
+from liteasr_hf.encoder_cost import encoder_cost
+from liteasr_hf.factorization import factorize_linear
+from liteasr_hf.pca import principal_components
+from liteasr_hf.rank_selection import (
+    RankPlan,
+    outlier_directions,
+    plan_by_budget,
+    plan_by_threshold,
+    rank_for_threshold,
+)
+
+
+def test_streamed_statistics_equal_the_stacked_mean_and_covariance():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(12, 10)
+    batches = [torch.randn(3, 7, 12) for _ in range(4)]
+    stats = collect_output_statistics({"layer": layer}, lambda: [layer(b) for b in batches])["layer"]
+    outputs = torch.cat([layer(b).reshape(-1, 10) for b in batches]).detach().double()
+    assert stats.count == 84
+    torch.testing.assert_close(stats.mean, outputs.mean(0))
+    torch.testing.assert_close(stats.covariance(), torch.cov(outputs.t(), correction=0))
+    assert stats.outer.dtype == torch.float64
+
+
+def test_hooks_are_removed_after_success_and_error():
+    layer = torch.nn.Linear(4, 4)
+    collect_output_statistics({"l": layer}, lambda: layer(torch.randn(2, 4)))
+    assert not layer._forward_hooks
+
+    def failing_loop():
+        layer(torch.randn(2, 4))
+        raise RuntimeError("data loader died")
+
+    with pytest.raises(RuntimeError, match="data loader died"):
+        collect_output_statistics({"l": layer}, failing_loop)
+    assert not layer._forward_hooks
+
+
+def test_statistics_memory_does_not_grow_with_samples():
+    layer = torch.nn.Linear(16, 32)
+    small = collect_output_statistics({"l": layer}, lambda: [layer(torch.randn(5, 16)) for _ in range(2)])["l"]
+    large = collect_output_statistics({"l": layer}, lambda: [layer(torch.randn(5, 16)) for _ in range(20)])["l"]
+    size = lambda s: s.total.numel() + s.outer.numel()  # noqa: E731
+    assert large.count == 10 * small.count and size(large) == size(small) == 32 + 32 * 32
+
+
+def test_stop_after_cuts_the_forward_pass_short():
+    first, second = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    calls = []
+    second.register_forward_hook(lambda *a: calls.append(1))
+    model = torch.nn.Sequential(first, second)
+    stats = collect_output_statistics({"first": first}, lambda: run_batches(model, [torch.randn(2, 4)] * 3),
+                                      stop_after=first)
+    assert stats["first"].count == 6 and not calls and len(second._forward_hooks) == 1
+
+
+def test_factorization_at_full_rank_is_exact_and_low_rank_outputs_are_reproduced():
+    torch.manual_seed(1)
+    dense = torch.nn.Linear(24, 16)
+    x = torch.randn(200, 24)
+    stats = OutputStatistics.empty(16)
+    stats.add(dense(x))
+    full = factorize_linear(dense, principal_components(stats), 16)
+    torch.testing.assert_close(full(x), dense(x), rtol=1e-5, atol=1e-5)
+
+    # Outputs confined to an affine 4-dimensional subspace are reproduced exactly at rank 4.
+    low = torch.nn.Linear(24, 16)
+    with torch.no_grad():
+        low.weight.copy_(torch.randn(16, 4) @ torch.randn(4, 24))
+    stats = OutputStatistics.empty(16)
+    stats.add(low(x))
+    factorized = factorize_linear(low, principal_components(stats), 4)
+    assert factorized.weight1.shape == (24, 4) and factorized.weight2.shape == (4, 16)
+    probe = torch.randn(50, 24)
+    torch.testing.assert_close(factorized(probe), low(probe), rtol=1e-4, atol=1e-4)
+
+
+def test_threshold_rank_is_the_smallest_multiple_keeping_more_than_the_share():
+    eigenvalues = torch.tensor([50.0, 30.0, 10.0, 5.0, 3.0, 1.0, 0.5, 0.5], dtype=torch.float64)
+    assert rank_for_threshold(eigenvalues, 0.80, multiple=1) == 3  # 0.8 exactly is not *more than* 0.8
+    assert rank_for_threshold(eigenvalues, 0.79, multiple=1) == 2
+    assert rank_for_threshold(eigenvalues, 0.81, multiple=1) == 3
+    assert rank_for_threshold(eigenvalues, 0.81, multiple=4) == 4
+    assert rank_for_threshold(eigenvalues, 1.0, multiple=1) == 8
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        rank_for_threshold(eigenvalues, 1.5)
+
+
+def test_outlier_direction_does_not_swallow_the_threshold():
+    # One direction with 99% of the variance, the rest spread evenly (Whisper's last fc2).
+    eigenvalues = torch.cat([torch.tensor([9900.0]), torch.full((99,), 1.0)]).double()
+    assert rank_for_threshold(eigenvalues, 0.99, multiple=1) == 1  # the paper's share: one direction
+    assert outlier_directions(eigenvalues, 0.5) == 1
+    assert rank_for_threshold(eigenvalues, 0.99, multiple=1, outlier_share=0.5) == 1 + 99
+    assert rank_for_threshold(eigenvalues, 0.5, multiple=1, outlier_share=0.5) == 1 + 50
+
+
+def spectra_for(config, decay: float):
+    out = {"q_proj": 64, "k_proj": 64, "v_proj": 64, "out_proj": 64, "fc1": 128, "fc2": 64}
+    return [{m: torch.tensor([decay**i for i in range(w)], dtype=torch.float64) for m, w in out.items()}
+            for _ in range(config.encoder_layers)]
+
+
+def test_budget_plan_meets_its_target_and_reports_impossible_budgets(tmp_path):
+    config = WhisperConfig(**TINY)
+    spectra = spectra_for(config, 0.9)
+    plan = plan_by_budget(spectra, config, target=0.85, measure="params", multiple=16)
+    fraction = encoder_cost(config, plan.ranks).params / encoder_cost(config, []).params
+    assert fraction <= 0.85
+    # Greedy: removing any one more block would not be needed, so it stops near the target.
+    assert fraction > 0.75
+    with pytest.raises(ValueError, match="cannot be met"):
+        plan_by_budget(spectra, config, target=0.2)
+
+    path = plan.save(tmp_path / "plan.json")
+    again = RankPlan.load(path, config)
+    assert again.ranks == plan.ranks and again.method["mode"] == "budget"
+    (tmp_path / "bad.json").write_text(json.dumps({"ranks": [{"fc1": 500}, {}]}))
+    with pytest.raises(ValueError, match=r"low_rank_config\[0\]\['fc1'\] = 500"):
+        RankPlan.load(tmp_path / "bad.json", config)
+
+
+def test_threshold_plan_keeps_dense_where_nothing_is_saved():
+    config = WhisperConfig(**TINY)
+    plan = plan_by_threshold(spectra_for(config, 0.5), config, {"attention": 0.99, "mlp": 0.999}, multiple=16)
+    assert plan.ranks[0]["q_proj"] == 16 and plan.ranks[0]["fc1"] == 16
+    flat = plan_by_threshold(spectra_for(config, 1.0), config, {"attention": 0.99}, multiple=16)
+    assert flat.ranks == [{}, {}]  # a flat spectrum needs every direction: dense is smaller
+
+
+def test_pack_clips_fills_windows_without_exceeding_them():
+    clips = [np.ones(16000 * s, dtype=np.float32) for s in (5, 5, 5, 12, 20, 3)]
+    packed = pack_clips(clips, max_seconds=28, gap_seconds=0.5)
+    assert all(p.size <= 28 * 16000 for p in packed)
+    assert sum(int((p != 0).sum()) for p in packed) == sum(c.size for c in clips)
+    assert len(packed) == 3
+
+
+def test_compress_a_random_whisper_end_to_end_with_both_schemes():
+    config = WhisperConfig(**TINY)
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal(16000 * 8).astype(np.float32) * 0.1 for _ in range(6)]
+    extractor = WhisperFeatureExtractor()
+    thresholds = {"attention": 0.5, "mlp": 0.5}  # random weights have flat spectra: low shares force factorization
+    for sequential in (True, False):
+        torch.manual_seed(0)
+        model = WhisperForConditionalGeneration(config).eval()
+        settings = CompressionSettings(thresholds=thresholds, sequential=sequential, num_samples=2, batch_size=1)
+        result = compress(model, clips, extractor, settings, progress=False)
+        assert any(result.plan.ranks), result.plan.ranks
+        assert result.model.config.low_rank_config == result.plan.ranks
+        with torch.no_grad():
+            out = result.model.get_encoder()(features(1)).last_hidden_state
+        assert torch.isfinite(out).all()
+        assert result.report["encoder"]["params_after"] < result.report["encoder"]["params_before"]
+        assert result.report["plan_method"]["calibration"] == ("sequential" if sequential else "one-shot (paper)")
+    # The plan is re-applied exactly.
+    torch.manual_seed(0)
+    again = compress(WhisperForConditionalGeneration(config).eval(), clips, extractor,
+                     CompressionSettings(num_samples=2), plan=result.plan, progress=False)
+    assert again.plan.ranks == result.plan.ranks
