@@ -516,7 +516,7 @@ def default_english_spelling() -> Path | None:
     Transformers' ``WhisperTokenizer.normalize`` needs it (saved as ``normalizer.json``); CTranslate2 folders
     do not carry it.
     """
-    for module, relative in (("liteasr_hf", "data/english.json"), ("whisper", "normalizers/english.json")):
+    for module, relative in (("liteasr_hf", "assets/english.json"), ("whisper", "normalizers/english.json")):
         spec = importlib.util.find_spec(module)
         for location in (spec.submodule_search_locations or []) if spec else []:
             if (candidate := Path(location) / relative).is_file():

@@ -32,6 +32,10 @@ def save_model_folder(
         model.save_pretrained(tmp)
         if processor is not None:
             processor.save_pretrained(tmp)
+            # WhisperTokenizer loads its English spelling list from normalizer.json but does not save it.
+            spelling = getattr(getattr(processor, "tokenizer", None), "english_spelling_normalizer", None)
+            if spelling and not (tmp / "normalizer.json").exists():
+                (tmp / "normalizer.json").write_text(json.dumps(spelling, indent=2) + "\n", encoding="utf-8")
         for name, content in (extra_files or {}).items():
             text = content if isinstance(content, str) else json.dumps(content, indent=2) + "\n"
             (tmp / name).write_text(text, encoding="utf-8")

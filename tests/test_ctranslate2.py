@@ -3,7 +3,7 @@
 Audio: ``tests/data/sense_and_sensibility_01_austen_64kb-0870.flac`` is a lossless copy of
 ``/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav`` from Debian's
 pocketsphinx-testdata (LibriVox recording, 16 kHz mono), copied so the tests do not need that package.
-``liteasr_hf/data/english.json`` is openai-whisper's ``normalizers/english.json`` (MIT licence, openai-whisper
+``liteasr_hf/assets/english.json`` is openai-whisper's ``normalizers/english.json`` (MIT licence, openai-whisper
 20250625 sdist): the British -> American spelling list behind ``tokenizer.normalize``.
 """
 

@@ -55,7 +55,7 @@ def transcribe_both(stock_dir, lite_dir, audio, **call_kwargs):
 
 
 def test_saved_folder_carries_processor_and_generation_config(lite_tiny_en):
-    for name in ("tokenizer.json", "processor_config.json", "generation_config.json", "config.json",
+    for name in ("tokenizer.json", "normalizer.json", "processor_config.json", "generation_config.json", "config.json",
                  "pipeline_lite_whisper.py"):
         assert (lite_tiny_en / name).is_file(), name
     assert AutoFeatureExtractor.from_pretrained(lite_tiny_en).feature_size == 80

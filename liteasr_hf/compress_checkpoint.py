@@ -1,0 +1,109 @@
+"""From a Whisper checkpoint and calibration audio to a saved LiteWhisper folder, in one call."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .checkpoints import load_model_and_processor
+from .benchmark import encoder_latency
+from .compression import CompressionResult, compress
+from .data import load_speech
+from .evaluation import compare_models
+from .export import save_model_folder
+from .presets import default_preset, load_settings
+from .rank_selection import RankPlan
+
+DEFAULT_CALIBRATION = Path(__file__).resolve().parent.parent / "data" / "speech"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux reports ru_maxrss in KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def compress_checkpoint(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    preset: str | None = None,
+    calibration: str | os.PathLike = DEFAULT_CALIBRATION,
+    calibration_split: str | None = "calibration",
+    calibration_config: str | None = None,
+    audio_column: str = "audio",
+    num_samples: int | None = None,
+    plan: str | os.PathLike | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    overwrite: bool = False,
+    progress: bool = True,
+    **overrides,
+) -> tuple[Path, CompressionResult]:
+    """Compress ``model`` (folder, Hub id or packaged alias) and save the LiteWhisper folder to ``output``.
+
+    The folder holds the weights, config (remote code and pipeline), code files, processor files,
+    ``generation_config.json``, ``compression_report.json`` and ``rank_plan.json``; it is written under a
+    temporary name and renamed at the end, so a failed or interrupted run leaves no partial folder.
+    ``overrides`` are :class:`~liteasr_hf.compression.CompressionSettings` fields (``None`` ignored).
+    """
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} already exists; pass --overwrite or choose another --output.")
+    started = time.perf_counter()
+    whisper, processor, resolved = load_model_and_processor(model, device=device, dtype=dtype)
+    if getattr(whisper.config, "low_rank_config", None):
+        raise ValueError(f"{model} is already a LiteWhisper model; compress the original Whisper checkpoint.")
+    settings = load_settings(preset or default_preset(whisper.config), num_samples=num_samples, **overrides)
+    rank_plan = RankPlan.load(plan, whisper.config) if plan is not None else None
+
+    utterances, failures = load_speech(calibration, split=calibration_split, config=calibration_config,
+                                       audio_column=audio_column, text_column=None)
+    if not utterances:
+        raise ValueError(f"No usable calibration audio in {calibration} (split {calibration_split}); "
+                         f"{len(failures)} item(s) failed to load.")
+    clips = [u.audio for u in utterances]
+
+    result = compress(whisper, clips, processor.feature_extractor, settings, plan=rank_plan, progress=progress)
+    result.report.update({
+        "source_model": str(model), "resolved_model": resolved,
+        "calibration_data": {"data": str(calibration), "split": calibration_split, "failed": len(failures)},
+        "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+    })
+    result.report["total_seconds"] = round(time.perf_counter() - started, 1)
+    result.report["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    extra = {"compression_report.json": result.report, "rank_plan.json": asdict(result.plan)}
+    folder = save_model_folder(result.model, output, processor=processor, extra_files=extra, overwrite=overwrite)
+    return folder, result
+
+
+def compare_original_and_compressed(
+    original: str | os.PathLike,
+    compressed: str | os.PathLike,
+    data: str | os.PathLike,
+    split: str | None = "evaluation",
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    batch_size: int = 8,
+    output: str | os.PathLike | None = None,
+) -> str:
+    """Evaluate both models on ``data`` and time their encoders; return one Markdown table of encoder
+    parameters, WER and encoder latency (batch 1, interleaved medians)."""
+    summaries = compare_models([str(original), str(compressed)], data, split=split, device=device, dtype=dtype,
+                               batch_size=batch_size, output=output, progress=True)
+    models = [load_model_and_processor(m, device=device, dtype=dtype, trust_remote_code=True)[0]
+              for m in (original, compressed)]
+    latencies = encoder_latency(models, batch_size=1, repeats=5)
+    rows = [("model", "encoder params", "WER %", "outputs > 3x ref", "encoder latency")]
+    for summary, latency in zip(summaries, latencies):
+        share = summary["encoder_params"] / summaries[0]["encoder_params"]
+        speedup = latencies[0] / latency
+        rows.append((Path(str(summary["model"])).name, f"{summary['encoder_params'] / 1e6:.2f}M ({share:.1%})",
+                     f"{summary['wer']:.2f}", str(summary["n_long_outputs"]), f"{latency * 1000:.0f} ms ({speedup:.2f}x)"))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)

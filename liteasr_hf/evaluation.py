@@ -1,0 +1,440 @@
+"""Word error rate and speed of Whisper / LiteWhisper models, computed as the Open ASR Leaderboard does.
+
+- WER: Whisper's English normalizer on references and predictions alike; pairs whose normalized reference is
+  empty are left out (and counted); errors are summed over the corpus (jiwer) and divided by the reference
+  words of the corpus, not averaged per utterance; reported as ``round(100 * wer, 2)``.
+- RTFx: total audio seconds / total compute seconds, where compute is feature extraction, ``generate`` and
+  decoding, timed after one untimed warm-up batch, under ``torch.inference_mode``.
+
+Each run writes a JSONL record per utterance and a summary JSON (see :func:`write_results`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, ProcessorMixin
+from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+from .atomic import atomic_write_text
+from .audio import SAMPLING_RATE
+from .data import LoadFailure, Utterance, load_speech
+
+logger = logging.getLogger(__name__)
+
+LONG_OUTPUT_RATIO = 3  # a prediction with more than this many times the reference words is looping
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Normalization and WER
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def english_normalizer(tokenizer=None, spelling: Mapping[str, str] | None = None) -> tuple[EnglishTextNormalizer, str]:
+    """Whisper's English normalizer and where its British -> American spelling list came from.
+
+    The list is, in order: ``spelling``; the tokenizer's ``normalizer.json`` (``english_spelling_normalizer``,
+    present in openai/whisper-* folders); openai-whisper's ``english.json`` where a package ships it. Without
+    any, the rest of the normalization still applies and a warning says the WER is not leaderboard-exact.
+    """
+    if spelling is not None:
+        return EnglishTextNormalizer(dict(spelling)), "given"
+    mapping = getattr(tokenizer, "english_spelling_normalizer", None)
+    if mapping:
+        return EnglishTextNormalizer(mapping), "tokenizer normalizer.json"
+    from .ctranslate2 import default_english_spelling
+
+    path = default_english_spelling()
+    if path is not None:
+        return EnglishTextNormalizer(json.loads(path.read_text(encoding="utf-8"))), str(path)
+    warnings.warn(
+        "No English spelling list (normalizer.json / openai-whisper english.json) was found: British spellings "
+        "are not mapped to American ones, so WER may differ slightly from the Open ASR Leaderboard's.",
+        stacklevel=2,
+    )
+    return EnglishTextNormalizer({}), "none"
+
+
+@dataclass
+class WerStats:
+    """Corpus word error counts; ``wer`` is in percent, rounded to 2 decimals."""
+
+    wer: float
+    errors: int
+    substitutions: int
+    deletions: int
+    insertions: int
+    reference_words: int
+    n_scored: int
+    n_empty_references: int
+
+
+@dataclass
+class PairScore:
+    """One reference/prediction pair after normalization; counts are None when the pair is not scored."""
+
+    normalized_reference: str
+    normalized_prediction: str
+    errors: int | None
+    substitutions: int | None
+    deletions: int | None
+    insertions: int | None
+    reference_words: int
+    prediction_words: int
+
+    @property
+    def scored(self) -> bool:
+        return self.errors is not None
+
+    @property
+    def long_output(self) -> bool:
+        """More than ``LONG_OUTPUT_RATIO`` times the reference words: looping or hallucination."""
+        return self.scored and self.prediction_words > LONG_OUTPUT_RATIO * self.reference_words
+
+
+def score(references: Sequence[str], predictions: Sequence[str],
+          normalizer: Callable[[str], str]) -> tuple[list[PairScore], WerStats]:
+    """Normalize both sides with ``normalizer`` and count word errors per pair and over the corpus."""
+    if len(references) != len(predictions):
+        raise ValueError(f"{len(references)} references but {len(predictions)} predictions.")
+    norm_refs = [normalizer(r) for r in references]
+    norm_preds = [normalizer(p) for p in predictions]
+    kept = [i for i, ref in enumerate(norm_refs) if ref.strip()]
+    counts: dict[int, tuple[int, int, int]] = {}
+    if kept:
+        out = jiwer.process_words([norm_refs[i] for i in kept], [norm_preds[i] for i in kept])
+        for i, chunks in zip(kept, out.alignments, strict=True):
+            s = sum(c.ref_end_idx - c.ref_start_idx for c in chunks if c.type == "substitute")
+            d = sum(c.ref_end_idx - c.ref_start_idx for c in chunks if c.type == "delete")
+            n = sum(c.hyp_end_idx - c.hyp_start_idx for c in chunks if c.type == "insert")
+            counts[i] = (s, d, n)
+    pairs = []
+    for i, (ref, pred) in enumerate(zip(norm_refs, norm_preds, strict=True)):
+        s, d, n = counts.get(i, (None, None, None))
+        errors = None if s is None else s + d + n
+        pairs.append(PairScore(ref, pred, errors, s, d, n, len(ref.split()), len(pred.split())))
+    scored = [p for p in pairs if p.scored]
+    words = sum(p.reference_words for p in scored)
+    errors = sum(p.errors for p in scored)
+    stats = WerStats(
+        wer=round(100 * errors / words, 2) if words else float("nan"),
+        errors=errors,
+        substitutions=sum(p.substitutions for p in scored),
+        deletions=sum(p.deletions for p in scored),
+        insertions=sum(p.insertions for p in scored),
+        reference_words=words,
+        n_scored=len(scored),
+        n_empty_references=len(pairs) - len(scored),
+    )
+    return pairs, stats
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Transcription and timing
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Transcription:
+    texts: list[str]  # in the order of the input audio
+    compute_seconds: float  # timed batches only (the warm-up batch is not counted)
+
+
+def generation_kwargs(generation_config, language: str | None = "en", max_new_tokens: int | None = None) -> dict:
+    """``generate`` arguments: language and task only for multilingual models (English-only ones reject them)."""
+    kwargs: dict = {}
+    if getattr(generation_config, "is_multilingual", False):
+        if language is not None:
+            kwargs.update(language=language, task="transcribe")
+    elif language is not None and language.lower() not in ("en", "english"):
+        raise ValueError(f"This is an English-only Whisper model; it cannot transcribe language {language!r}.")
+    if max_new_tokens is not None:
+        kwargs["max_new_tokens"] = max_new_tokens
+    return kwargs
+
+
+def _generate_inputs(feature_extractor, audios: list[np.ndarray], device: torch.device, dtype: torch.dtype) -> dict:
+    """``generate`` inputs. A batch with audio over 30 s keeps its full length and is transcribed long-form
+    (sequential 30 s windows, which need timestamp tokens); others are padded to 30 s, as Whisper was trained."""
+    if max(a.size for a in audios) > feature_extractor.n_samples:
+        inputs = feature_extractor(audios, sampling_rate=SAMPLING_RATE, truncation=False, padding="longest",
+                                   return_attention_mask=True, return_tensors="pt")
+        inputs["return_timestamps"] = True
+    else:
+        inputs = feature_extractor(audios, sampling_rate=SAMPLING_RATE, return_tensors="pt")
+    inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+    inputs["input_features"] = inputs["input_features"].to(dtype)
+    return inputs
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def transcribe(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    audios: Sequence[np.ndarray],
+    batch_size: int = 8,
+    language: str | None = "en",
+    max_new_tokens: int | None = None,
+    warmup_batches: int = 1,
+    progress: bool = True,
+) -> Transcription:
+    """Transcribe 16 kHz ``audios`` with batched ``generate`` on the model's device and dtype.
+
+    Audio is sorted by length, longest first, so that a batch holds similar lengths (and an out-of-memory
+    error comes at once); texts are returned in input order. ``warmup_batches`` batches run untimed first.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    kwargs = generation_kwargs(model.generation_config, language, max_new_tokens)
+    device, dtype = model.device, model.dtype
+    order = sorted(range(len(audios)), key=lambda i: -audios[i].size)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    texts: list[str] = [""] * len(audios)
+    elapsed = 0.0
+
+    def run(batch: list[int]) -> list[str]:
+        inputs = _generate_inputs(processor.feature_extractor, [audios[i] for i in batch], device, dtype)
+        ids = model.generate(**inputs, **kwargs)
+        return processor.batch_decode(ids, skip_special_tokens=True)
+
+    with torch.inference_mode():
+        for batch in batches[:warmup_batches]:
+            run(batch)
+        _synchronize(device)
+        with tqdm(total=len(audios), desc="Transcribing", unit="utt", disable=not progress) as bar:
+            for batch in batches:
+                start = time.perf_counter()
+                decoded = run(batch)
+                _synchronize(device)
+                elapsed += time.perf_counter() - start
+                for i, text in zip(batch, decoded, strict=True):
+                    texts[i] = text.strip()
+                bar.update(len(batch))
+    return Transcription(texts, elapsed)
+
+
+def encoder_parameters(model: PreTrainedModel) -> int:
+    return sum(p.numel() for p in model.get_encoder().parameters())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Runs: one model, several models, output files
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def evaluate_utterances(
+    model: str | os.PathLike | PreTrainedModel,
+    utterances: Sequence[Utterance],
+    failures: Sequence[LoadFailure] = (),
+    *,
+    processor: ProcessorMixin | None = None,
+    data: str = "",
+    split: str | None = None,
+    config: str | None = None,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    language: str | None = "en",
+    max_new_tokens: int | None = None,
+    warmup_batches: int = 1,
+    normalizer: tuple[Callable[[str], str], str] | None = None,
+    output: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict:
+    """Transcribe ``utterances`` with ``model`` and return the summary; write the results to ``output`` if given.
+
+    ``model`` is a folder, a Hub id or a packaged checkpoint alias (loaded on ``device`` in ``dtype``), or a
+    loaded model with its ``processor`` (then used where it is). ``failures`` are the items that did not
+    load; they are reported in the summary. ``normalizer`` is ``(callable, description)``, by default
+    :func:`english_normalizer` of the model's tokenizer. ``data``, ``split`` and ``config`` only label the output.
+    """
+    if not utterances:
+        raise ValueError(f"No utterances to evaluate ({len(failures)} failed to load).")
+    if any(u.text is None for u in utterances):
+        raise ValueError("Evaluation needs reference texts; the utterances were loaded without a text column.")
+    if isinstance(model, PreTrainedModel):
+        if processor is None:
+            raise ValueError("Pass the processor along with a loaded model.")
+        whisper, name = model, str(model.name_or_path or model.config.model_type)
+    else:
+        from .checkpoints import load_model_and_processor
+
+        whisper, processor, name = load_model_and_processor(model, device=device, dtype=dtype, trust_remote_code=True)
+    norm, norm_source = normalizer or english_normalizer(processor.tokenizer)
+
+    transcription = transcribe(whisper, processor, [u.audio for u in utterances], batch_size=batch_size,
+                               language=language, max_new_tokens=max_new_tokens, warmup_batches=warmup_batches,
+                               progress=progress)
+    pairs, stats = score([u.text for u in utterances], transcription.texts, norm)
+    records = [
+        {"id": u.id, "reference": u.text, "prediction": text, **asdict(pair), "long_output": pair.long_output,
+         "duration": round(u.duration, 3)}
+        for u, text, pair in zip(utterances, transcription.texts, pairs, strict=True)
+    ]
+    audio_seconds = sum(u.duration for u in utterances)
+    summary = {
+        "model": str(model) if not isinstance(model, PreTrainedModel) else name,
+        "model_path": name,
+        "model_type": whisper.config.model_type,
+        "data": str(data),
+        "config": config,
+        "split": split,
+        "n_utterances": len(utterances),
+        "n_failed": len(failures),
+        "failed": [asdict(f) for f in failures],
+        **asdict(stats),
+        "empty_reference_ids": [r["id"] for r, p in zip(records, pairs, strict=True) if not p.scored],
+        "n_long_outputs": sum(p.long_output for p in pairs),
+        "long_output_ids": [r["id"] for r, p in zip(records, pairs, strict=True) if p.long_output],
+        "rtfx": round(audio_seconds / transcription.compute_seconds, 2) if transcription.compute_seconds else None,
+        "total_audio_seconds": round(audio_seconds, 3),
+        "compute_seconds": round(transcription.compute_seconds, 3),
+        "encoder_params": encoder_parameters(whisper),
+        "device": str(whisper.device),
+        "dtype": str(whisper.dtype).removeprefix("torch."),
+        "batch_size": batch_size,
+        "language": generation_kwargs(whisper.generation_config, language).get("language"),
+        "max_new_tokens": max_new_tokens,
+        "warmup_batches": warmup_batches,
+        "normalizer": f"whisper-english (spelling: {norm_source})",
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **_versions(),
+    }
+    if output is not None:
+        write_results(output, records, summary)
+    return summary
+
+
+def evaluate_model(
+    model: str | os.PathLike,
+    data: str | os.PathLike,
+    split: str | None = "evaluation",
+    *,
+    config: str | None = None,
+    text_column: str = "text",
+    audio_column: str = "audio",
+    id_column: str | None = None,
+    num_samples: int | None = None,
+    output: str | os.PathLike | None = None,
+    **kwargs,
+) -> dict:
+    """Load ``data`` (see :func:`~liteasr_hf.data.load_speech`) and evaluate ``model`` on it.
+
+    ``kwargs`` go to :func:`evaluate_utterances` (batch_size, device, dtype, language, max_new_tokens, ...).
+    """
+    utterances, failures = load_speech(data, split=split, config=config, text_column=text_column,
+                                       audio_column=audio_column, id_column=id_column, max_samples=num_samples)
+    return evaluate_utterances(model, utterances, failures, data=str(data), split=split, config=config,
+                               output=output, **kwargs)
+
+
+def compare_models(
+    models: Sequence[str | os.PathLike],
+    data: str | os.PathLike,
+    split: str | None = "evaluation",
+    *,
+    config: str | None = None,
+    text_column: str = "text",
+    audio_column: str = "audio",
+    id_column: str | None = None,
+    num_samples: int | None = None,
+    output: str | os.PathLike | None = None,
+    **kwargs,
+) -> list[dict]:
+    """Evaluate several models on the same data (loaded once, one normalizer) and print one table."""
+    if not models:
+        raise ValueError("No models to compare.")
+    utterances, failures = load_speech(data, split=split, config=config, text_column=text_column,
+                                       audio_column=audio_column, id_column=id_column, max_samples=num_samples)
+    if "normalizer" not in kwargs:
+        kwargs["normalizer"] = english_normalizer(_load_tokenizer(models[0]))
+    summaries = [
+        evaluate_utterances(m, utterances, failures, data=str(data), split=split, config=config, output=output,
+                            **kwargs)
+        for m in models
+    ]
+    table = format_comparison(summaries)
+    print(table)
+    if output is not None:
+        atomic_write_text(Path(output) / "comparison.md", table + "\n")
+    return summaries
+
+
+def _load_tokenizer(model: str | os.PathLike):
+    from transformers import AutoTokenizer
+
+    from .checkpoints import resolve_model_path
+
+    return AutoTokenizer.from_pretrained(resolve_model_path(model))
+
+
+def _versions() -> dict:
+    import transformers
+
+    from . import __version__
+
+    return {"liteasr_hf_version": __version__, "transformers_version": transformers.__version__,
+            "torch_version": torch.__version__}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
+
+
+def output_stem(summary: Mapping) -> str:
+    """``<model>__<data>[-<config>]-<split>``: the model folder's name (or the Hub id, ``/`` as ``--``) and data."""
+    model = Path(summary["model_path"])
+    model_name = model.name if model.exists() else str(summary["model_path"]).replace("/", "--")
+    data = Path(str(summary["data"]).rstrip("/"))
+    data = data.stem if data.suffix in (".jsonl", ".csv") else data.name  # a manifest: its name without suffix
+    parts = [p for p in (data, summary.get("config"), summary.get("split")) if p]
+    return f"{_slug(model_name)}__{_slug('-'.join(parts))}"
+
+
+def write_results(output: str | os.PathLike, records: Sequence[Mapping], summary: Mapping) -> tuple[Path, Path]:
+    """Write ``<stem>.jsonl`` (one record per utterance) and ``<stem>.summary.json`` into ``output``, atomically."""
+    output = Path(output)
+    stem = output_stem(summary)
+    records_path, summary_path = output / f"{stem}.jsonl", output / f"{stem}.summary.json"
+    atomic_write_text(records_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    atomic_write_text(summary_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    logger.info("Wrote %s and %s", records_path, summary_path)
+    return records_path, summary_path
+
+
+def format_comparison(summaries: Sequence[Mapping]) -> str:
+    """One Markdown table: model, encoder parameters (and share of the first row's), WER, RTFx."""
+    base = summaries[0]["encoder_params"] if summaries else 0
+    rows = [("model", "encoder params", "WER %", "RTFx", "long outputs")]
+    for s in summaries:
+        share = f" ({s['encoder_params'] / base:.0%})" if base else ""
+        rtfx = f"{s['rtfx']:.1f}" if s.get("rtfx") is not None else "-"
+        rows.append((Path(str(s["model"])).name or str(s["model"]), f"{s['encoder_params'] / 1e6:.2f}M{share}",
+                     f"{s['wer']:.2f}", rtfx, str(s.get("n_long_outputs", 0))))
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    # The model name left-aligned, the figures right-aligned (":" in the separator row says so in Markdown).
+    aligned = [[row[0].ljust(widths[0])] + [row[c].rjust(widths[c]) for c in range(1, len(row))] for row in rows]
+    lines = ["| " + " | ".join(cells) + " |" for cells in aligned]
+    lines.insert(1, "|" + "|".join(["-" * (widths[0] + 2)] + ["-" * (w + 1) + ":" for w in widths[1:]]) + "|")
+    first = summaries[0] if summaries else {}
+    note = (f"\n{first.get('data')} ({first.get('split')}): {first.get('n_scored')} utterances scored, "
+            f"{first.get('n_failed')} failed to load; {first.get('device')}, {first.get('dtype')}, "
+            f"batch size {first.get('batch_size')}.") if "n_scored" in first else ""
+    return "\n".join(lines) + note

@@ -1,0 +1,59 @@
+"""Compression presets: readable YAML files in ``configs/`` that hold :class:`CompressionSettings`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from .compression import CompressionSettings
+
+#: The repository's ``configs/`` folder (presets are looked up there by name).
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def preset_path(name: str) -> Path:
+    """The file of preset ``name`` (e.g. ``base``, ``base-fast``, ``paper``), or ``name`` itself if it is a path."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"Preset file {path} does not exist.")
+        return path
+    candidate = PRESET_DIR / f"{name}.yaml"
+    if not candidate.is_file():
+        available = sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
+        raise FileNotFoundError(
+            f"Unknown preset {name!r}. Available in {PRESET_DIR}: {', '.join(available) or 'none'}; "
+            "or pass a YAML file with --config."
+        )
+    return candidate
+
+
+def load_settings(name_or_path: str | os.PathLike, **overrides) -> CompressionSettings:
+    """Read a preset (by name or path) and apply ``overrides`` (keys of :class:`CompressionSettings`,
+    ``None`` values ignored). Errors name the file and the bad key."""
+    path = preset_path(str(name_or_path))
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping of settings, got {type(values).__name__}.")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return CompressionSettings.from_dict(values)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+_SIZES = {384: "tiny", 512: "base", 768: "small", 1024: "medium"}
+
+
+def default_preset(config) -> str:
+    """The default-flavour preset for a Whisper ``config``, recognised by its width and decoder depth."""
+    if config.d_model == 1280:
+        return "large-v3-turbo" if config.decoder_layers <= 4 else "large-v3"
+    if config.d_model not in _SIZES:
+        raise ValueError(f"No preset for a Whisper with d_model={config.d_model}; pass --preset or --config.")
+    return _SIZES[config.d_model]

