@@ -39,6 +39,7 @@ def compress_checkpoint(
     plan: str | os.PathLike | None = None,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
+    device_map: str | dict | None = None,
     overwrite: bool = False,
     progress: bool = True,
     **overrides,
@@ -48,13 +49,15 @@ def compress_checkpoint(
     The folder holds the weights, config (remote code and pipeline), code files, processor files,
     ``generation_config.json``, ``compression_report.json`` and ``rank_plan.json``; it is written under a
     temporary name and renamed at the end, so a failed or interrupted run leaves no partial folder.
+    ``device_map`` (e.g. ``"auto"``) spreads a large model over several GPUs with accelerate for calibration;
     ``overrides`` are :class:`~liteasr_hf.compression.CompressionSettings` fields (``None`` ignored).
     """
     output = Path(output)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; pass --overwrite or choose another --output.")
     started = time.perf_counter()
-    whisper, processor, resolved = load_model_and_processor(model, device=device, dtype=dtype)
+    placement = {"device_map": device_map} if device_map is not None else {}
+    whisper, processor, resolved = load_model_and_processor(model, device=device, dtype=dtype, **placement)
     if getattr(whisper.config, "low_rank_config", None):
         raise ValueError(f"{model} is already a LiteWhisper model; compress the original Whisper checkpoint.")
     settings = load_settings(preset or default_preset(whisper.config), num_samples=num_samples, **overrides)
@@ -93,7 +96,7 @@ def compare_original_and_compressed(
     """Evaluate both models on ``data`` and time their encoders; return one Markdown table of encoder
     parameters, WER and encoder latency (batch 1, interleaved medians)."""
     summaries = compare_models([str(original), str(compressed)], data, split=split, device=device, dtype=dtype,
-                               batch_size=batch_size, output=output, progress=True)
+                               batch_size=batch_size, output=output, progress=True, show=False)
     models = [load_model_and_processor(m, device=device, dtype=dtype, trust_remote_code=True)[0]
               for m in (original, compressed)]
     latencies = encoder_latency(models, batch_size=1, repeats=5)

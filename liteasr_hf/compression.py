@@ -155,9 +155,13 @@ def compress(
         raise ValueError("No calibration audio: give at least one clip.")
     started = time.perf_counter()
     windows = pack_clips(clips, settings.pack_seconds)[: settings.num_samples]
-    device, dtype = model.device, model.dtype
     model.eval()
     encoder = model.model.encoder
+    # With an accelerate device_map the encoder's first layer decides where inputs go.
+    device, dtype = encoder.conv1.weight.device, encoder.conv1.weight.dtype
+    if any(p.is_meta for p in encoder.parameters()):
+        raise ValueError("Encoder weights are offloaded (on the meta device): place the encoder on GPUs or the CPU "
+                         "(device_map without disk/CPU offload for the encoder) to compress it.")
     layers = range(config.encoder_layers)
 
     def batches():
@@ -220,6 +224,11 @@ def compress(
     plan.method["calibration"] = "sequential" if settings.sequential else "one-shot (paper)"
 
     lite = _as_lite_whisper(model, plan.ranks)
+    if getattr(model, "hf_device_map", None) and len(set(model.hf_device_map.values())) > 1:
+        from accelerate import dispatch_model
+
+        # Same module names as the Whisper model, so its placement applies unchanged.
+        lite = dispatch_model(lite, device_map=model.hf_device_map)
     report = compression_report(config, plan, settings, windows, time.perf_counter() - started)
     return CompressionResult(lite, plan, report)
 

