@@ -173,7 +173,9 @@ def compress(
     def forward_loop(desc: str) -> Callable[[], None]:
         def loop() -> None:
             with torch.inference_mode():
-                batch_iter = tqdm(list(batches()), desc=desc, leave=False, disable=not progress)
+                # Features are made batch by batch: nothing held grows with the number of windows.
+                total = -(-len(windows) // settings.batch_size)
+                batch_iter = tqdm(batches(), total=total, desc=desc, leave=False, disable=not progress)
                 run_batches(encoder, batch_iter)
         return loop
 
