@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
 from .calibration import OutputStatistics, collect_output_statistics, run_batches
-from .configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig
+from .configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig, _module_shapes
 from .encoder_cost import encoder_cost, module_cost
 from .factorization import factorize_linear, set_submodule
 from .modeling_lite_whisper import LiteWhisperForConditionalGeneration
@@ -237,8 +237,7 @@ def compress(
 
 def _shape(config, module: str) -> tuple[int, int]:
     """``(in_features, out_features)`` of an encoder module."""
-    d, f = config.d_model, config.encoder_ffn_dim
-    return {"fc1": (d, f), "fc2": (f, d)}.get(module, (d, d))
+    return _module_shapes(config.d_model, config.encoder_ffn_dim)[module]
 
 
 def _threshold_rank(pcs: PrincipalComponents, config, module: str, settings: CompressionSettings) -> int | None:
