@@ -10,6 +10,11 @@ from transformers import WhisperConfig
 #: Encoder modules that LiteASR may factorize, in the order they run inside a layer.
 LOW_RANK_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
+#: How an encoder layer computes self-attention: ``full`` projects q, k, v to the model dimension and runs the
+#: configured attention implementation; ``rank_space`` attends in the rank space of low-rank k and v (see
+#: ``LiteWhisperAttention``); ``auto`` lets a cost model choose per layer at run time.
+ATTENTION_PATHS = ("auto", "full", "rank_space")
+
 #: Classes a saved folder (or Hub repo) loads with ``trust_remote_code=True``.
 AUTO_MAP = {
     "AutoConfig": "configuration_lite_whisper.LiteWhisperConfig",
@@ -36,12 +41,21 @@ class LiteWhisperConfig(WhisperConfig):
         low_rank_config (`list[dict[str, int]]`, *optional*):
             One dict per encoder layer mapping a module name (`q_proj`, `k_proj`, `v_proj`, `out_proj`, `fc1`,
             `fc2`) to its rank. A module that is absent stays dense. `None` or `[]` means no factorization.
+        attention_path (`str` or `list[str]`, *optional*, defaults to `"auto"`):
+            How encoder self-attention is computed: `"auto"` (a cost model picks the cheaper path per layer),
+            `"full"` or `"rank_space"` for every layer, or one of these per encoder layer. `"rank_space"`
+            needs low-rank `k_proj` and `v_proj` in that layer.
         **kwargs: everything [`WhisperConfig`] takes.
     """
 
     model_type = "lite-whisper"
 
-    def __init__(self, low_rank_config: list[dict[str, int]] | None = None, **kwargs):
+    def __init__(
+        self,
+        low_rank_config: list[dict[str, int]] | None = None,
+        attention_path: str | list[str] = "auto",
+        **kwargs,
+    ):
         # Saving copies this package's code files next to the weights, so the map always names them, even
         # for a published config whose auto_map named only some classes or another repo.
         kwargs["auto_map"] = dict(AUTO_MAP)
@@ -50,6 +64,8 @@ class LiteWhisperConfig(WhisperConfig):
         low_rank_config = [] if low_rank_config is None else low_rank_config
         validate_low_rank_config(low_rank_config, self.encoder_layers, self.d_model, self.encoder_ffn_dim)
         self.low_rank_config = [dict(ranks) for ranks in low_rank_config]
+        validate_attention_path(attention_path, self.low_rank_config, self.encoder_layers)
+        self.attention_path = attention_path if isinstance(attention_path, str) else list(attention_path)
 
     @classmethod
     def from_whisper_config(
@@ -57,12 +73,18 @@ class LiteWhisperConfig(WhisperConfig):
     ) -> "LiteWhisperConfig":
         """The LiteWhisper configuration of a Whisper ``config`` with the given ranks."""
         values = config.to_dict()
-        for key in ("model_type", "architectures", "auto_map", "custom_pipelines", "transformers_version"):
+        for key in ("model_type", "architectures", "auto_map", "custom_pipelines", "transformers_version",
+                    "low_rank_config", "attention_path"):
             values.pop(key, None)
         values["architectures"] = ["LiteWhisperForConditionalGeneration"]
         lite = cls(low_rank_config=low_rank_config, **values)
         lite._attn_implementation = config._attn_implementation
         return lite
+
+    def layer_attention_path(self, layer: int) -> str:
+        """``auto``, ``full`` or ``rank_space``: how encoder layer ``layer`` computes self-attention."""
+        path = getattr(self, "attention_path", "auto")
+        return path if isinstance(path, str) else path[layer]
 
     def module_shape(self, module: str) -> tuple[int, int]:
         """``(in_features, out_features)`` of an encoder module."""
@@ -114,4 +136,35 @@ def validate_low_rank_config(
                 raise ValueError(
                     f"low_rank_config[{layer}][{module!r}] = {rank}: the rank must be smaller than the layer's "
                     f"smaller side ({limit}); remove the entry to keep the module dense."
+                )
+
+
+def validate_attention_path(
+    attention_path: str | list[str], low_rank_config: list[dict[str, int]], encoder_layers: int
+) -> None:
+    """Raise ``ValueError`` naming the layer and value of a bad ``attention_path`` entry."""
+    if isinstance(attention_path, str):
+        paths = [attention_path] * encoder_layers
+        where = "attention_path"
+    elif isinstance(attention_path, list):
+        if len(attention_path) != encoder_layers:
+            raise ValueError(
+                f"attention_path has {len(attention_path)} entries but the encoder has {encoder_layers} layers: "
+                "give one string for all layers or one per layer."
+            )
+        paths = attention_path
+        where = None
+    else:
+        raise ValueError(f"attention_path must be a string or a list of strings, got {attention_path!r}.")
+    for layer, path in enumerate(paths):
+        name = where or f"attention_path[{layer}]"
+        if path not in ATTENTION_PATHS:
+            raise ValueError(f"{name} = {path!r}: choose one of {', '.join(ATTENTION_PATHS)}.")
+        if path == "rank_space":
+            ranks = low_rank_config[layer] if low_rank_config else {}
+            missing = [m for m in ("k_proj", "v_proj") if m not in ranks]
+            if missing:
+                raise ValueError(
+                    f"{name} = 'rank_space' but encoder layer {layer} has dense {' and '.join(missing)}: rank-space "
+                    "attention needs low-rank k_proj and v_proj. Use 'auto' or 'full' for that layer."
                 )

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from transformers import WhisperConfig
 
-from .configuration_lite_whisper import LOW_RANK_MODULES, _module_shapes
+from .configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig, _module_shapes
+from .modeling_lite_whisper import attention_flops, select_attention_path
 
 
 def linear_params(in_features: int, out_features: int, rank: int | None, bias: bool = True) -> int:
@@ -45,21 +46,36 @@ def module_cost(config: WhisperConfig, module: str, rank: int | None) -> Encoder
     )
 
 
-def encoder_cost(config: WhisperConfig, low_rank_config: list[dict[str, int]] | None = None) -> EncoderCost:
+def encoder_cost(
+    config: WhisperConfig, low_rank_config: list[dict[str, int]] | None = None, fused_attention: bool = False
+) -> EncoderCost:
     """Parameters and FLOPs of the encoder described by ``config`` with the given (or its own) ranks.
 
     FLOPs count the convolutions, the linear layers and the two attention matrix products per layer, at
-    Whisper's fixed input of ``2 * max_source_positions`` mel frames; norms, softmax and GELU are left out.
+    Whisper's fixed input of ``2 * max_source_positions`` mel frames, on the attention path each layer takes
+    (``fused_attention``: as on CUDA with the Triton kernel); norms, softmax and GELU are left out.
     """
     d, tokens, mels = config.d_model, config.max_source_positions, config.num_mel_bins
     params = (mels * 3 * d + d) + (d * 3 * d + d) + tokens * d + 2 * d  # convs, positions, final norm
     flops = 2 * (2 * tokens) * mels * 3 * d + 2 * tokens * d * 3 * d
+    # The config's own attention paths hold for its own ranks; other ranks get the cost model's choice.
+    own = low_rank_config is None
+    lite = LiteWhisperConfig.from_whisper_config(
+        config, getattr(config, "low_rank_config", None) if own else low_rank_config
+    )
+    lite.attention_path = getattr(config, "attention_path", "auto") if own else "auto"
     for layer in range(config.encoder_layers):
         ranks = _ranks(config, low_rank_config, layer)
         params += 2 * 2 * d  # two layer norms
-        flops += 2 * (2 * tokens * tokens * d)  # scores and weighted sum of values
+        path = select_attention_path(lite, layer, tokens, fused=fused_attention)
+        attention = attention_flops(
+            d, config.encoder_attention_heads, tokens, *(ranks.get(m) for m in ("q_proj", "k_proj", "v_proj")),
+            one_head_size=not fused_attention,
+        )[path]
+        flops += attention
         for module in LOW_RANK_MODULES:
             cost = module_cost(config, module, ranks.get(module))
             params += cost.params
-            flops += cost.flops
+            if module == "out_proj" or module.startswith("fc"):
+                flops += cost.flops  # q, k, v and the attention products are in `attention`
     return EncoderCost(params, flops)

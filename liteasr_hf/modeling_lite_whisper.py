@@ -8,6 +8,7 @@ factorized layers are built from the config directly and no dense weight is made
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import torch
@@ -69,8 +70,61 @@ def make_linear(in_features: int, out_features: int, rank: int | None, bias: boo
     return LowRankLinear(in_features, out_features, rank)
 
 
+def attention_flops(
+    d_model: int,
+    num_heads: int,
+    tokens: int,
+    q_rank: int | None,
+    k_rank: int | None,
+    v_rank: int | None,
+    one_head_size: bool = True,
+) -> dict[str, int | None]:
+    """FLOPs (2 per multiply-add) of one encoder self-attention over ``tokens`` positions, per path.
+
+    Counts what differs between the paths: the q, k, v projections, the two attention products and, in the
+    rank space, the value up-projection after attention; ``out_proj`` and the softmax are the same in both.
+    ``one_head_size``: the rank-space query/key and value sizes are padded to one size, as PyTorch's fused
+    CPU attention needs (the Triton kernel does not). ``rank_space`` is ``None`` where k or v is dense.
+    """
+    d, h, t = d_model, num_heads, tokens
+    q_in = d if q_rank is None else q_rank  # the size of what the query is computed from
+
+    def projection(rank: int | None) -> int:  # multiply-adds per token of a d -> d projection
+        return d * d if rank is None else rank * 2 * d
+
+    full = t * (projection(q_rank) + projection(k_rank) + projection(v_rank)) + 2 * h * t * t * (d // h)
+    if k_rank is None or v_rank is None:
+        return {"full": 2 * full, "rank_space": None}
+    size_k = size_v = max(k_rank, v_rank) if one_head_size else None
+    size_k, size_v = size_k or k_rank, size_v or v_rank
+    q_down = 0 if q_rank is None else d * q_rank
+    rank = t * (q_down + q_in * h * size_k + d * size_k + d * size_v + v_rank * d) + h * t * t * (size_k + size_v)
+    return {"full": 2 * full, "rank_space": 2 * rank}
+
+
+def select_attention_path(config: LiteWhisperConfig, layer: int, tokens: int, fused: bool = False) -> str:
+    """``full`` or ``rank_space`` for encoder layer ``layer``: the config's choice, or with ``auto`` the path
+    with fewer FLOPs over ``tokens`` positions (``fused``: the Triton kernel, which needs no padding, runs)."""
+    chosen = config.layer_attention_path(layer)
+    if chosen != "auto":
+        return chosen
+    ranks = [config.rank(layer, m) for m in ("q_proj", "k_proj", "v_proj")]
+    costs = attention_flops(config.d_model, config.encoder_attention_heads, tokens, *ranks, one_head_size=not fused)
+    return "rank_space" if costs["rank_space"] is not None and costs["rank_space"] < costs["full"] else "full"
+
+
 class LiteWhisperAttention(WhisperAttention):
-    """Encoder self-attention whose projections may be low-rank; forward is Whisper's."""
+    """Encoder self-attention whose projections may be low-rank, computed on one of two paths.
+
+    ``full``: Whisper's forward (project q, k, v to the model dimension, run the configured attention).
+    ``rank_space``: with ``k = a_k B_k + b_k`` and ``v = a_v B_v + b_v`` (``a = x @ weight1``, ``B = weight2``),
+    head h's scores ``q_h k_h^T`` equal ``(q_h B_k,h^T) a_k^T`` up to terms constant along each query row, which
+    cancel in the softmax; so the query is mapped once into k's rank space by a merged matrix folded from the
+    weights, and every head attends over the same ``a_k`` and ``a_v``. Softmax rows sum to one, so the value
+    path is ``softmax(.) a_v`` followed by ``B_v,h`` and ``+ b_v``. Attention then costs ``T^2 r`` per head
+    instead of ``T^2 head_dim``: cheaper only where the ranks are below the head size. The choice per layer
+    is ``config.attention_path`` (``auto`` asks :func:`attention_flops`); :meth:`path` tells which runs.
+    """
 
     def __init__(self, config: LiteWhisperConfig, layer_idx: int):
         nn.Module.__init__(self)  # WhisperAttention.__init__ would build four dense projections
@@ -91,6 +145,134 @@ class LiteWhisperAttention(WhisperAttention):
         self.v_proj = make_linear(d, d, config.rank(layer_idx, "v_proj"))
         self.q_proj = make_linear(d, d, config.rank(layer_idx, "q_proj"))
         self.out_proj = make_linear(d, d, config.rank(layer_idx, "out_proj"))
+        self._folded: tuple[tuple, dict[str, torch.Tensor]] | None = None
+
+    def path(self, tokens: int | None = None, device: torch.device | str | None = None) -> str:
+        """``full`` or ``rank_space``: the path a forward over ``tokens`` positions on ``device`` takes
+        (defaults: Whisper's 1500 encoder positions, the device of the weights)."""
+        tokens = self.config.max_source_positions if tokens is None else tokens
+        device = torch.device(device) if device is not None else self.out_proj.bias.device
+        fused = _fused_kernel_possible(device, self.k_proj, self.v_proj)
+        return select_attention_path(self.config, self.layer_idx, tokens, fused=fused)
+
+    def extra_repr(self) -> str:
+        return f"path={self.path()} (attention_path={self.config.layer_attention_path(self.layer_idx)!r})"
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        past_key_values=None,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        **kwargs,
+    ):
+        if key_value_states is not None or past_key_values is not None:
+            raise ValueError("LiteWhisperAttention is encoder self-attention: it takes no key_value_states or cache.")
+        if self.path(hidden_states.shape[1], hidden_states.device) == "full":
+            return super().forward(
+                hidden_states, attention_mask=attention_mask, output_attentions=output_attentions, **kwargs
+            )
+        return self._rank_space_forward(hidden_states, attention_mask, output_attentions)
+
+    def _rank_space_forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, output_attentions: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, tokens, _ = hidden_states.shape
+        heads, dropout = self.num_heads, (self.dropout if self.training else 0.0)
+        fused = (
+            attention_mask is None and not output_attentions and dropout == 0.0
+            and _fused_kernel_possible(hidden_states.device, self.k_proj, self.v_proj)
+            and hidden_states.dtype in (torch.float16, torch.bfloat16)
+        )
+        w = self._folded_weights(one_head_size=not fused)
+        size_k = w["k_down"].shape[1]
+        query_input = hidden_states if self.q_proj.__class__ is nn.Linear else hidden_states @ self.q_proj.weight1
+        # (B, T, H * size_k) -> (B, H, T, size_k): queries already in k's rank space and scaled
+        query = nn.functional.linear(query_input, w["query"], w["query_bias"]).view(batch, tokens, heads, size_k)
+        key = hidden_states @ w["k_down"]  # (B, T, size_k), shared by every head
+        value = hidden_states @ w["v_down"]  # (B, T, size_v), shared by every head
+        attn_weights = None
+        if fused:
+            from .rank_attention_triton import rank_space_attention
+
+            context = rank_space_attention(query.transpose(1, 2), key, value)  # (B, T, H, r_v)
+        elif output_attentions or self.config._attn_implementation == "eager":
+            scores = torch.matmul(query.transpose(1, 2), key.unsqueeze(1).transpose(2, 3))  # (B, H, T, T)
+            if attention_mask is not None:
+                scores = _apply_mask(scores, attention_mask)
+            attn_weights = nn.functional.softmax(scores, dim=-1)
+            probs = nn.functional.dropout(attn_weights, p=dropout, training=self.training)
+            context = torch.matmul(probs, value.unsqueeze(1)).transpose(1, 2)  # (B, T, H, size_v)
+        else:
+            mask = attention_mask
+            if mask is not None and mask.dtype != torch.bool:
+                mask = mask.to(query.dtype)
+            context = nn.functional.scaled_dot_product_attention(
+                query.transpose(1, 2), key.unsqueeze(1), value.unsqueeze(1),
+                attn_mask=mask, dropout_p=dropout, scale=1.0, enable_gqa=True,
+            ).transpose(1, 2)  # (B, T, H, size_v)
+        # per head: (B, T, r_v) @ B_v,h (r_v, head_dim), then the value bias; padded columns meet zero rows
+        context = torch.einsum("bthr,hrd->bthd", context[..., : w["v_up"].shape[1]], w["v_up"])
+        attn_output = context.reshape(batch, tokens, self.embed_dim) + w["v_bias"]
+        return self.out_proj(attn_output), attn_weights
+
+    def _folded_weights(self, one_head_size: bool) -> dict[str, torch.Tensor]:
+        """The merged rank-space matrices, folded once per set of weights (folded again after loading,
+        ``.to()`` or an optimizer step, which change the parameters' storage or version). Where gradients
+        are wanted they are folded on every call instead, so that gradients reach the factors."""
+        params = [p for m in (self.q_proj, self.k_proj, self.v_proj) for p in m.parameters()]
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return self._fold(one_head_size)
+        key = (one_head_size, *((p.data_ptr(), p._version, p.dtype, p.device) for p in params))
+        if self._folded is None or self._folded[0] != key:
+            with torch.no_grad():
+                self._folded = (key, self._fold(one_head_size))
+        return self._folded[1]
+
+    def _fold(self, one_head_size: bool) -> dict[str, torch.Tensor]:
+        device, dtype = self.out_proj.bias.device, self.out_proj.bias.dtype
+        work = torch.float64 if device.type == "cpu" else torch.float32
+        heads, head_dim = self.num_heads, self.head_dim
+        r_k, r_v = self.k_proj.rank, self.v_proj.rank
+        size_k = size_v = max(r_k, r_v) if one_head_size else None
+        size_k, size_v = size_k or r_k, size_v or r_v
+        if isinstance(self.q_proj, LowRankLinear):
+            q_up, q_bias = self.q_proj.weight2, self.q_proj.bias  # (r_q, d)
+        else:
+            q_up = self.q_proj.weight.t()  # (d, d): the query is computed from x itself
+            q_bias = self.q_proj.bias
+        q_up = q_up.to(work).reshape(-1, heads, head_dim)
+        k_up = self.k_proj.weight2.to(work).view(r_k, heads, head_dim)
+        # (r_q, H, r_k): B_q,h B_k,h^T per head, and the query bias mapped the same way (H, r_k); the k bias
+        # only adds terms constant along each query row, so it drops out.
+        merged = torch.einsum("qhd,khd->qhk", q_up, k_up) * self.scaling
+        merged_bias = torch.einsum("hd,khd->hk", q_bias.to(work).view(heads, head_dim), k_up) * self.scaling
+        pad = size_k - r_k
+        merged = nn.functional.pad(merged, (0, pad)).reshape(merged.shape[0], heads * size_k)
+        merged_bias = nn.functional.pad(merged_bias, (0, pad)).reshape(heads * size_k)
+        folded = {
+            "query": merged.t().contiguous().to(dtype),  # F.linear weight (H * size_k, r_q or d)
+            "query_bias": merged_bias.to(dtype),
+            "k_down": nn.functional.pad(self.k_proj.weight1, (0, size_k - r_k)).contiguous(),  # (d, size_k)
+            "v_down": nn.functional.pad(self.v_proj.weight1, (0, size_v - r_v)).contiguous(),  # (d, size_v)
+            "v_up": self.v_proj.weight2.view(r_v, heads, head_dim).transpose(0, 1).contiguous(),  # (H, r_v, hd)
+            "v_bias": self.v_proj.bias,
+        }
+        return folded
+
+
+def _fused_kernel_possible(device: torch.device, *modules: nn.Module) -> bool:
+    """The Triton kernel runs on CUDA with Triton installed, for ranks that are multiples of 16 up to 256."""
+    if device.type != "cuda" or importlib.util.find_spec("triton") is None:
+        return False
+    return all(isinstance(m, LowRankLinear) and m.rank % 16 == 0 and m.rank <= 256 for m in modules)
+
+
+def _apply_mask(scores: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    if attention_mask.dtype == torch.bool:  # True = attend, as in scaled_dot_product_attention
+        return scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    return scores + attention_mask
 
 
 class LiteWhisperEncoderLayer(WhisperEncoderLayer):
@@ -198,6 +380,10 @@ class LiteWhisperEncoder(LiteWhisperPreTrainedModel, WhisperEncoder):
         self.gradient_checkpointing = False
         self.post_init()
 
+    def attention_paths(self, tokens: int | None = None, device: torch.device | str | None = None) -> list[str]:
+        """The self-attention path (``full`` or ``rank_space``) each layer takes for ``tokens`` positions."""
+        return [layer.self_attn.path(tokens, device) for layer in self.layers]
+
 
 class LiteWhisperModel(LiteWhisperPreTrainedModel, WhisperModel):
     """Bare LiteWhisper encoder-decoder (no language-model head)."""
@@ -226,6 +412,8 @@ LiteWhisperModel.register_for_auto_class("AutoModel")
 LiteWhisperForConditionalGeneration.register_for_auto_class("AutoModelForSpeechSeq2Seq")
 
 __all__ = [
+    "attention_flops",
+    "select_attention_path",
     "LowRankLinear",
     "LiteWhisperAttention",
     "LiteWhisperEncoderLayer",
