@@ -14,6 +14,10 @@ import torch
 from torch import nn
 
 
+#: Float64 elements converted at once when accumulating (4 MB).
+CHUNK_ELEMENTS = 1 << 19
+
+
 @dataclass
 class OutputStatistics:
     """Running first and second moments of a module's outputs ``y`` of width ``d``."""
@@ -27,12 +31,19 @@ class OutputStatistics:
         return cls(0, torch.zeros(width, dtype=torch.float64, device=device),
                    torch.zeros(width, width, dtype=torch.float64, device=device))
 
-    def add(self, outputs: torch.Tensor) -> None:
-        """Accumulate a batch of outputs ``[..., d]``."""
-        y = outputs.detach().reshape(-1, outputs.shape[-1]).to(device=self.total.device, dtype=torch.float64)
-        self.count += y.shape[0]
-        self.total += y.sum(0)
-        self.outer.addmm_(y.t(), y)
+    def add(self, outputs: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS) -> None:
+        """Accumulate a batch of outputs ``[..., d]``.
+
+        Rows are converted to float64 ``chunk_elements`` at a time, so the transient copy stays a few MB
+        whatever the batch size (a whole batch of fc1 outputs in float64 would be ~100 MB per step).
+        """
+        rows = outputs.detach().reshape(-1, outputs.shape[-1])
+        step = max(1, chunk_elements // rows.shape[1])
+        for start in range(0, rows.shape[0], step):
+            y = rows[start : start + step].to(device=self.total.device, dtype=torch.float64)
+            self.count += y.shape[0]
+            self.total += y.sum(0)
+            self.outer.addmm_(y.t(), y)
 
     @property
     def mean(self) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import resource
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,15 +17,11 @@ from .compression import CompressionResult, compress
 from .data import load_speech
 from .evaluation import compare_models
 from .export import save_model_folder
+from .memory import RssPeak, peak_rss_mb
 from .presets import default_preset, load_settings
 from .rank_selection import RankPlan
 
 DEFAULT_CALIBRATION = Path(__file__).resolve().parent.parent / "data" / "speech"
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (Linux reports ru_maxrss in KB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def compress_checkpoint(
@@ -40,6 +37,8 @@ def compress_checkpoint(
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = True,
     **overrides,
@@ -49,38 +48,50 @@ def compress_checkpoint(
     The folder holds the weights, config (remote code and pipeline), code files, processor files,
     ``generation_config.json``, ``compression_report.json`` and ``rank_plan.json``; it is written under a
     temporary name and renamed at the end, so a failed or interrupted run leaves no partial folder.
-    ``device_map`` (e.g. ``"auto"``) spreads a large model over several GPUs with accelerate for calibration;
+    ``device_map`` (e.g. ``"auto"``, with ``max_memory`` per device) places a large model with accelerate:
+    over several GPUs, or offloaded to CPU memory or disk (``offload_folder``, default a temporary folder),
+    in which case each encoder layer is loaded when its turn comes;
     ``overrides`` are :class:`~liteasr_hf.compression.CompressionSettings` fields (``None`` ignored).
     """
     output = Path(output)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; pass --overwrite or choose another --output.")
     started = time.perf_counter()
-    placement = {"device_map": device_map} if device_map is not None else {}
-    whisper, processor, resolved = load_model_and_processor(model, device=device, dtype=dtype, **placement)
-    if getattr(whisper.config, "low_rank_config", None):
-        raise ValueError(f"{model} is already a LiteWhisper model; compress the original Whisper checkpoint.")
-    settings = load_settings(preset or default_preset(whisper.config), num_samples=num_samples, **overrides)
-    rank_plan = RankPlan.load(plan, whisper.config) if plan is not None else None
+    with contextlib.ExitStack() as stack:
+        placement = {}
+        if device_map is not None:
+            if offload_folder is None:  # only used where the map sends weights to disk; removed at the end
+                offload_folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="liteasr-offload-"))
+            placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": str(offload_folder)}
+        whisper, processor, resolved = load_model_and_processor(model, device=device, dtype=dtype, **placement)
+        if getattr(whisper.config, "low_rank_config", None):
+            raise ValueError(f"{model} is already a LiteWhisper model; compress the original Whisper checkpoint.")
+        settings = load_settings(preset or default_preset(whisper.config), num_samples=num_samples, **overrides)
+        rank_plan = RankPlan.load(plan, whisper.config) if plan is not None else None
 
-    utterances, failures = load_speech(calibration, split=calibration_split, config=calibration_config,
-                                       audio_column=audio_column, text_column=None)
-    if not utterances:
-        raise ValueError(f"No usable calibration audio in {calibration} (split {calibration_split}); "
-                         f"{len(failures)} item(s) failed to load.")
-    clips = [u.audio for u in utterances]
+        utterances, failures = load_speech(calibration, split=calibration_split, config=calibration_config,
+                                           audio_column=audio_column, text_column=None)
+        if not utterances:
+            raise ValueError(f"No usable calibration audio in {calibration} (split {calibration_split}); "
+                             f"{len(failures)} item(s) failed to load.")
+        clips = [u.audio for u in utterances]
 
-    result = compress(whisper, clips, processor.feature_extractor, settings, plan=rank_plan, progress=progress)
-    result.report.update({
-        "source_model": str(model), "resolved_model": resolved,
-        "calibration_data": {"data": str(calibration), "split": calibration_split, "failed": len(failures)},
-        "device": str(device), "dtype": str(dtype).replace("torch.", ""),
-    })
-    result.report["total_seconds"] = round(time.perf_counter() - started, 1)
-    result.report["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    extra = {"compression_report.json": result.report, "rank_plan.json": asdict(result.plan)}
-    folder = save_model_folder(result.model, output, processor=processor, extra_files=extra, overwrite=overwrite)
-    return folder, result
+        with RssPeak() as memory:
+            result = compress(whisper, clips, processor.feature_extractor, settings, plan=rank_plan, progress=progress)
+        result.report.update({
+            "source_model": str(model), "resolved_model": resolved,
+            "calibration_data": {"data": str(calibration), "split": calibration_split, "failed": len(failures)},
+            "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+        })
+        if getattr(whisper, "hf_device_map", None):  # where accelerate placed the weights: GPUs, cpu, disk
+            result.report["placement"] = sorted({str(where) for where in whisper.hf_device_map.values()})
+        result.report["total_seconds"] = round(time.perf_counter() - started, 1)
+        result.report["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        if memory.growth_mb is not None:  # what calibration and factorization needed beyond the loaded model
+            result.report["compression_rss_growth_mb"] = round(memory.growth_mb, 1)
+        extra = {"compression_report.json": result.report, "rank_plan.json": asdict(result.plan)}
+        folder = save_model_folder(result.model, output, processor=processor, extra_files=extra, overwrite=overwrite)
+        return folder, result
 
 
 def compare_original_and_compressed(

@@ -157,11 +157,12 @@ def compress(
     windows = pack_clips(clips, settings.pack_seconds)[: settings.num_samples]
     model.eval()
     encoder = model.model.encoder
+    # Offloaded (accelerate device_map with "cpu"/"disk" entries): the input layers are loaded for good now,
+    # each encoder layer when its turn comes, so the accelerator holds one dense layer at a time.
+    for name in ("conv1", "conv2", "embed_positions"):
+        make_resident(model, f"model.encoder.{name}")
     # With an accelerate device_map the encoder's first layer decides where inputs go.
     device, dtype = encoder.conv1.weight.device, encoder.conv1.weight.dtype
-    if any(p.is_meta for p in encoder.parameters()):
-        raise ValueError("Encoder weights are offloaded (on the meta device): place the encoder on GPUs or the CPU "
-                         "(device_map without disk/CPU offload for the encoder) to compress it.")
     layers = range(config.encoder_layers)
 
     def batches():
@@ -203,6 +204,7 @@ def compress(
     variance_kept: dict[tuple[int, str], float] = {}
     chosen: list[dict[str, int]] = [dict() for _ in layers]
     for layer in tqdm(layers, desc="Factorizing encoder layers", disable=not progress):
+        make_resident(model, f"model.encoder.layers.{layer}")
         if settings.sequential:
             stats = layer_statistics([layer], f"Calibrating layer {layer}")
             layer_components = {m: principal_components(stats[(layer, m)]) for m in settings.modules}
@@ -226,13 +228,47 @@ def compress(
     plan.method["calibration"] = "sequential" if settings.sequential else "one-shot (paper)"
 
     lite = _as_lite_whisper(model, plan.ranks)
-    if getattr(model, "hf_device_map", None) and len(set(model.hf_device_map.values())) > 1:
+    placement = getattr(model, "hf_device_map", None)
+    if placement and len(set(placement.values())) > 1:
         from accelerate import dispatch_model
 
-        # Same module names as the Whisper model, so its placement applies unchanged.
-        lite = dispatch_model(lite, device_map=model.hf_device_map)
+        # Same module names as the Whisper model, so its placement applies; what was on disk is kept in
+        # CPU memory instead (the weights are in memory already, and the compressed model is smaller).
+        placement = {name: "cpu" if where == "disk" else where for name, where in placement.items()}
+        if len(set(placement.values())) > 1:
+            lite = dispatch_model(lite, device_map=placement)
     report = compression_report(config, plan, settings, windows, time.perf_counter() - started)
     return CompressionResult(lite, plan, report)
+
+
+def make_resident(model: nn.Module, path: str) -> None:
+    """Load the module at ``path`` for good if accelerate offloads it (weights on the meta device, streamed
+    in from CPU memory or disk on every forward), so that it can be calibrated and factorized.
+
+    Accelerate offloads per block, a module in the device map or, for a map that offloads everything, each
+    leaf module: the block holding ``path`` (or every block inside it) is loaded onto the device it executes
+    on, and its offloading hook is replaced by one that only moves inputs there. Nothing offloaded: no-op.
+    """
+    from accelerate.utils import has_offloaded_params
+
+    parts = path.split(".")
+    ancestors = (model.get_submodule(".".join(parts[:i])) for i in range(len(parts), -1, -1))
+    block = next((b for b in ancestors if has_offloaded_params(b)), None)
+    blocks = [block] if block is not None else [m for m in model.get_submodule(path).modules() if has_offloaded_params(m)]
+    for block in blocks:
+        _load_block(block)
+
+
+def _load_block(block: nn.Module) -> None:
+    from accelerate.hooks import AlignDevicesHook, add_hook_to_module
+    from accelerate.utils import align_module_device, set_module_tensor_to_device
+
+    device = block._hf_hook.execution_device
+    with align_module_device(block):  # the hook's own loading: from its CPU or disk store to `device`
+        tensors = {name: t.detach().clone() for name, t in block.state_dict(keep_vars=True).items()}
+    for name, tensor in tensors.items():
+        set_module_tensor_to_device(block, name, device, value=tensor)
+    add_hook_to_module(block, AlignDevicesHook(execution_device=device))  # replaces the offloading hook
 
 
 def _shape(config, module: str) -> tuple[int, int]:
@@ -261,8 +297,13 @@ def _as_lite_whisper(model: WhisperForConditionalGeneration, ranks: list[dict[st
     config = LiteWhisperConfig.from_whisper_config(model.config, ranks)
     with torch.device("meta"):
         lite = LiteWhisperForConditionalGeneration(config)
+    state = model.state_dict()
+    if any(t.is_meta for t in state.values()):  # offloaded parts (the decoder) are read from their store
+        from accelerate.utils.modeling import get_state_dict_offloaded_model
+
+        state = get_state_dict_offloaded_model(model)
     # strict=True: the factorized modules must match the config's layout exactly.
-    lite.load_state_dict(model.state_dict(), strict=True, assign=True)
+    lite.load_state_dict(state, strict=True, assign=True)
     lite.tie_weights()
     lite.generation_config = model.generation_config
     return lite.eval()

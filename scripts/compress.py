@@ -18,6 +18,18 @@ from liteasr_hf.compress_checkpoint import DEFAULT_CALIBRATION, compare_original
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def parse_max_memory(text: str) -> dict[int | str, str]:
+    """``0=20GiB,cpu=64GiB`` -> ``{0: "20GiB", "cpu": "64GiB"}`` (accelerate's max_memory)."""
+    limits: dict[int | str, str] = {}
+    for item in filter(None, text.split(",")):
+        device, sep, amount = item.partition("=")
+        if not sep or not amount.strip():
+            raise argparse.ArgumentTypeError(f"{item!r}: write DEVICE=AMOUNT, e.g. 0=20GiB or cpu=64GiB")
+        device = device.strip()
+        limits[int(device) if device.isdigit() else device] = amount.strip()
+    return limits
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="base", help="Whisper folder, Hub id, or packaged checkpoint (tiny.en, base)")
@@ -34,6 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     p.add_argument("--device-map", default=None, help="accelerate placement for large models, e.g. auto")
+    p.add_argument("--max-memory", default=None, type=parse_max_memory,
+                   help="memory per device for --device-map, e.g. 0=20GiB,cpu=64GiB (the rest is offloaded)")
+    p.add_argument("--offload-folder", default=None, help="where --device-map offloads weights to disk "
+                   "(default: a temporary folder)")
     p.add_argument("--output", default=None, help="output folder (default: models/lite-whisper-<model>-<preset>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
@@ -54,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             args.model, output, preset=preset, calibration=args.calibration,
             calibration_split=args.calibration_split, calibration_config=args.calibration_config,
             audio_column=args.audio_column, num_samples=args.num_samples, plan=args.plan, device=args.device,
-            dtype=DTYPES[args.dtype], device_map=args.device_map, overwrite=args.overwrite, budget=args.budget,
+            dtype=DTYPES[args.dtype], device_map=args.device_map,
+            max_memory=args.max_memory, offload_folder=args.offload_folder, overwrite=args.overwrite, budget=args.budget,
         )
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -66,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Wrote {folder}")
     print(f"Encoder: {encoder['params_after']:,} / {encoder['params_before']:,} parameters "
           f"({encoder['params_fraction']:.1%}), {encoder['flops_fraction']:.1%} of the FLOPs")
-    print(f"Compression took {result.report['total_seconds']:.1f} s, peak RSS {result.report['peak_rss_mb']:.0f} MB")
+    growth = result.report.get("compression_rss_growth_mb")
+    print(f"Compression took {result.report['total_seconds']:.1f} s, peak RSS {result.report['peak_rss_mb']:.0f} MB"
+          + ("" if growth is None else f" (calibration and factorization: +{growth:.0f} MB over the loaded model)"))
     if args.evaluate:
         table = compare_original_and_compressed(
             result.report["resolved_model"], folder, args.eval_data, split=args.eval_split, device=args.device,

@@ -113,3 +113,22 @@ def test_interrupted_run_leaves_no_output_folder(tiny_en_dir, tmp_path):
     assert proc.returncode == 130, (seen + rest)[-2000:]
     assert b"interrupted: no output folder was written" in rest
     assert list(tmp_path.iterdir()) == []
+
+
+def test_offloaded_model_compresses_exactly_like_a_resident_one(tiny_en_dir, tmp_path):
+    # A CPU memory cap below the model's size makes accelerate offload every weight to disk; the encoder
+    # is then loaded layer by layer as compression reaches it. The result must not depend on placement.
+    resident_dir, resident = compress_checkpoint(tiny_en_dir, tmp_path / "resident", preset="tiny", num_samples=2,
+                                                 progress=False)
+    offload = tmp_path / "offload"
+    offloaded_dir, offloaded = compress_checkpoint(
+        tiny_en_dir, tmp_path / "offloaded", preset="tiny", num_samples=2, progress=False,
+        device_map="auto", max_memory={"cpu": 40_000_000}, offload_folder=offload,
+    )
+    assert offloaded.report["placement"] == ["disk"]  # every weight was offloaded
+    assert offloaded.plan.ranks == resident.plan.ranks
+    a = LiteWhisperForConditionalGeneration.from_pretrained(resident_dir).state_dict()
+    b = LiteWhisperForConditionalGeneration.from_pretrained(offloaded_dir).state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)

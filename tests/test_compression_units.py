@@ -68,6 +68,17 @@ def test_stop_after_cuts_the_forward_pass_short():
     assert stats["first"].count == 6 and not calls and len(second._forward_hooks) == 1
 
 
+def test_statistics_in_chunks_equal_one_pass_and_match_numpy():
+    y = torch.randn(3, 37, 10, generator=torch.Generator().manual_seed(3)) * 5 + 2
+    whole, chunked = OutputStatistics.empty(10), OutputStatistics.empty(10)
+    whole.add(y, chunk_elements=10**9)
+    chunked.add(y, chunk_elements=70)  # 7 rows at a time, the last chunk shorter
+    assert whole.count == chunked.count == 111
+    torch.testing.assert_close(chunked.outer, whole.outer, rtol=1e-12, atol=1e-9)
+    expected = np.cov(y.reshape(-1, 10).double().numpy(), rowvar=False, bias=True)
+    np.testing.assert_allclose(chunked.covariance().numpy(), expected, rtol=1e-10, atol=1e-10)
+
+
 def test_factorization_at_full_rank_is_exact_and_low_rank_outputs_are_reproduced():
     torch.manual_seed(1)
     dense = torch.nn.Linear(24, 16)
