@@ -152,7 +152,7 @@ class LiteWhisperAttention(WhisperAttention):
         (defaults: Whisper's 1500 encoder positions, the device of the weights)."""
         tokens = self.config.max_source_positions if tokens is None else tokens
         device = torch.device(device) if device is not None else self.out_proj.bias.device
-        fused = _fused_kernel_possible(device, self.k_proj, self.v_proj)
+        fused = _fused_kernel_possible(device, self.out_proj.bias.dtype, self.k_proj, self.v_proj)
         return select_attention_path(self.config, self.layer_idx, tokens, fused=fused)
 
     def extra_repr(self) -> str:
@@ -181,10 +181,14 @@ class LiteWhisperAttention(WhisperAttention):
         batch, tokens, _ = hidden_states.shape
         heads, dropout = self.num_heads, (self.dropout if self.training else 0.0)
         fused = (
-            attention_mask is None and not output_attentions and dropout == 0.0
-            and _fused_kernel_possible(hidden_states.device, self.k_proj, self.v_proj)
-            and hidden_states.dtype in (torch.float16, torch.bfloat16)
+            not output_attentions and dropout == 0.0
+            and _fused_kernel_possible(hidden_states.device, hidden_states.dtype, self.k_proj, self.v_proj)
         )
+        key_padding = None
+        if fused and attention_mask is not None:
+            # The kernel takes a key padding mask (B, T); other masks (per query, additive) take SDPA.
+            key_padding = _key_padding(attention_mask, tokens)
+            fused = key_padding is not None
         w = self._folded_weights(one_head_size=not fused)
         size_k = w["k_down"].shape[1]
         query_input = hidden_states if self.q_proj.__class__ is nn.Linear else hidden_states @ self.q_proj.weight1
@@ -196,7 +200,7 @@ class LiteWhisperAttention(WhisperAttention):
         if fused:
             from .rank_attention_triton import rank_space_attention
 
-            context = rank_space_attention(query.transpose(1, 2), key, value)  # (B, T, H, r_v)
+            context = rank_space_attention(query.transpose(1, 2), key, value, key_padding)  # (B, T, H, r_v)
         elif output_attentions or self.config._attn_implementation == "eager":
             scores = torch.matmul(query.transpose(1, 2), key.unsqueeze(1).transpose(2, 3))  # (B, H, T, T)
             if attention_mask is not None:
@@ -262,11 +266,26 @@ class LiteWhisperAttention(WhisperAttention):
         return folded
 
 
-def _fused_kernel_possible(device: torch.device, *modules: nn.Module) -> bool:
-    """The Triton kernel runs on CUDA with Triton installed, for ranks that are multiples of 16 up to 256."""
-    if device.type != "cuda" or importlib.util.find_spec("triton") is None:
+def _fused_kernel_possible(device: torch.device, dtype: torch.dtype, *modules: nn.Module) -> bool:
+    """The Triton kernel (``rank_attention_triton.py``) runs in fp16 and bf16 on CUDA with Triton installed,
+    for ranks up to 256; checked without importing Triton, which CPU users need not have."""
+    if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
         return False
-    return all(isinstance(m, LowRankLinear) and m.rank % 16 == 0 and m.rank <= 256 for m in modules)
+    if importlib.util.find_spec("triton") is None:
+        return False
+    return all(isinstance(m, LowRankLinear) and m.rank <= 256 for m in modules)
+
+
+def _key_padding(attention_mask: torch.Tensor, tokens: int) -> torch.Tensor | None:
+    """A (B, 1, T, T) mask that only hides keys, the same for every query, as a (B, T) bool keep-mask;
+    ``None`` for any other mask."""
+    if attention_mask.dim() != 4 or attention_mask.shape[1] != 1 or attention_mask.shape[-1] != tokens:
+        return None
+    keep = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+    if not (attention_mask.dtype == torch.bool or bool(((attention_mask == 0) | (attention_mask <= -1e4)).all())):
+        return None  # an additive bias, not a mask
+    rows = keep[:, 0]  # (B, Tq, T)
+    return rows[:, 0] if bool((rows == rows[:, :1]).all()) else None
 
 
 def _apply_mask(scores: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,174 @@
+"""WER against encoder size and against measured encoder latency, for stock Whisper and LiteWhisper models:
+the evaluation summaries give WER and parameters, a benchmark report (:mod:`liteasr_hf.benchmark`) the
+latency; the Pareto front is the set of models that no other model beats on both axes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .atomic import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    label: str
+    model: str
+    wer: float  # percent
+    encoder_params: int
+    latency_ms: float  # median encoder forward pass at the benchmark's batch size
+    lite: bool  # a LiteWhisper model (else stock Whisper)
+
+
+def _read(source: str | os.PathLike | Mapping) -> tuple[Mapping, str]:
+    if isinstance(source, Mapping):
+        return source, str(source.get("model", "?"))
+    path = Path(source)
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), str(path)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"Cannot read {path}: {err}") from err
+
+
+def _keys(entry: Mapping) -> set[str]:
+    """What a model can be recognized by: its name as given and its resolved path; local folders as absolute
+    paths, so that ``models/x`` and ``/work/models/x`` match."""
+    keys = set()
+    for value in (entry.get("model"), entry.get("model_path")):
+        if value:
+            path = Path(str(value))
+            keys.add(str(path.resolve()) if path.exists() else str(value))
+    return keys
+
+
+def load_points(
+    summaries: Sequence[str | os.PathLike | Mapping],
+    benchmark: str | os.PathLike | Mapping,
+    batch_size: int | None = None,
+) -> list[ParetoPoint]:
+    """One point per evaluation summary (``*.summary.json`` written by ``scripts/evaluate.py``), with the
+    encoder latency of the same model at ``batch_size`` (default: the benchmark's smallest) from the benchmark
+    report. Every summary must have a benchmark row and every benchmarked model a summary; the summaries must
+    come from the same evaluation data. Raises ``ValueError`` naming what does not match."""
+    read = [_read(s) for s in summaries]
+    if not read:
+        raise ValueError("No evaluation summaries given.")
+    report, report_name = _read(benchmark)
+    for summary, name in read:
+        missing = [k for k in ("model", "wer", "encoder_params") if k not in summary]
+        if missing:
+            raise ValueError(f"{name} is not an evaluation summary (no {', '.join(missing)}).")
+    if "encoder" not in report or "models" not in report:
+        raise ValueError(f"{report_name} is not a benchmark report (no 'encoder' or 'models').")
+
+    datasets = {(Path(str(s.get("data", ""))).name, s.get("config"), s.get("split"), s.get("n_scored"))
+                for s, _ in read}
+    if len(datasets) > 1:
+        raise ValueError("The summaries come from different evaluation data (data, config, split, utterances): "
+                         f"{sorted(datasets, key=str)}; WERs would not be comparable.")
+
+    sizes = sorted({r["batch_size"] for r in report["encoder"]})
+    batch_size = sizes[0] if batch_size is None else batch_size
+    if batch_size not in sizes:
+        raise ValueError(f"{report_name} has no encoder timings at batch size {batch_size} (it has {sizes}).")
+    latency = {r["model"]: r["latency_ms"] for r in report["encoder"] if r["batch_size"] == batch_size}
+    benchmarked = [(m["model"], _keys(m)) for m in report["models"]]
+
+    points, matched, unmatched = [], set(), []
+    for summary, name in read:
+        keys = _keys(summary)
+        hits = [model for model, model_keys in benchmarked if keys & model_keys]
+        if not hits:
+            unmatched.append(str(summary["model"]))
+            continue
+        if hits[0] in matched:
+            raise ValueError(f"Two summaries are for the same model {hits[0]} (one is {name}).")
+        matched.add(hits[0])
+        path = str(summary.get("model_path") or summary["model"])
+        points.append(ParetoPoint(
+            label=Path(path).name or path,
+            model=hits[0],
+            wer=float(summary["wer"]),
+            encoder_params=int(summary["encoder_params"]),
+            latency_ms=float(latency[hits[0]]),
+            lite=summary.get("model_type", "") != "whisper",
+        ))
+    if unmatched:
+        raise ValueError(f"No benchmark timings in {report_name} for {', '.join(unmatched)}; it has "
+                         f"{', '.join(m for m, _ in benchmarked)}. Benchmark these models too.")
+    without = [m for m, _ in benchmarked if m not in matched]
+    if without:
+        raise ValueError(f"No evaluation summary for the benchmarked model(s) {', '.join(without)}; "
+                         "evaluate them (scripts/evaluate.py) and pass their .summary.json.")
+    return points
+
+
+def pareto_front(points: Sequence[ParetoPoint], cost: Callable[[ParetoPoint], float]) -> list[ParetoPoint]:
+    """The points that no other point beats on both ``cost`` and WER (lower is better), by increasing cost."""
+    front: list[ParetoPoint] = []
+    for point in sorted(points, key=lambda p: (cost(p), p.wer)):
+        if not front or point.wer < front[-1].wer:
+            front.append(point)
+    return front
+
+
+def plot_pareto(
+    points: Sequence[ParetoPoint],
+    output: str | os.PathLike | None = None,
+    latency_label: str = "encoder latency (ms)",
+    title: str | None = None,
+) -> Figure:
+    """Two panels, WER against encoder parameters and against encoder latency: stock Whisper as squares,
+    LiteWhisper as circles, each point labelled, the Pareto front as a staircase. Writes a PNG to ``output``."""
+    fig = Figure(figsize=(12, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    panels = [
+        ("encoder parameters (M)", lambda p: p.encoder_params / 1e6),
+        (latency_label, lambda p: p.latency_ms),
+    ]
+    for ax, (xlabel, cost) in zip(fig.subplots(1, 2), panels):
+        for lite, marker, name in ((False, "s", "Whisper"), (True, "o", "LiteWhisper")):
+            group = [p for p in points if p.lite == lite]
+            if group:
+                ax.scatter([cost(p) for p in group], [p.wer for p in group], marker=marker, s=40, label=name,
+                           zorder=3)
+        front = pareto_front(points, cost)
+        ax.step([cost(p) for p in front], [p.wer for p in front], where="post", linestyle="--", color="grey",
+                linewidth=1, label="Pareto front", zorder=2)
+        for p in points:
+            ax.annotate(p.label, (cost(p), p.wer), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("WER (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    if output is not None:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=150)
+        atomic_write_bytes(output, buffer.getvalue())
+    return fig
+
+
+def plot_from_files(
+    summaries: Sequence[str | os.PathLike],
+    benchmark: str | os.PathLike,
+    output: str | os.PathLike,
+    batch_size: int | None = None,
+) -> tuple[Figure, list[ParetoPoint]]:
+    """:func:`load_points` and :func:`plot_pareto`, with the benchmark's device and settings on the figure."""
+    report, _ = _read(benchmark)
+    points = load_points(summaries, report, batch_size)
+    settings = report.get("settings", {})
+    batch = batch_size or min(r["batch_size"] for r in report["encoder"])
+    where = f"{settings.get('device', '?')}, {settings.get('threads', '?')} threads, {settings.get('dtype', '?')}"
+    fig = plot_pareto(points, output, latency_label=f"encoder latency, batch {batch} (ms; {where})",
+                      title="WER against encoder size and speed")
+    return fig, points

@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""Benchmark Whisper / LiteWhisper encoders (latency, throughput, peak memory, FLOPs) and transcription end to end.
+
+    python scripts/benchmark.py --models base models/lite-whisper-base-default models/lite-whisper-base-fast \
+        --batch-sizes 1 8 --threads 2 --output results/benchmark-base-cpu.json
+    python scripts/benchmark.py --models tiny.en --batch-sizes 1 --repeats 1 --e2e-clips 4
+
+The first model is the reference for the FLOP reduction and the speed-ups. Prints the tables and writes the
+JSON report to --output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from liteasr_hf.benchmark import format_table, run_benchmark
+
+SPEECH_SET = Path(__file__).resolve().parents[1] / "data" / "speech"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", required=True, metavar="MODEL",
+                   help="model folders, Hub ids or packaged checkpoints (tiny.en, base); the first is the reference")
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (each runs every model once)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (at least 1)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile the encoders (compilation is timed apart)")
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure the peak memory of one forward pass")
+    p.add_argument("--data", default=str(SPEECH_SET), help="speech data for the end-to-end timing")
+    p.add_argument("--split", default="evaluation")
+    p.add_argument("--e2e-clips", type=int, default=16, help="clips transcribed end to end (0: skip)")
+    p.add_argument("--e2e-batch-size", type=int, default=8)
+    p.add_argument("--e2e-repeats", type=int, default=3)
+    p.add_argument("--output", default="results/benchmark.json", help="JSON report")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        report = run_benchmark(
+            args.models, batch_sizes=args.batch_sizes, repeats=args.repeats, warmup=args.warmup,
+            device=args.device, dtype=DTYPES[args.dtype], compile=args.compile, measure_memory=args.memory,
+            data=args.data, split=args.split, e2e_clips=args.e2e_clips, e2e_batch_size=args.e2e_batch_size,
+            e2e_repeats=args.e2e_repeats, output=args.output,
+        )
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: no report written", file=sys.stderr)
+        return 130
+    print(format_table(report))
+    print(f"\nWrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
