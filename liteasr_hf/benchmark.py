@@ -295,6 +295,78 @@ def benchmark_end_to_end(
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class AttentionPathRow:
+    """One self-attention layer with q, k and v at ``rank``, timed on both paths."""
+
+    rank: int
+    batch_size: int
+    full_ms: float
+    rank_space_ms: float
+    measured_speedup: float  # full / rank_space time
+    flop_ratio: float  # full / rank_space FLOPs, the cost model's estimate of that speed-up
+    chosen: str  # the path the cost model picks (attention_path="auto")
+    faster: str  # the path that measured faster
+
+
+def benchmark_attention_paths(
+    d_model: int = 512,
+    num_heads: int = 8,
+    tokens: int = 1500,
+    ranks: Sequence[int] = (16, 32, 48, 64, 96, 128),
+    batch_sizes: Sequence[int] = (1,),
+    repeats: int = 5,
+    warmup: int = 1,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> list[AttentionPathRow]:
+    """Time one encoder self-attention layer (low-rank q, k, v at each rank; Whisper-base's width and
+    heads by default) on the ``full`` and the ``rank_space`` path, interleaved, and set each measured
+    speed-up beside the cost model's FLOP ratio and its choice: does ``auto`` pick the faster path?"""
+    from .configuration_lite_whisper import LiteWhisperConfig
+    from .modeling_lite_whisper import LiteWhisperAttention, attention_flops, select_attention_path
+
+    rows = []
+    device = torch.device(device)
+    for rank in ranks:
+        config = LiteWhisperConfig(
+            d_model=d_model, encoder_attention_heads=num_heads, encoder_layers=1, max_source_positions=tokens,
+            low_rank_config=[{"q_proj": rank, "k_proj": rank, "v_proj": rank}],
+        )
+        config._attn_implementation = "sdpa"
+        fused = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+        chosen = select_attention_path(config, 0, tokens, fused=fused)
+        costs = attention_flops(d_model, num_heads, tokens, rank, rank, rank, one_head_size=not fused)
+        attention = LiteWhisperAttention(config, 0).to(device=device, dtype=dtype).eval()
+        for batch_size in batch_sizes:
+            hidden = torch.randn(batch_size, tokens, d_model, generator=torch.Generator().manual_seed(0))
+            hidden = hidden.to(device=device, dtype=dtype)
+            times: dict[str, list[float]] = {"full": [], "rank_space": []}
+            with torch.inference_mode():
+                for round_ in range(max(warmup, 1) + repeats):
+                    for path in times:
+                        config.attention_path = path
+                        elapsed = _timed(attention, hidden)
+                        if round_ >= max(warmup, 1):
+                            times[path].append(elapsed)
+            full, rank_space = (statistics.median(times[p]) for p in ("full", "rank_space"))
+            rows.append(AttentionPathRow(
+                rank=rank, batch_size=batch_size, full_ms=full * 1e3, rank_space_ms=rank_space * 1e3,
+                measured_speedup=full / rank_space, flop_ratio=costs["full"] / costs["rank_space"],
+                chosen=chosen, faster="rank_space" if rank_space < full else "full",
+            ))
+    return rows
+
+
+def format_attention_paths(rows: Sequence[AttentionPathRow]) -> str:
+    """The sweep as a Markdown table."""
+    table = [("rank", "batch", "full ms", "rank space ms", "measured speed-up", "FLOP ratio", "auto picks", "faster")]
+    for r in rows:
+        table.append((str(r.rank), str(r.batch_size), f"{r.full_ms:.1f}", f"{r.rank_space_ms:.1f}",
+                      f"{r.measured_speedup:.2f}x", f"{r.flop_ratio:.2f}x", r.chosen, r.faster))
+    return "\n".join(_markdown(table))
+
+
 def run_benchmark(
     models: Sequence[str | os.PathLike],
     *,

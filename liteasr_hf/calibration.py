@@ -107,10 +107,17 @@ def collect_output_statistics(
     return stats
 
 
-def run_batches(forward: Callable[[torch.Tensor], object], batches: Iterable[torch.Tensor]) -> None:
-    """Call ``forward`` on each batch, treating :class:`StopForward` as the normal end of a pass."""
+def run_batches(
+    forward: Callable[[torch.Tensor], object],
+    batches: Iterable[torch.Tensor],
+    after_batch: Callable[[], None] | None = None,
+) -> None:
+    """Call ``forward`` on each batch, treating :class:`StopForward` as the normal end of a pass; then
+    ``after_batch`` (e.g. :func:`liteasr_hf.memory.release_freed_memory`)."""
     for batch in batches:
         try:
             forward(batch)
         except StopForward:
             pass
+        if after_batch is not None:
+            after_batch()

@@ -41,6 +41,7 @@ def compress_checkpoint(
     offload_folder: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    command: str | None = None,
     **overrides,
 ) -> tuple[Path, CompressionResult]:
     """Compress ``model`` (folder, Hub id or packaged alias) and save the LiteWhisper folder to ``output``.
@@ -51,7 +52,8 @@ def compress_checkpoint(
     ``device_map`` (e.g. ``"auto"``, with ``max_memory`` per device) places a large model with accelerate:
     over several GPUs, or offloaded to CPU memory or disk (``offload_folder``, default a temporary folder),
     in which case each encoder layer is loaded when its turn comes;
-    ``overrides`` are :class:`~liteasr_hf.compression.CompressionSettings` fields (``None`` ignored).
+    ``overrides`` are :class:`~liteasr_hf.compression.CompressionSettings` fields (``None`` ignored);
+    ``command``, the command line that ran this, is recorded in the report (the model card shows it).
     """
     output = Path(output)
     if output.exists() and not overwrite:
@@ -66,7 +68,8 @@ def compress_checkpoint(
         whisper, processor, resolved = load_model_and_processor(model, device=device, dtype=dtype, **placement)
         if getattr(whisper.config, "low_rank_config", None):
             raise ValueError(f"{model} is already a LiteWhisper model; compress the original Whisper checkpoint.")
-        settings = load_settings(preset or default_preset(whisper.config), num_samples=num_samples, **overrides)
+        preset = preset or default_preset(whisper.config)
+        settings = load_settings(preset, num_samples=num_samples, **overrides)
         rank_plan = RankPlan.load(plan, whisper.config) if plan is not None else None
 
         utterances, failures = load_speech(calibration, split=calibration_split, config=calibration_config,
@@ -81,8 +84,10 @@ def compress_checkpoint(
         result.report.update({
             "source_model": str(model), "resolved_model": resolved,
             "calibration_data": {"data": str(calibration), "split": calibration_split, "failed": len(failures)},
-            "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+            "device": str(device), "dtype": str(dtype).replace("torch.", ""), "preset": str(preset),
         })
+        if command:
+            result.report["command"] = command
         if getattr(whisper, "hf_device_map", None):  # where accelerate placed the weights: GPUs, cpu, disk
             result.report["placement"] = sorted({str(where) for where in whisper.hf_device_map.values()})
         result.report["total_seconds"] = round(time.perf_counter() - started, 1)

@@ -22,6 +22,7 @@ from .calibration import OutputStatistics, collect_output_statistics, run_batche
 from .configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig, _module_shapes
 from .encoder_cost import encoder_cost, module_cost
 from .factorization import factorize_linear, set_submodule
+from .memory import release_freed_memory
 from .modeling_lite_whisper import LiteWhisperForConditionalGeneration
 from .pca import PrincipalComponents, principal_components
 from .rank_selection import (
@@ -177,7 +178,7 @@ def compress(
                 # Features are made batch by batch: nothing held grows with the number of windows.
                 total = -(-len(windows) // settings.batch_size)
                 batch_iter = tqdm(batches(), total=total, desc=desc, leave=False, disable=not progress)
-                run_batches(encoder, batch_iter)
+                run_batches(encoder, batch_iter, after_batch=release_freed_memory)
         return loop
 
     def layer_statistics(selected: Sequence[int], desc: str) -> dict[tuple[int, str], OutputStatistics]:

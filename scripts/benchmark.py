@@ -13,11 +13,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig
 
-from liteasr_hf.benchmark import format_table, run_benchmark
+from liteasr_hf.benchmark import (
+    benchmark_attention_paths,
+    format_attention_paths,
+    format_table,
+    run_benchmark,
+    write_report,
+)
 
 SPEECH_SET = Path(__file__).resolve().parents[1] / "data" / "speech"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -43,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--e2e-batch-size", type=int, default=8)
     p.add_argument("--e2e-repeats", type=int, default=3)
     p.add_argument("--output", default="results/benchmark.json", help="JSON report")
+    p.add_argument("--attention-sweep", nargs="*", type=int, metavar="RANK", default=None,
+                   help="also time one self-attention layer of the first model's size on both attention paths "
+                        "at these q/k/v ranks (default 16 32 48 64 96 128) and show what the cost model picks")
     return p.parse_args(argv)
 
 
@@ -64,6 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: no report written", file=sys.stderr)
         return 130
     print(format_table(report))
+    if args.attention_sweep is not None:
+        config = AutoConfig.from_pretrained(report["models"][0]["model_path"], trust_remote_code=True)
+        rows = benchmark_attention_paths(
+            config.d_model, config.encoder_attention_heads, config.max_source_positions,
+            ranks=args.attention_sweep or (16, 32, 48, 64, 96, 128), batch_sizes=args.batch_sizes,
+            repeats=args.repeats, warmup=args.warmup, device=args.device, dtype=DTYPES[args.dtype],
+        )
+        report["attention_paths"] = [asdict(r) for r in rows]
+        write_report(args.output, report)
+        print("\nOne self-attention layer, both paths (low-rank q, k, v at each rank):")
+        print(format_attention_paths(rows))
     print(f"\nWrote {args.output}")
     return 0
 

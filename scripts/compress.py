@@ -8,6 +8,7 @@ evaluates the original and the compressed model on the evaluation split and prin
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             calibration_split=args.calibration_split, calibration_config=args.calibration_config,
             audio_column=args.audio_column, num_samples=args.num_samples, plan=args.plan, device=args.device,
             dtype=DTYPES[args.dtype], device_map=args.device_map,
-            max_memory=args.max_memory, offload_folder=args.offload_folder, overwrite=args.overwrite, budget=args.budget,
+            max_memory=args.max_memory, offload_folder=args.offload_folder,
+            command=shlex.join(["python", "scripts/compress.py", *(sys.argv[1:] if argv is None else argv)]), overwrite=args.overwrite, budget=args.budget,
         )
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -233,3 +233,19 @@ def test_pareto_inputs_that_do_not_match_fail_clearly(summaries_and_report, tmp_
     assert script.main(["--summaries", str(paths[0]), "--benchmark", str(bench),
                         "--output", str(tmp_path / "x.png")]) == 2
     assert "No evaluation summary" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+
+
+def test_attention_path_sweep_sets_the_cost_models_choice_beside_the_timings():
+    from liteasr_hf.benchmark import benchmark_attention_paths, format_attention_paths
+
+    rows = benchmark_attention_paths(d_model=64, num_heads=4, tokens=60, ranks=(8, 32), batch_sizes=(1, 2), repeats=1)
+    assert [(r.rank, r.batch_size) for r in rows] == [(8, 1), (8, 2), (32, 1), (32, 2)]
+    for row in rows:
+        assert row.full_ms > 0 and row.rank_space_ms > 0
+        assert row.measured_speedup == pytest.approx(row.full_ms / row.rank_space_ms)
+        assert row.faster in ("full", "rank_space")
+    # head size 16: rank 8 halves the attention products, rank 32 doubles them
+    assert rows[0].chosen == "rank_space" and rows[0].flop_ratio > 1
+    assert rows[2].chosen == "full" and rows[2].flop_ratio < 1
+    table = format_attention_paths(rows)
+    assert table.count("\n") == len(rows) + 1 and "auto picks" in table
