@@ -226,8 +226,8 @@ class LiteWhisperAttention(WhisperAttention):
         ``.to()`` or an optimizer step, which change the parameters' storage or version). Where gradients
         are wanted they are folded on every call instead, so that gradients reach the factors."""
         params = [p for m in (self.q_proj, self.k_proj, self.v_proj) for p in m.parameters()]
-        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-            return self._fold(one_head_size)
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
+            return self._fold(one_head_size)  # traced into the graph (no cache check to break it) / differentiable
         key = (one_head_size, *((p.data_ptr(), p._version, p.dtype, p.device) for p in params))
         if self._folded is None or self._folded[0] != key:
             with torch.no_grad():

@@ -165,3 +165,13 @@ def test_encoder_flops_follow_the_path_taken():
     assert auto.params == full.params and auto.flops < full.flops < dense.flops
     costs = [attention_flops(64, 4, 60, *(RANKS[i].get(m) for m in ("q_proj", "k_proj", "v_proj"))) for i in (0, 1)]
     assert full.flops - auto.flops == sum(c["full"] - c["rank_space"] for c in costs)
+
+
+def test_rank_space_encoder_compiles_without_graph_breaks():
+    encoder = model_with("rank_space").get_encoder()
+    features = torch.randn(1, 80, 120, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        expected = encoder(features).last_hidden_state
+        assert torch._dynamo.explain(encoder)(features).graph_break_count == 0
+        got = torch.compile(encoder)(features).last_hidden_state
+    assert relative_error(got, expected) < 1e-5
