@@ -82,8 +82,8 @@ def compress_checkpoint(
         with RssPeak() as memory:
             result = compress(whisper, clips, processor.feature_extractor, settings, plan=rank_plan, progress=progress)
         result.report.update({
-            "source_model": str(model), "resolved_model": resolved,
-            "calibration_data": {"data": str(calibration), "split": calibration_split, "failed": len(failures)},
+            "source_model": _portable(model), "resolved_model": _portable(resolved),
+            "calibration_data": {"data": _portable(calibration), "split": calibration_split, "failed": len(failures)},
             "device": str(device), "dtype": str(dtype).replace("torch.", ""), "preset": str(preset),
         })
         if command:
@@ -97,6 +97,18 @@ def compress_checkpoint(
         extra = {"compression_report.json": result.report, "rank_plan.json": asdict(result.plan)}
         folder = save_model_folder(result.model, output, processor=processor, extra_files=extra, overwrite=overwrite)
         return folder, result
+
+
+def _portable(source: str | os.PathLike) -> str:
+    """A Hub id as it is; a local path relative to the working directory when inside it, else its last part:
+    the report is published with the model, and absolute paths would say nothing useful about another machine."""
+    path = Path(source)
+    if not path.exists():
+        return str(source)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return path.resolve().name
 
 
 def compare_original_and_compressed(

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
           + ("" if growth is None else f" (calibration and factorization: +{growth:.0f} MB over the loaded model)"))
     if args.evaluate:
         table = compare_original_and_compressed(
-            result.report["resolved_model"], folder, args.eval_data, split=args.eval_split, device=args.device,
+            args.model, folder, args.eval_data, split=args.eval_split, device=args.device,
             dtype=DTYPES[args.dtype], batch_size=args.batch_size, output=folder.parent / f"{folder.name}-evaluation",
         )
         print(table)

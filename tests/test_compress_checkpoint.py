@@ -132,3 +132,13 @@ def test_offloaded_model_compresses_exactly_like_a_resident_one(tiny_en_dir, tmp
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+
+
+def test_report_names_sources_without_machine_paths(compressed, tiny_en_dir):
+    _, result = compressed
+    report = result.report
+    # Published with the model: a local folder outside the working directory is named by its last part.
+    assert report["resolved_model"] == report["source_model"] == Path(tiny_en_dir).name
+    data = report["calibration_data"]["data"]
+    assert not Path(data).is_absolute() and (Path.cwd() / data).resolve() == SPEECH.resolve() or data == "speech"
+    assert report["preset"] == "tiny"
