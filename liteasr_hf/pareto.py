@@ -13,6 +13,7 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 
 from .atomic import atomic_write_bytes
 
@@ -142,10 +143,16 @@ def plot_pareto(
         front = pareto_front(points, cost)
         ax.step([cost(p) for p in front], [p.wer for p in front], where="post", linestyle="--", color="grey",
                 linewidth=1, label="Pareto front", zorder=2)
-        for p in points:
-            ax.annotate(p.label, (cost(p), p.wer), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        # Neighbours along x get labels above and below in turn, so that close points stay readable.
+        for i, p in enumerate(sorted(points, key=cost)):
+            ax.annotate(p.label, (cost(p), p.wer), textcoords="offset points", xytext=(4, 5 if i % 2 else -11),
+                        fontsize=7)
+        # A collapsed variant can sit at several times the others' WER; a log axis keeps both readable.
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("WER (%)")
+        ax.set_ylabel("WER (%, log scale)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
