@@ -123,11 +123,13 @@ def compare_original_and_compressed(
 ) -> str:
     """Evaluate both models on ``data`` and time their encoders; return one Markdown table of encoder
     parameters, WER and encoder latency (batch 1, interleaved medians)."""
-    summaries = compare_models([str(original), str(compressed)], data, split=split, device=device, dtype=dtype,
-                               batch_size=batch_size, output=output, progress=True, show=False)
+    # A quick look (batch 1, ten interleaved rounds); scripts/benchmark.py measures speed properly.
     models = [load_model_and_processor(m, device=device, dtype=dtype, trust_remote_code=True)[0]
               for m in (original, compressed)]
-    latencies = encoder_latency(models, batch_size=1, repeats=5)
+    latencies = encoder_latency(models, batch_size=1, repeats=10)
+    del models
+    summaries = compare_models([str(original), str(compressed)], data, split=split, device=device, dtype=dtype,
+                               batch_size=batch_size, output=output, progress=True, show=False)
     rows = [("model", "encoder params", "WER %", "outputs > 3x ref", "encoder latency")]
     for summary, latency in zip(summaries, latencies):
         share = summary["encoder_params"] / summaries[0]["encoder_params"]
