@@ -191,7 +191,7 @@ class LiteWhisperAttention(WhisperAttention):
             fused = key_padding is not None
         w = self._folded_weights(one_head_size=not fused)
         size_k = w["k_down"].shape[1]
-        query_input = hidden_states if self.q_proj.__class__ is nn.Linear else hidden_states @ self.q_proj.weight1
+        query_input = hidden_states @ self.q_proj.weight1 if isinstance(self.q_proj, LowRankLinear) else hidden_states
         # (B, T, H * size_k) -> (B, H, T, size_k): queries already in k's rank space and scaled
         query = nn.functional.linear(query_input, w["query"], w["query_bias"]).view(batch, tokens, heads, size_k)
         key = hidden_states @ w["k_down"]  # (B, T, size_k), shared by every head

@@ -195,6 +195,44 @@ def test_mixed_dtypes_and_cpu_tensors_raise_value_error(monkeypatch: pytest.Monk
     assert not rank_attention_triton.is_available("cpu")
 
 
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "padded"])
+def test_lite_whisper_attention_through_the_kernel_equals_the_full_path(
+    kernel: ModuleType, monkeypatch: pytest.MonkeyPatch, masked: bool
+) -> None:
+    """The model's fused branch (unpadded folding, kernel layout, key padding taken from a 4-D mask) against
+    Whisper's own attention. On CPU the branch is opened for fp32 so that the interpreter can run it."""
+    from liteasr_hf import LiteWhisperConfig
+    from liteasr_hf import modeling_lite_whisper as modeling
+
+    if not ON_CUDA:
+        monkeypatch.setattr(modeling, "_fused_kernel_possible", lambda device, dtype, *modules: True)
+    dtype = torch.float16 if ON_CUDA else torch.float32
+    config = LiteWhisperConfig(d_model=64, encoder_attention_heads=4, encoder_layers=1, max_source_positions=40,
+                               low_rank_config=[{"q_proj": 24, "k_proj": 8, "v_proj": 12}])
+    torch.manual_seed(0)
+    attention = modeling.LiteWhisperAttention(config, 0).eval()
+    with torch.no_grad():
+        for p in attention.parameters():
+            p.normal_(0.0, 0.3)
+    attention = attention.to(DEVICE, dtype)
+    hidden = torch.randn(2, 40, 64, device=DEVICE, dtype=dtype)
+    mask = None
+    if masked:  # additive (B, 1, T, T) mask hiding the second item's last 15 keys, as transformers builds it
+        mask = torch.zeros(2, 1, 40, 40, device=DEVICE, dtype=dtype)
+        mask[1, :, :, 25:] = torch.finfo(dtype).min
+    calls = []
+    real = kernel.rank_space_attention
+    monkeypatch.setattr(kernel, "rank_space_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with torch.no_grad():
+        config.attention_path = "rank_space"
+        fused = attention(hidden, attention_mask=mask)[0]
+        config.attention_path = "full"
+        full = attention(hidden, attention_mask=mask)[0]
+    assert calls, "the kernel was not used"
+    error = ((fused.double() - full.double()).norm() / full.double().norm()).item()
+    assert error < TOLERANCES[dtype] * 10, error
+
+
 def test_hub_import_check_passes_without_triton() -> None:
     """transformers' remote-code loader runs check_imports on every file the modeling file imports relatively."""
     script = textwrap.dedent(
