@@ -103,6 +103,9 @@ def test_interrupted_run_leaves_no_output_folder(tiny_en_dir, tmp_path):
         [sys.executable, str(ROOT / "scripts" / "compress.py"), "--model", str(tiny_en_dir), "--preset", "tiny",
          "--output", str(out), "--no-evaluate"],
         stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+        # A shell that starts jobs in the background ignores SIGINT in them, and Python keeps an ignored SIGINT;
+        # give the child the default disposition, as a terminal's Ctrl-C would find it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen, deadline = b"", time.monotonic() + 300
     while b"Factorizing" not in seen and time.monotonic() < deadline and proc.poll() is None:
