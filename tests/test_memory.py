@@ -1,0 +1,40 @@
+"""Resident-memory helpers on the real process (Linux /proc and glibc)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from liteasr_hf.memory import RssPeak, current_rss_mb, peak_rss_mb, release_freed_memory
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+
+
+def test_rss_peak_sees_a_transient_allocation_and_not_what_came_before():
+    before = torch.ones(50 * 2**20 // 4)  # 50 MB resident before the measured stretch: not counted as growth
+    with RssPeak(interval=0.001) as memory:
+        transient = torch.ones(200 * 2**20 // 4)  # 200 MB, touched so that its pages are resident
+        transient.add_(1)
+        del transient
+    assert memory.start_mb is not None and memory.peak_mb is not None
+    assert 150 < memory.growth_mb < 400, memory.growth_mb
+    assert peak_rss_mb() >= memory.peak_mb - 1  # the lifetime peak is at least the sampled one
+    del before
+
+
+def test_release_freed_memory_gives_heap_back():
+    # Freeing one 3 MB buffer raises glibc's mmap threshold past 3 MB, so the next ones come from the heap;
+    # freeing every other one leaves holes that glibc keeps resident until the heap is trimmed.
+    torch.ones(2**20 // 4 * 3).add_(1)  # a temporary, freed at once
+    blocks = [torch.ones(2**20 // 4 * 3) for _ in range(60)]  # 60 x 3 MB, resident (ones() writes them)
+    holes = blocks[::2]
+    keep = blocks[1::2]
+    del blocks
+    holes.clear()
+    freed_but_held = current_rss_mb()
+    release_freed_memory()
+    trimmed = current_rss_mb()
+    assert freed_but_held - trimmed > 45, (freed_but_held, trimmed)  # most of the 90 MB of holes
+    assert all(block.sum() == block.numel() for block in keep)  # what is still used is untouched
