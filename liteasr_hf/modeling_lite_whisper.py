@@ -95,11 +95,15 @@ def attention_flops(
     full = t * (projection(q_rank) + projection(k_rank) + projection(v_rank)) + 2 * h * t * t * (d // h)
     if k_rank is None or v_rank is None:
         return {"full": 2 * full, "rank_space": None}
-    size_k = size_v = max(k_rank, v_rank) if one_head_size else None
-    size_k, size_v = size_k or k_rank, size_v or v_rank
+    size_k, size_v = _rank_space_sizes(k_rank, v_rank, one_head_size)
     q_down = 0 if q_rank is None else d * q_rank
     rank = t * (q_down + q_in * h * size_k + d * size_k + d * size_v + v_rank * d) + h * t * t * (size_k + size_v)
     return {"full": 2 * full, "rank_space": 2 * rank}
+
+
+def _rank_space_sizes(k_rank: int, v_rank: int, one_head_size: bool) -> tuple[int, int]:
+    """Key and value sizes the rank-space attention runs at: both the larger rank when padded to one size."""
+    return (max(k_rank, v_rank),) * 2 if one_head_size else (k_rank, v_rank)
 
 
 def select_attention_path(config: LiteWhisperConfig, layer: int, tokens: int, fused: bool = False) -> str:
@@ -239,8 +243,7 @@ class LiteWhisperAttention(WhisperAttention):
         work = torch.float64 if device.type == "cpu" else torch.float32
         heads, head_dim = self.num_heads, self.head_dim
         r_k, r_v = self.k_proj.rank, self.v_proj.rank
-        size_k = size_v = max(r_k, r_v) if one_head_size else None
-        size_k, size_v = size_k or r_k, size_v or r_v
+        size_k, size_v = _rank_space_sizes(r_k, r_v, one_head_size)
         if isinstance(self.q_proj, LowRankLinear):
             q_up, q_bias = self.q_proj.weight2, self.q_proj.bias  # (r_q, d)
         else:
