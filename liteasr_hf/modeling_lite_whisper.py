@@ -196,7 +196,7 @@ class LiteWhisperAttention(WhisperAttention):
         w = self._folded_weights(one_head_size=not fused)
         size_k = w["k_down"].shape[1]
         query_input = hidden_states @ self.q_proj.weight1 if isinstance(self.q_proj, LowRankLinear) else hidden_states
-        # (B, T, H * size_k) -> (B, H, T, size_k): queries already in k's rank space and scaled
+        # (B, T, H, size_k): queries already mapped into k's rank space and scaled
         query = nn.functional.linear(query_input, w["query"], w["query_bias"]).view(batch, tokens, heads, size_k)
         key = hidden_states @ w["k_down"]  # (B, T, size_k), shared by every head
         value = hidden_states @ w["v_down"]  # (B, T, size_v), shared by every head
@@ -220,7 +220,7 @@ class LiteWhisperAttention(WhisperAttention):
                 query.transpose(1, 2), key.unsqueeze(1), value.unsqueeze(1),
                 attn_mask=mask, dropout_p=dropout, scale=1.0, enable_gqa=True,
             ).transpose(1, 2)  # (B, T, H, size_v)
-        # per head: (B, T, r_v) @ B_v,h (r_v, head_dim), then the value bias; padded columns meet zero rows
+        # per head, padding dropped: (B, T, r_v) @ B_v,h (r_v, head_dim), then the value bias
         context = torch.einsum("bthr,hrd->bthd", context[..., : w["v_up"].shape[1]], w["v_up"])
         attn_output = context.reshape(batch, tokens, self.embed_dim) + w["v_bias"]
         return self.out_proj(attn_output), attn_weights
