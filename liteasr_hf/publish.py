@@ -292,16 +292,24 @@ def _fix_generation_config(folder: Path) -> list[str]:
 # Checking the staged folder in a clean process
 # ---------------------------------------------------------------------------------------------------------------
 
-_CHECK_SCRIPT = textwrap.dedent(
+#: First lines of a script that runs as a Hub user's process would: ``liteasr_hf`` cannot be imported, so a model
+#: loads only with the code files beside its weights.
+BLOCK_LITEASR_HF = textwrap.dedent(
     """
-    import importlib.abc, json, sys
+    import importlib.abc, sys
 
     class BlockPackage(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
             if name == "liteasr_hf" or name.startswith("liteasr_hf."):
-                raise ImportError("liteasr_hf is blocked: the staged folder must load with its own code")
+                raise ImportError("liteasr_hf is blocked: the model must load with its own code files")
 
     sys.meta_path.insert(0, BlockPackage())
+    """
+)
+
+_CHECK_SCRIPT = BLOCK_LITEASR_HF + textwrap.dedent(
+    """
+    import json
     import numpy as np
     import torch
     from transformers import AutoConfig, AutoModelForSpeechSeq2Seq, AutoProcessor

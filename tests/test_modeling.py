@@ -20,6 +20,7 @@ from transformers import (
 
 from liteasr_hf import LiteWhisperConfig, LiteWhisperForConditionalGeneration, LiteWhisperModel, LowRankLinear
 from liteasr_hf.export import save_model_folder
+from liteasr_hf.publish import BLOCK_LITEASR_HF
 
 TINY = dict(
     d_model=64,
@@ -234,14 +235,9 @@ def test_auto_classes_load_a_saved_folder_in_process(tmp_path):
             assert torch.equal(saved[key], value), key
 
 
-REMOTE_LOAD = textwrap.dedent(
+REMOTE_LOAD = BLOCK_LITEASR_HF + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "liteasr_hf" or name.startswith("liteasr_hf."):
-                raise ImportError("liteasr_hf is blocked in this process")
-    sys.meta_path.insert(0, Block())
+    import json
     import torch
     from transformers import AutoModel, AutoModelForSpeechSeq2Seq
     path = sys.argv[1]

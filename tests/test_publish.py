@@ -26,6 +26,7 @@ from liteasr_hf.export import save_model_folder
 from liteasr_hf.model_card import SHIPPED_SPEECH_SET, check_card, validate_card_on_hub
 from liteasr_hf.presets import load_settings
 from liteasr_hf.publish import (
+    BLOCK_LITEASR_HF,
     PublishError,
     check_staged_folder,
     publish,
@@ -232,14 +233,9 @@ def test_missing_evaluation_is_stated_as_missing(lite_model, tmp_path):
 
 # --- upload, re-upload, download with remote code ---------------------------------------------------------------
 
-DOWNLOAD_AND_LOAD = textwrap.dedent(
+DOWNLOAD_AND_LOAD = BLOCK_LITEASR_HF + textwrap.dedent(
     """
-    import importlib.abc, json, re, sys
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "liteasr_hf" or name.startswith("liteasr_hf."):
-                raise ImportError("liteasr_hf is blocked in this process")
-    sys.meta_path.insert(0, Block())
+    import json, re
     import torch
     from huggingface_hub import snapshot_download
     from transformers import AutoModelForSpeechSeq2Seq
