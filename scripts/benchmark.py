@@ -14,21 +14,19 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 from transformers import AutoConfig
 
-from liteasr_hf.benchmark import (
+from liteasr_hf.checkpoints.placement import DTYPES
+from liteasr_hf.data.speech import SHIPPED_SPEECH_SET
+from liteasr_hf.evaluation.benchmark import (
     benchmark_attention_paths,
     format_attention_paths,
     format_table,
     run_benchmark,
     write_report,
 )
-
-SPEECH_SET = Path(__file__).resolve().parents[1] / "data" / "speech"
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch.compile the encoders (compilation is timed apart)")
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                    help="measure the peak memory of one forward pass")
-    p.add_argument("--data", default=str(SPEECH_SET), help="speech data for the end-to-end timing")
+    p.add_argument("--data", default=str(SHIPPED_SPEECH_SET), help="speech data for the end-to-end timing")
     p.add_argument("--split", default="evaluation")
     p.add_argument("--e2e-clips", type=int, default=16, help="clips transcribed end to end (0: skip)")
     p.add_argument("--e2e-batch-size", type=int, default=8)

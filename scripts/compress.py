@@ -12,11 +12,10 @@ import shlex
 import sys
 from pathlib import Path
 
-import torch
-
-from liteasr_hf.compress_checkpoint import DEFAULT_CALIBRATION, compare_original_and_compressed, compress_checkpoint
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+from liteasr_hf.checkpoints.placement import DTYPES, Placement
+from liteasr_hf.compression.checkpoint import compress_checkpoint
+from liteasr_hf.data.speech import SHIPPED_SPEECH_SET, SpeechSource
+from liteasr_hf.evaluation.comparison import compare_original_and_compressed
 
 
 def parse_max_memory(text: str) -> dict[int | str, str]:
@@ -38,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--preset", help="preset name in configs/ (e.g. base, base-fast, paper); default: by model size")
     group.add_argument("--config", help="path to a preset YAML file")
     p.add_argument("--plan", help="rank_plan.json from an earlier run: re-apply its ranks")
-    p.add_argument("--calibration", default=str(DEFAULT_CALIBRATION), help="local audiofolder/manifest or datasets name")
+    p.add_argument("--calibration", default=str(SHIPPED_SPEECH_SET), help="local audiofolder/manifest or datasets name")
     p.add_argument("--calibration-split", default="calibration")
     p.add_argument("--calibration-config", default=None, help="datasets configuration name")
     p.add_argument("--audio-column", default="audio")
@@ -55,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
                    help="evaluate original and compressed model on --eval-data afterwards")
-    p.add_argument("--eval-data", default=str(DEFAULT_CALIBRATION))
+    p.add_argument("--eval-data", default=str(SHIPPED_SPEECH_SET))
     p.add_argument("--eval-split", default="evaluation")
     p.add_argument("--batch-size", type=int, default=8, help="evaluation batch size")
     return p.parse_args(argv)
@@ -67,13 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     name = Path(str(args.model).rstrip("/")).name.replace("whisper-", "")
     output = Path(args.output or f"models/lite-whisper-{name}-{Path(preset).stem if preset else 'default'}")
     try:
+        calibration = SpeechSource(args.calibration, split=args.calibration_split, config=args.calibration_config,
+                                   audio_column=args.audio_column, text_column=None)
+        placement = Placement(args.device, args.dtype, device_map=args.device_map, max_memory=args.max_memory,
+                              offload_folder=args.offload_folder)
+        command = shlex.join(["python", "scripts/compress.py", *(sys.argv[1:] if argv is None else argv)])
         folder, result = compress_checkpoint(
-            args.model, output, preset=preset, calibration=args.calibration,
-            calibration_split=args.calibration_split, calibration_config=args.calibration_config,
-            audio_column=args.audio_column, num_samples=args.num_samples, plan=args.plan, device=args.device,
-            dtype=DTYPES[args.dtype], device_map=args.device_map,
-            max_memory=args.max_memory, offload_folder=args.offload_folder,
-            command=shlex.join(["python", "scripts/compress.py", *(sys.argv[1:] if argv is None else argv)]), overwrite=args.overwrite, budget=args.budget,
+            args.model, output, preset=preset, calibration=calibration, placement=placement, plan=args.plan,
+            overwrite=args.overwrite, command=command, num_samples=args.num_samples, budget=args.budget,
         )
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
           + ("" if growth is None else f" (calibration and factorization: +{growth:.0f} MB over the loaded model)"))
     if args.evaluate:
         table = compare_original_and_compressed(
-            args.model, folder, args.eval_data, split=args.eval_split, device=args.device,
-            dtype=DTYPES[args.dtype], batch_size=args.batch_size, output=folder.parent / f"{folder.name}-evaluation",
+            args.model, folder, SpeechSource(args.eval_data, split=args.eval_split), device=args.device,
+            dtype=placement.dtype, batch_size=args.batch_size, output=folder.parent / f"{folder.name}-evaluation",
         )
         print(table)
     return 0

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from liteasr_hf.ctranslate2 import convert_ctranslate2
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+from liteasr_hf.checkpoints.placement import DTYPES
+from liteasr_hf.checkpoints.ctranslate2 import convert_ctranslate2
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

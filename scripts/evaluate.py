@@ -13,14 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-import torch
-
-from liteasr_hf.evaluation import compare_models, evaluate_model
-
-SPEECH_SET = Path(__file__).resolve().parents[1] / "data" / "speech"
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+from liteasr_hf.checkpoints.placement import DTYPES
+from liteasr_hf.data.speech import SHIPPED_SPEECH_SET
+from liteasr_hf.evaluation.transcription import compare_models, evaluate_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,7 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     models = p.add_mutually_exclusive_group(required=True)
     models.add_argument("--model", help="model folder, Hub id or packaged checkpoint (tiny.en, base)")
     models.add_argument("--compare", nargs="+", metavar="MODEL", help="several models on the same data, one table")
-    p.add_argument("--data", default=str(SPEECH_SET),
+    p.add_argument("--data", default=str(SHIPPED_SPEECH_SET),
                    help="audiofolder, folder of splits, manifest or datasets name (default: the project's speech set)")
     p.add_argument("--config", default=None, help="datasets configuration name")
     p.add_argument("--split", default="evaluation")

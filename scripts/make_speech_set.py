@@ -11,13 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from liteasr_hf.speech_synthesis import (
-    DEFAULT_VOICES,
-    POCKETSPHINX_DATA,
-    build_speech_set,
-    read_harvard_sentences,
-    read_pocketsphinx_recordings,
-)
+from liteasr_hf.data.sources import POCKETSPHINX_DATA, read_harvard_sentences, read_pocketsphinx_recordings
+from liteasr_hf.data.speech_set import DEFAULT_VOICES, build_speech_set
 
 
 def main() -> None:

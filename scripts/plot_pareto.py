@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from liteasr_hf.pareto import plot_from_files
+from liteasr_hf.evaluation.pareto import plot_from_files
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

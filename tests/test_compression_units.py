@@ -10,12 +10,12 @@ import torch
 from test_modeling import TINY, features
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-from liteasr_hf.calibration import OutputStatistics, collect_output_statistics, run_batches
-from liteasr_hf.compression import CompressionSettings, compress, pack_clips
-from liteasr_hf.encoder_cost import encoder_cost
-from liteasr_hf.factorization import factorize_linear
-from liteasr_hf.pca import principal_components
-from liteasr_hf.rank_selection import (
+from liteasr_hf.compression.calibration import OutputStatistics, collect_output_statistics, run_batches
+from liteasr_hf.compression.compressor import CompressionSettings, compress, pack_clips
+from liteasr_hf.compression.cost import encoder_cost
+from liteasr_hf.compression.factorization import factorize_linear
+from liteasr_hf.compression.pca import principal_components
+from liteasr_hf.compression.rank_selection import (
     RankPlan,
     outlier_directions,
     plan_by_budget,

@@ -20,7 +20,8 @@ import soundfile as sf
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor, pipeline
 
-from liteasr_hf.ctranslate2 import Ct2Checkpoint, convert_ctranslate2, read_model_bin, resolve_ctranslate2_source
+from liteasr_hf.checkpoints.ctranslate2 import convert_ctranslate2
+from liteasr_hf.checkpoints.ctranslate2_format import Ct2Checkpoint, read_model_bin, resolve_ctranslate2_source
 
 DATA = Path(__file__).parent / "data"
 CLIP = DATA / "sense_and_sensibility_01_austen_64kb-0870.flac"

@@ -14,9 +14,9 @@ import torch
 from transformers import AutoProcessor, GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
 from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-from liteasr_hf.audio import AudioError, load_audio
-from liteasr_hf.data import load_speech
-from liteasr_hf.evaluation import evaluate_utterances, format_comparison, generation_kwargs, score, transcribe
+from liteasr_hf.data.audio import AudioError, load_audio
+from liteasr_hf.data.speech import load_speech
+from liteasr_hf.evaluation.transcription import evaluate_utterances, format_comparison, generation_kwargs, score, transcribe
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT / "data" / "speech" / "evaluation"
@@ -343,7 +343,7 @@ def test_comparison_table():
 
 
 def test_audio_over_30_seconds_is_transcribed_long_form(tiny_random_dir, one_thread):
-    from liteasr_hf.checkpoints import load_model_and_processor
+    from liteasr_hf.checkpoints.loading import load_model_and_processor
 
     model, processor, _ = load_model_and_processor(tiny_random_dir)
     audios = [sine(16000, 2.0), sine(16000, 35.0, hz=300), sine(16000, 1.0, hz=600)]

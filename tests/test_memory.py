@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from liteasr_hf.memory import RssPeak, current_rss_mb, peak_rss_mb, release_freed_memory
+from liteasr_hf.compression.memory import RssPeak, current_rss_mb, peak_rss_mb, release_freed_memory
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
 

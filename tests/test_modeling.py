@@ -19,8 +19,8 @@ from transformers import (
 )
 
 from liteasr_hf import LiteWhisperConfig, LiteWhisperForConditionalGeneration, LiteWhisperModel, LowRankLinear
-from liteasr_hf.export import save_model_folder
-from liteasr_hf.publish import BLOCK_LITEASR_HF
+from liteasr_hf.checkpoints.saving import save_model_folder
+from liteasr_hf.hub.check import BLOCK_LITEASR_HF
 
 TINY = dict(
     d_model=64,

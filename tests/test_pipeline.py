@@ -12,7 +12,7 @@ import torch
 from transformers import AutoFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor, pipeline
 
 from liteasr_hf import LiteWhisperConfig, LiteWhisperForConditionalGeneration
-from liteasr_hf.export import save_model_folder
+from liteasr_hf.checkpoints.saving import save_model_folder
 
 SPEECH = Path(__file__).resolve().parent.parent / "data" / "speech" / "evaluation"
 
@@ -90,7 +90,8 @@ def test_sequential_long_form_matches_stock_whisper(tiny_en_dir, lite_tiny_en, l
 def test_language_and_task_reach_generate(tmp_path):
     """A multilingual LiteWhisper (random weights, base's real tokenizer): the pipeline forces the language
     and task tokens exactly as stock Whisper does."""
-    from liteasr_hf.ctranslate2 import resolve_ctranslate2_source, build_tokenizer
+    from liteasr_hf.checkpoints.ctranslate2 import build_tokenizer
+    from liteasr_hf.checkpoints.ctranslate2_format import resolve_ctranslate2_source
     from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor
 
     try:

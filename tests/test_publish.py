@@ -21,11 +21,12 @@ from huggingface_hub import HfApi, ModelCard, constants
 from transformers import GenerationConfig, WhisperConfig, WhisperProcessor
 
 from liteasr_hf import LiteWhisperConfig, LiteWhisperForConditionalGeneration
-from liteasr_hf.compression import compression_report
-from liteasr_hf.export import save_model_folder
-from liteasr_hf.model_card import SHIPPED_SPEECH_SET, check_card, validate_card_on_hub
-from liteasr_hf.presets import load_settings
-from liteasr_hf.publish import (
+from liteasr_hf.compression.compressor import compression_report
+from liteasr_hf.checkpoints.saving import save_model_folder
+from liteasr_hf.data.speech import SHIPPED_SPEECH_SET
+from liteasr_hf.hub.model_card import check_card, validate_card_on_hub
+from liteasr_hf.compression.presets import load_settings
+from liteasr_hf.hub import (
     BLOCK_LITEASR_HF,
     PublishError,
     check_staged_folder,
@@ -34,7 +35,7 @@ from liteasr_hf.publish import (
     stage_folder,
     upload_staged_folder,
 )
-from liteasr_hf.rank_selection import RankPlan
+from liteasr_hf.compression.rank_selection import RankPlan
 
 # huggingface_hub's own LFS upload passes the file as `data=`, which its HTTP client deprecates.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
@@ -435,7 +436,7 @@ def test_check_catches_a_folder_that_needs_the_package(staged, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(staged.path, broken)
     modeling = broken / "modeling_lite_whisper.py"
-    modeling.write_text("import liteasr_hf.export  # a leaked dependency\n" + modeling.read_text())
+    modeling.write_text("import liteasr_hf.checkpoints.saving  # a leaked dependency\n" + modeling.read_text())
     with pytest.raises(ValueError, match="(?s)does not load with trust_remote_code.*liteasr_hf is blocked"):
         check_staged_folder(broken)
 

@@ -26,7 +26,7 @@ if not ON_CUDA and "triton" not in sys.modules:
     # (its tl.* helpers are jit functions too); liteasr_hf imports it through transformers and torch._dynamo.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from liteasr_hf import rank_attention_triton  # noqa: E402
+from liteasr_hf.models.lite_whisper import rank_attention_triton  # noqa: E402
 
 DEVICE = "cuda" if ON_CUDA else "cpu"
 # Tolerances against float64 math on the same (rounded) inputs.
@@ -202,7 +202,7 @@ def test_lite_whisper_attention_through_the_kernel_equals_the_full_path(
     """The model's fused branch (unpadded folding, kernel layout, key padding taken from a 4-D mask) against
     Whisper's own attention. On CPU the branch is opened for fp32 so that the interpreter can run it."""
     from liteasr_hf import LiteWhisperConfig
-    from liteasr_hf import modeling_lite_whisper as modeling
+    from liteasr_hf.models.lite_whisper import modeling_lite_whisper as modeling
 
     if not ON_CUDA:
         monkeypatch.setattr(modeling, "_fused_kernel_possible", lambda device, dtype, *modules: True)

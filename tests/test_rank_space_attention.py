@@ -7,9 +7,9 @@ import torch
 from transformers import WhisperConfig
 
 from liteasr_hf import LiteWhisperConfig, LiteWhisperForConditionalGeneration
-from liteasr_hf.encoder_cost import encoder_cost
-from liteasr_hf.export import save_model_folder
-from liteasr_hf.modeling_lite_whisper import attention_flops
+from liteasr_hf.compression.cost import encoder_cost
+from liteasr_hf.checkpoints.saving import save_model_folder
+from liteasr_hf.models.lite_whisper.modeling_lite_whisper import attention_flops
 
 # head_dim 16: ranks below it make rank space cheaper, ranks above it do not.
 SMALL = dict(

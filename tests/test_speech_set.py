@@ -10,8 +10,9 @@ import pytest
 import soundfile as sf
 from datasets import load_dataset
 
-from liteasr_hf.data import load_speech
-from liteasr_hf.speech_synthesis import DEFAULT_VOICES, normalize_level, plan_speech_set, trim_silence
+from liteasr_hf.data.conditioning import normalize_level, trim_silence
+from liteasr_hf.data.speech import load_speech
+from liteasr_hf.data.speech_set import DEFAULT_VOICES, plan_speech_set
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "speech"
 SPLITS = ("calibration", "evaluation")

@@ -58,6 +58,40 @@ class _Item:
     error: str | None = None  # a row that is unusable before decoding (no audio path, no text)
 
 
+#: The speech set this project ships (``calibration`` and ``evaluation`` splits; see its README.md).
+SHIPPED_SPEECH_SET = Path(__file__).resolve().parents[2] / "data" / "speech"
+
+
+@dataclass(frozen=True)
+class SpeechSource:
+    """Where speech comes from: what :func:`load_speech` reads, as one validated value.
+
+    ``data`` is a local audiofolder, manifest or saved dataset, or a ``datasets`` name; ``split`` and ``config``
+    select from it; ``text_column=None`` reads audio only (calibration).
+    """
+
+    data: str | os.PathLike = SHIPPED_SPEECH_SET
+    split: str | None = None
+    config: str | None = None
+    audio_column: str = "audio"
+    text_column: str | None = "text"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, (str, os.PathLike)) or not str(self.data).strip():
+            raise ValueError(f"SpeechSource.data = {self.data!r}: give a local folder or file, or a datasets name.")
+        for name in ("split", "config", "text_column"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"SpeechSource.{name} = {value!r}: give a non-empty name, or None.")
+        if not isinstance(self.audio_column, str) or not self.audio_column.strip():
+            raise ValueError(f"SpeechSource.audio_column = {self.audio_column!r}: give the audio column's name.")
+
+    def load(self, max_samples: int | None = None, progress: bool = False) -> tuple[list[Utterance], list[LoadFailure]]:
+        """``(utterances, failures)`` of this source; see :func:`load_speech`."""
+        return load_speech(self.data, split=self.split, config=self.config, text_column=self.text_column,
+                           audio_column=self.audio_column, max_samples=max_samples, progress=progress)
+
+
 def load_speech(
     data: str | os.PathLike,
     split: str | None = None,

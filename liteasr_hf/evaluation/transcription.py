@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, ProcessorMixin
 from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-from .atomic import atomic_write_text
-from .audio import SAMPLING_RATE
-from .data import LoadFailure, Utterance, load_speech
+from ..atomic import atomic_write_text
+from ..data.audio import SAMPLING_RATE
+from ..data.speech import LoadFailure, Utterance, load_speech
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def english_normalizer(tokenizer=None, spelling: Mapping[str, str] | None = None
     mapping = getattr(tokenizer, "english_spelling_normalizer", None)
     if mapping:
         return EnglishTextNormalizer(mapping), "tokenizer normalizer.json"
-    from .ctranslate2 import default_english_spelling
+    from ..checkpoints.ctranslate2 import default_english_spelling
 
     path = default_english_spelling()
     if path is not None:
@@ -274,7 +274,7 @@ def evaluate_utterances(
             raise ValueError("Pass the processor along with a loaded model.")
         whisper, name = model, str(model.name_or_path or model.config.model_type)
     else:
-        from .checkpoints import load_model_and_processor
+        from ..checkpoints.loading import load_model_and_processor
 
         whisper, processor, name = load_model_and_processor(model, device=device, dtype=dtype, trust_remote_code=True)
     norm, norm_source = normalizer or english_normalizer(processor.tokenizer)
@@ -383,7 +383,7 @@ def compare_models(
 def _load_tokenizer(model: str | os.PathLike):
     from transformers import AutoTokenizer
 
-    from .checkpoints import resolve_model_path
+    from ..checkpoints.loading import resolve_model_path
 
     return AutoTokenizer.from_pretrained(resolve_model_path(model))
 
@@ -391,7 +391,7 @@ def _load_tokenizer(model: str | os.PathLike):
 def _versions() -> dict:
     import transformers
 
-    from . import __version__
+    from .. import __version__
 
     return {"liteasr_hf_version": __version__, "transformers_version": transformers.__version__,
             "torch_version": torch.__version__}

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor, PreTrainedModel, ProcessorMixin
 
-from .ctranslate2 import PACKAGED_ALIASES, convert_ctranslate2
+from .ctranslate2 import convert_ctranslate2
+from .ctranslate2_format import PACKAGED_ALIASES
 
 
 def cache_dir() -> Path:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from transformers import WhisperConfig
 
-from .configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig, _module_shapes
-from .modeling_lite_whisper import attention_flops, select_attention_path
+from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig, _module_shapes
+from ..models.lite_whisper.modeling_lite_whisper import attention_flops, select_attention_path
 
 
 def linear_params(in_features: int, out_features: int, rank: int | None, bias: bool = True) -> int:

@@ -113,7 +113,7 @@ def run_batches(
     after_batch: Callable[[], None] | None = None,
 ) -> None:
     """Call ``forward`` on each batch, treating :class:`StopForward` as the normal end of a pass; then
-    ``after_batch`` (e.g. :func:`liteasr_hf.memory.release_freed_memory`)."""
+    ``after_batch`` (e.g. :func:`liteasr_hf.compression.memory.release_freed_memory`)."""
     for batch in batches:
         try:
             forward(batch)

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from transformers import WhisperConfig
 
-from .atomic import atomic_write_text
-from .configuration_lite_whisper import LOW_RANK_MODULES, _module_shapes, validate_low_rank_config
-from .encoder_cost import encoder_cost, module_cost
+from ..atomic import atomic_write_text
+from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES, _module_shapes, validate_low_rank_config
+from .cost import encoder_cost, module_cost
 
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj")
 MLP_MODULES = ("fc1", "fc2")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .modeling_lite_whisper import LowRankLinear
+from ..models.lite_whisper.modeling_lite_whisper import LowRankLinear
 from .pca import PrincipalComponents
 
 

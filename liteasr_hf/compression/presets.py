@@ -7,10 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from .compression import CompressionSettings
+from .compressor import CompressionSettings
 
 #: The repository's ``configs/`` folder (presets are looked up there by name).
-PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def preset_path(name: str) -> Path:

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, ProcessorMixin
 
-from .atomic import atomic_write_text
-from .audio import SAMPLING_RATE
-from .encoder_cost import EncoderCost, encoder_cost
+from ..atomic import atomic_write_text
+from ..data.audio import SAMPLING_RATE
+from ..compression.cost import EncoderCost, encoder_cost
 
 FRAME_SECONDS = 0.01  # one mel frame: Whisper's hop of 160 samples at 16 kHz
 
@@ -264,7 +264,7 @@ def benchmark_end_to_end(
     """Transcribe 16 kHz ``audios`` with each ``(model, processor)`` (greedy: the generation config's default),
     ``warmup`` untimed passes and then ``repeats`` timed ones, models interleaved as in
     :func:`benchmark_encoders`; the first model is the reference."""
-    from .evaluation import transcribe
+    from .transcription import transcribe
 
     if not audios:
         raise ValueError("No audio to transcribe.")
@@ -323,8 +323,8 @@ def benchmark_attention_paths(
     """Time one encoder self-attention layer (low-rank q, k, v at each rank; Whisper-base's width and
     heads by default) on the ``full`` and the ``rank_space`` path, interleaved, and set each measured
     speed-up beside the cost model's FLOP ratio and its choice: does ``auto`` pick the faster path?"""
-    from .configuration_lite_whisper import LiteWhisperConfig
-    from .modeling_lite_whisper import LiteWhisperAttention, attention_flops, select_attention_path
+    from ..models.lite_whisper.configuration_lite_whisper import LiteWhisperConfig
+    from ..models.lite_whisper.modeling_lite_whisper import LiteWhisperAttention, attention_flops, select_attention_path
 
     rows = []
     device = torch.device(device)
@@ -391,8 +391,8 @@ def run_benchmark(
 
     The thread count is the process's (``torch.set_num_threads`` before the call) and is recorded.
     """
-    from .checkpoints import load_model_and_processor
-    from .evaluation import _versions
+    from ..checkpoints.loading import load_model_and_processor
+    from .transcription import _versions
 
     names = [str(m) for m in models]
     if not names:
@@ -408,7 +408,7 @@ def run_benchmark(
 
     audios: list[np.ndarray] = []
     if data is not None and e2e_clips > 0:
-        from .data import load_speech
+        from ..data.speech import load_speech
 
         utterances, _ = load_speech(data, split=split, max_samples=e2e_clips)
         if not utterances:

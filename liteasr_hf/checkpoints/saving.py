@@ -8,7 +8,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, ProcessorMixin
 
-from .atomic import atomic_directory
+from ..atomic import atomic_directory
 
 
 def save_model_folder(

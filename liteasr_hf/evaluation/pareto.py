@@ -1,5 +1,5 @@
 """WER against encoder size and against measured encoder latency, for stock Whisper and LiteWhisper models:
-the evaluation summaries give WER and parameters, a benchmark report (:mod:`liteasr_hf.benchmark`) the
+the evaluation summaries give WER and parameters, a benchmark report (:mod:`liteasr_hf.evaluation.benchmark`) the
 latency; the Pareto front is the set of models that no other model beats on both axes."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
-from .atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,22 @@
+"""LiteASR compression: calibrate, choose ranks, factorize; from a checkpoint to a saved LiteWhisper folder.
+
+calibration (running output statistics) -> pca (principal directions) -> rank_selection (thresholds or a budget,
+as a plan) -> factorization (two factors and a bias) -> compressor (the calibration schemes, the report) ->
+checkpoint (load, compress, save). cost counts parameters and FLOPs; presets reads ``configs/``; memory measures
+and trims resident memory.
+"""
+
+from .checkpoint import compress_checkpoint
+from .compressor import CompressionResult, CompressionSettings, compress, compression_report
+from .presets import load_settings
+from .rank_selection import RankPlan
+
+__all__ = [
+    "CompressionResult",
+    "CompressionSettings",
+    "RankPlan",
+    "compress",
+    "compress_checkpoint",
+    "compression_report",
+    "load_settings",
+]

@@ -1,0 +1,99 @@
+"""From a Whisper checkpoint and calibration audio to a saved LiteWhisper folder, in one call."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from ..checkpoints.loading import load_model_and_processor
+from ..checkpoints.placement import Placement
+from ..checkpoints.saving import save_model_folder
+from ..data.speech import SHIPPED_SPEECH_SET, SpeechSource
+from .compressor import CompressionResult, compress
+from .memory import RssPeak, peak_rss_mb
+from .presets import default_preset, load_settings
+from .rank_selection import RankPlan
+
+#: The shipped speech set's calibration split, audio only.
+DEFAULT_CALIBRATION = SpeechSource(SHIPPED_SPEECH_SET, split="calibration", text_column=None)
+
+
+def compress_checkpoint(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    preset: str | os.PathLike | None = None,
+    calibration: SpeechSource = DEFAULT_CALIBRATION,
+    placement: Placement = Placement(),
+    plan: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+    **overrides,
+) -> tuple[Path, CompressionResult]:
+    """Compress ``model`` (folder, Hub id or packaged alias) and save the LiteWhisper folder to ``output``.
+
+    ``preset`` names a file in ``configs/`` or is a YAML path (default: by model size); ``calibration`` is the
+    audio to calibrate on (default: the shipped set's calibration split); ``placement`` where the model runs
+    (device and dtype, or an accelerate ``device_map`` over GPUs, CPU memory and disk, in which case each encoder
+    layer is loaded when its turn comes); ``plan`` a ``rank_plan.json`` whose ranks are re-applied;
+    ``overrides`` are :class:`~liteasr_hf.compression.CompressionSettings` fields (``None`` ignored), e.g.
+    ``num_samples`` or ``budget``; ``command``, the command line that ran this, is recorded in the report (the
+    model card shows it).
+
+    The folder holds the weights, config (remote code and pipeline), code files, processor files,
+    ``generation_config.json``, ``compression_report.json`` and ``rank_plan.json``; it is written under a
+    temporary name and renamed at the end, so a failed or interrupted run leaves no partial folder.
+    """
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} already exists; pass --overwrite or choose another --output.")
+    started = time.perf_counter()
+    with placement.loading_kwargs() as loading:
+        whisper, processor, resolved = load_model_and_processor(model, device=placement.device,
+                                                                dtype=placement.dtype, **loading)
+        if getattr(whisper.config, "low_rank_config", None):
+            raise ValueError(f"{model} is already a LiteWhisper model; compress the original Whisper checkpoint.")
+        preset = preset or default_preset(whisper.config)
+        settings = load_settings(preset, **overrides)
+        rank_plan = RankPlan.load(plan, whisper.config) if plan is not None else None
+
+        utterances, failures = calibration.load()
+        if not utterances:
+            raise ValueError(f"No usable calibration audio in {calibration.data} (split {calibration.split}); "
+                             f"{len(failures)} item(s) failed to load.")
+        clips = [u.audio for u in utterances]
+
+        with RssPeak() as memory:
+            result = compress(whisper, clips, processor.feature_extractor, settings, plan=rank_plan, progress=progress)
+        result.report.update({
+            "source_model": _portable(model), "resolved_model": _portable(resolved),
+            "calibration_data": {"data": _portable(calibration.data), "split": calibration.split,
+                                 "failed": len(failures)},
+            "device": str(placement.device), "dtype": placement.dtype_name, "preset": str(preset),
+        })
+        if command:
+            result.report["command"] = command
+        if getattr(whisper, "hf_device_map", None):  # where accelerate placed the weights: GPUs, cpu, disk
+            result.report["placement"] = sorted({str(where) for where in whisper.hf_device_map.values()})
+        result.report["total_seconds"] = round(time.perf_counter() - started, 1)
+        result.report["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        if memory.growth_mb is not None:  # what calibration and factorization needed beyond the loaded model
+            result.report["compression_rss_growth_mb"] = round(memory.growth_mb, 1)
+        extra = {"compression_report.json": result.report, "rank_plan.json": asdict(result.plan)}
+        folder = save_model_folder(result.model, output, processor=processor, extra_files=extra, overwrite=overwrite)
+        return folder, result
+
+
+def _portable(source: str | os.PathLike) -> str:
+    """A Hub id as it is; a local path relative to the working directory when inside it, else its last part:
+    the report is published with the model, and absolute paths would say nothing useful about another machine."""
+    path = Path(source)
+    if not path.exists():
+        return str(source)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return path.resolve().name

@@ -1,0 +1,6 @@
+"""How good and how fast: WER and RTFx of transcriptions, encoder and end-to-end benchmarks, the Pareto plot."""
+
+from .benchmark import run_benchmark
+from .transcription import compare_models, evaluate_model, score
+
+__all__ = ["compare_models", "evaluate_model", "run_benchmark", "score"]
