@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-slow clean
+.PHONY: setup demo test test-slow gpu-wheels clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -m slow
+
+# The packages the GPU image lacks, as wheels to carry there: then `python3 scripts/gpu_check.py --wheels .whl`.
+gpu-wheels: setup
+	$(PY) scripts/gpu_check.py --prepare-wheels .whl
 
 clean:
 	rm -rf $(VENV) models results

@@ -24,6 +24,7 @@ from liteasr_hf.data.speech import load_speech
 from liteasr_hf.compression.cost import encoder_cost
 from liteasr_hf.evaluation.transcription import evaluate_utterances
 from liteasr_hf.evaluation.pareto import ParetoPoint, load_points, pareto_front, plot_from_files
+from liteasr_hf.evaluation.synthetic_models import parse_spec, proportional_low_rank_config, shape_config, synthetic_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT / "data" / "speech"
@@ -249,3 +250,58 @@ def test_attention_path_sweep_sets_the_cost_models_choice_beside_the_timings():
     assert rows[2].chosen == "full" and rows[2].flop_ratio < 1
     table = format_attention_paths(rows)
     assert table.count("\n") == len(rows) + 1 and "auto picks" in table
+
+
+# --- random-weight models with real shapes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec, keep, attention", [
+    ("shape:large-v3@large-v3", 0.65, None),
+    ("shape:large-v3-turbo@large-v3-turbo-fast", 0.55, None),
+    ("shape:medium@0.5", 0.5, None),
+    ("shape:large-v3@0.55,attention=48", 0.55, 48),
+])
+def test_proportional_ranks_meet_the_preset_size(spec, keep, attention):
+    parsed = parse_spec(spec)
+    assert (parsed.keep, parsed.attention_rank, parsed.fused_kernel) == (keep, attention, True)
+    config = shape_config(parsed.size)
+    ranks = proportional_low_rank_config(config, keep, attention_rank=attention)
+    kept = encoder_cost(config, ranks).params / encoder_cost(config, []).params
+    assert keep - 0.03 < kept <= keep  # as close as 16-multiples of rank allow, never over
+    assert len(ranks) == config.encoder_layers and all(r == ranks[0] for r in ranks)
+    if attention:
+        assert {ranks[0][m] for m in ("q_proj", "k_proj", "v_proj")} == {attention}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("shape:huge", "unknown Whisper size 'huge'"),
+    ("large-v3", "write shape:SIZE"),
+    ("shape:base@paper", "preset 'paper' sets no budget"),
+    ("shape:base@no-such-preset", "no-such-preset"),
+    ("shape:base@0.01", "even the smallest ranks keep"),
+    ("shape:base@1.5", "keep = 1.5"),
+    ("shape:base@0.8,attention=600", "attention=600"),
+    ("shape:base,kernel=off", "give a size after '@'"),
+    ("shape:base@0.8,kernel=maybe", "write shape:SIZE"),
+])
+def test_bad_shape_specs_are_named(spec, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        parsed = parse_spec(spec)
+        proportional_low_rank_config(shape_config(parsed.size), parsed.keep, attention_rank=parsed.attention_rank)
+
+
+def test_benchmark_times_random_weight_models_with_real_shapes(tmp_path):
+    report = run_benchmark(["shape:tiny", "shape:tiny@0.6,attention=16"], batch_sizes=[1], repeats=1,
+                           measure_memory=False, e2e_clips=0, output=tmp_path / "bench.json", log=None)
+    dense, lite = report["models"]
+    assert dense["random_weights"] and dense["model_type"] == "whisper" and lite["model_type"] == "lite-whisper"
+    assert dense["d_model"] == 384 and dense["encoder_attention_heads"] == 6
+    row = report["encoder"][1]
+    assert row["flop_reduction"] > 1.5 and row["latency_ms"] > 0
+    model = synthetic_model("shape:tiny@0.6,attention=16")
+    assert set(model.get_encoder().attention_paths()) == {"rank_space"}  # the cost model takes it at rank 16
+    assert all(layer.self_attn.use_fused_kernel for layer in model.get_encoder().layers)
+    unfused = synthetic_model("shape:tiny@0.6,attention=16,kernel=off")
+    assert not any(layer.self_attn.use_fused_kernel for layer in unfused.get_encoder().layers)
+    with pytest.raises(ValueError, match="random-weight models have no tokenizer"):
+        run_benchmark(["shape:tiny"], data=ROOT / "data" / "speech", e2e_clips=2, log=None)

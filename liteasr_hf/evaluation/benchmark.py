@@ -27,6 +27,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 from ..atomic import atomic_write_text
 from ..data.audio import SAMPLING_RATE
 from ..compression.cost import EncoderCost, encoder_cost
+from .synthetic_models import describe, is_synthetic, synthetic_model
 
 FRAME_SECONDS = 0.01  # one mel frame: Whisper's hop of 160 samples at 16 kHz
 
@@ -385,7 +386,8 @@ def run_benchmark(
     output: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = print,
 ) -> dict:
-    """Load ``models`` (folders, Hub ids or packaged aliases; the first is the reference), benchmark their
+    """Load ``models`` (folders, Hub ids, packaged aliases, or random-weight ``shape:`` specs of
+    :mod:`~liteasr_hf.evaluation.synthetic_models`; the first is the reference), benchmark their
     encoders and, where ``data`` is given and ``e2e_clips > 0``, their transcription of the first
     ``e2e_clips`` utterances of ``data``/``split``. Returns the report; writes it as JSON to ``output``.
 
@@ -400,11 +402,21 @@ def run_benchmark(
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"Models named more than once: {', '.join(duplicates)}.")
+    synthetic = [n for n in names if is_synthetic(n)]
+    if synthetic and data is not None and e2e_clips > 0:
+        raise ValueError(f"{', '.join(synthetic)}: random-weight models have no tokenizer and transcribe nothing; "
+                         "time their encoders only (e2e_clips=0, --e2e-clips 0).")
     loaded = {}
     for name in names:
         if log:
             log(f"loading {name}")
-        loaded[name] = load_model_and_processor(name, device=device, dtype=dtype, trust_remote_code=True)
+        if is_synthetic(name):
+            model = synthetic_model(name, device=device, dtype=dtype)
+            if log:
+                log(f"  random weights, {describe(model)}")
+            loaded[name] = (model, None, name)
+        else:
+            loaded[name] = load_model_and_processor(name, device=device, dtype=dtype, trust_remote_code=True)
 
     audios: list[np.ndarray] = []
     if data is not None and e2e_clips > 0:
@@ -430,6 +442,9 @@ def run_benchmark(
         "reference": names[0],
         "models": [
             {"model": name, "model_path": _absolute(path), "model_type": model.config.model_type,
+             "d_model": model.config.d_model, "encoder_attention_heads": model.config.encoder_attention_heads,
+             "max_source_positions": model.config.max_source_positions,
+             "random_weights": is_synthetic(name),
              "encoder_params": sum(p.numel() for p in model.get_encoder().parameters()),
              "encoder_flops": _encoder_cost(model).flops}
             for name, (model, _, path) in loaded.items()

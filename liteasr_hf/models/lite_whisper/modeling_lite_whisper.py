@@ -150,13 +150,18 @@ class LiteWhisperAttention(WhisperAttention):
         self.q_proj = make_linear(d, d, config.rank(layer_idx, "q_proj"))
         self.out_proj = make_linear(d, d, config.rank(layer_idx, "out_proj"))
         self._folded: tuple[tuple, dict[str, torch.Tensor]] | None = None
+        # Where the Triton kernel can run (CUDA, fp16/bf16), it does; False runs the PyTorch rank-space path
+        # there instead, e.g. to compare the two.
+        self.use_fused_kernel = True
 
     def path(self, tokens: int | None = None, device: torch.device | str | None = None) -> str:
         """``full`` or ``rank_space``: the path a forward over ``tokens`` positions on ``device`` takes
         (defaults: Whisper's 1500 encoder positions, the device of the weights)."""
         tokens = self.config.max_source_positions if tokens is None else tokens
         device = torch.device(device) if device is not None else self.out_proj.bias.device
-        fused = _fused_kernel_possible(device, self.out_proj.bias.dtype, self.k_proj, self.v_proj)
+        fused = self.use_fused_kernel and _fused_kernel_possible(
+            device, self.out_proj.bias.dtype, self.k_proj, self.v_proj
+        )
         return select_attention_path(self.config, self.layer_idx, tokens, fused=fused)
 
     def extra_repr(self) -> str:
@@ -185,7 +190,7 @@ class LiteWhisperAttention(WhisperAttention):
         batch, tokens, _ = hidden_states.shape
         heads, dropout = self.num_heads, (self.dropout if self.training else 0.0)
         fused = (
-            not output_attentions and dropout == 0.0
+            self.use_fused_kernel and not output_attentions and dropout == 0.0
             and _fused_kernel_possible(hidden_states.device, hidden_states.dtype, self.k_proj, self.v_proj)
         )
         key_padding = None
