@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from transformers import AutoConfig, AutoModel, AutoModelForSpeechSeq2Seq
+from transformers.pipelines import SUPPORTED_TASKS
 
 from .models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig
 from .models.lite_whisper.modeling_lite_whisper import (
@@ -27,8 +28,14 @@ from .models.lite_whisper.pipeline_lite_whisper import LiteWhisperSpeechRecognit
 __version__ = "0.1.0"
 
 AutoConfig.register(LiteWhisperConfig.model_type, LiteWhisperConfig, exist_ok=True)
-AutoModel.register(LiteWhisperConfig, LiteWhisperModel, exist_ok=True)
+# AutoModel gives the model that generates, as the published lite-whisper repos' auto_map does (see AUTO_MAP).
+AutoModel.register(LiteWhisperConfig, LiteWhisperForConditionalGeneration, exist_ok=True)
 AutoModelForSpeechSeq2Seq.register(LiteWhisperConfig, LiteWhisperForConditionalGeneration, exist_ok=True)
+# transformers' ASR pipeline recognises Whisper by model_type; ours is that pipeline with lite-whisper treated as
+# Whisper and every other model as before. With it, pipeline("automatic-speech-recognition", model=...) serves any
+# lite-whisper folder (ours, or a published one without our pipeline file) with no remote code.
+SUPPORTED_TASKS["automatic-speech-recognition"]["impl"] = LiteWhisperSpeechRecognitionPipeline
+LiteWhisperConfig.builtin_asr_pipeline = True
 
 #: name -> sub-package that defines it (imported on first access).
 _TOOLS = {

@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--e2e-batch-size", type=int, default=8)
     p.add_argument("--e2e-repeats", type=int, default=3)
     p.add_argument("--output", default="results/benchmark.json", help="JSON report")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run code shipped with a model (its auto_map): only for repos whose code you have read; LiteWhisper and Whisper models never need it")
     p.add_argument("--attention-sweep", nargs="*", type=int, metavar="RANK", default=None,
                    help="also time one self-attention layer of the first model's size on both attention paths "
                         "at these q/k/v ranks (default 16 32 48 64 96 128) and show what the cost model picks")
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             args.models, batch_sizes=args.batch_sizes, repeats=args.repeats, warmup=args.warmup,
             device=args.device, dtype=DTYPES[args.dtype], compile=args.compile, measure_memory=args.memory,
             data=args.data, split=args.split, e2e_clips=args.e2e_clips, e2e_batch_size=args.e2e_batch_size,
-            e2e_repeats=args.e2e_repeats, output=args.output,
+            e2e_repeats=args.e2e_repeats, output=args.output, trust_remote_code=args.trust_remote_code,
         )
     except (ValueError, FileNotFoundError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

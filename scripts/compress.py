@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     encoder = result.report["encoder"]
     print(f"Wrote {folder}")
-    print(f"Encoder: {encoder['params_after']:,} / {encoder['params_before']:,} parameters "
-          f"({encoder['params_fraction']:.1%}), {encoder['flops_fraction']:.1%} of the FLOPs")
+    after, before = encoder["params_excluding_positions_after"], encoder["params_excluding_positions_before"]
+    print(f"Encoder: {after:,} / {before:,} parameters ({after / before:.1%}; with the position table "
+          f"{encoder['params_after']:,} / {encoder['params_before']:,}), {encoder['flops_fraction']:.1%} of the FLOPs")
     growth = result.report.get("compression_rss_growth_mb")
     print(f"Compression took {result.report['total_seconds']:.1f} s, peak RSS {result.report['peak_rss_mb']:.0f} MB"
           + ("" if growth is None else f" (calibration and factorization: +{growth:.0f} MB over the loaded model)"))

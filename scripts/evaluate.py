@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--language", default="en", help="passed to multilingual models only; 'none' to auto-detect")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--output", default="results", help="folder for the JSONL records and summaries")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run code shipped with a model (its auto_map): only for repos whose code you have read; LiteWhisper and Whisper models never need it")
     return p.parse_args(argv)
 
 
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         audio_column=args.audio_column, id_column=args.id_column, num_samples=args.num_samples,
         batch_size=args.batch_size, device=args.device, dtype=DTYPES[args.dtype],
         language=None if args.language.lower() == "none" else args.language,
-        max_new_tokens=args.max_new_tokens, output=args.output,
+        max_new_tokens=args.max_new_tokens, output=args.output, trust_remote_code=args.trust_remote_code,
     )
     try:
         if args.compare:

@@ -4,6 +4,8 @@
     python scripts/upload.py --model models/lite-whisper-base-default --repo-id my-org/lite-whisper-base --dry-run
     python scripts/upload.py --model models/lite-whisper-base-default --repo-id my-org/lite-whisper-base
     python scripts/upload.py --batch configs/publish/example.yaml
+    python scripts/upload.py --model models/lite-whisper-base-default --repo-id my-org/lite-whisper-base \
+        --benchmark results/benchmark-base.json    # scripts/benchmark.py --models base MODEL: the card's speeds
 
 The folder is staged (beside it, as <model>-hub, unless --staging-dir), checked (it must load with
 trust_remote_code in a clean process without liteasr_hf), then uploaded as one commit of the files that changed.
@@ -29,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          help="evaluation summaries (*.summary.json) or folders of them, for this model and its base "
                               "model (default: the <model>-evaluation folder if it exists)")
     results.add_argument("--no-evaluation", action="store_true", help="publish without results (the card says so)")
+    p.add_argument("--benchmark", metavar="FILE",
+                   help="report of scripts/benchmark.py holding this model and its base model: the card's speed "
+                        "comparison (default: none, and the card says so)")
     p.add_argument("--base-model", help="Hub id of the Whisper checkpoint that was compressed "
                                         "(default: read from compression_report.json)")
     p.add_argument("--license", default=DEFAULT_LICENSE, help="license id for the card (default: %(default)s)")
@@ -46,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.batch:
         per_variant = {"--model": args.model, "--repo-id": args.repo_id, "--evaluation": args.evaluation,
-                       "--no-evaluation": args.no_evaluation, "--base-model": args.base_model,
+                       "--no-evaluation": args.no_evaluation, "--benchmark": args.benchmark,
+                       "--base-model": args.base_model,
                        "--dataset": args.datasets, "--private": args.private, "--revision": args.revision,
                        "--create-pr": args.create_pr, "--commit-message": args.commit_message,
                        "--staging-dir": args.staging_dir, "--license": args.license != DEFAULT_LICENSE}
@@ -80,6 +86,8 @@ def report(result: PublishResult, dry_run: bool) -> None:
           f"{'; '.join(wer) if wer else 'no evaluation results (stated as missing)'}")
     for path in staged.evaluation:
         print(f"  from {path}")
+    if staged.benchmark is not None:
+        print(f"  speed comparison from {staged.benchmark}")
     if staged.check:
         print(f"Check: loads with trust_remote_code without liteasr_hf as {staged.check['model']} "
               f"(+ {staged.check['auto_model']}, {staged.check['pipeline']})")
@@ -107,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             result = publish(
                 args.model, args.repo_id, evaluation=[] if args.no_evaluation else args.evaluation,
                 staging_dir=args.staging_dir, base_model=args.base_model, license=args.license,
-                datasets=args.datasets, private=args.private, revision=args.revision, create_pr=args.create_pr,
-                commit_message=args.commit_message, endpoint=args.endpoint, dry_run=args.dry_run,
-                check=not args.skip_check,
+                datasets=args.datasets, benchmark=args.benchmark, private=args.private, revision=args.revision,
+                create_pr=args.create_pr, commit_message=args.commit_message, endpoint=args.endpoint,
+                dry_run=args.dry_run, check=not args.skip_check,
             )
             report(result, args.dry_run)
     except (ValueError, FileNotFoundError, FileExistsError) as err:

@@ -26,3 +26,26 @@ def tiny_en_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return convert_ctranslate2(
         "tiny.en", tmp_path_factory.mktemp("ct2") / "whisper-tiny.en"
     )
+
+
+@pytest.fixture(scope="session")
+def long_audio():
+    """About 70 s of real and synthetic speech: evaluation clips of the shipped set joined with short pauses."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    speech = Path(__file__).resolve().parent.parent / "data" / "speech" / "evaluation"
+    rows = [json.loads(line) for line in (speech / "metadata.jsonl").read_text().splitlines()]
+    pieces, total = [], 0.0
+    for row in rows[::7]:
+        audio, rate = sf.read(speech / row["file_name"], dtype="float32")
+        assert rate == 16000
+        pieces += [audio, np.zeros(8000, dtype=np.float32)]
+        total += row["duration"] + 0.5
+        if total > 70:
+            break
+    audio = np.concatenate(pieces)
+    assert audio.size / 16000 > 60
+    return audio

@@ -30,7 +30,10 @@ CLIP = ROOT / "tests" / "data" / "sense_and_sensibility_01_austen_64kb-0870.flac
 @pytest.fixture(scope="module")
 def compressed(tiny_en_dir, tmp_path_factory) -> tuple[Path, object]:
     output = tmp_path_factory.mktemp("compress") / "lite-tiny-en"
-    return compress_checkpoint(tiny_en_dir, output, preset="tiny", progress=False)
+    # The shipped preset given as a path to its file, and the command line a user with local folders would record.
+    command = f"python scripts/compress.py --model {tiny_en_dir} --config {ROOT}/configs/tiny.yaml --output {output}"
+    return compress_checkpoint(tiny_en_dir, output, preset=ROOT / "configs" / "tiny.yaml", progress=False,
+                               command=command)
 
 
 def test_folder_is_complete_and_reports_the_compression(compressed, tiny_en_dir):
@@ -149,7 +152,9 @@ def test_report_names_sources_without_machine_paths(compressed, tiny_en_dir):
     assert report["resolved_model"] == report["source_model"] == Path(tiny_en_dir).name
     data = report["calibration_data"]["data"]
     assert not Path(data).is_absolute() and (Path.cwd() / data).resolve() == SPEECH.resolve() or data == "speech"
-    assert report["preset"] == "tiny"
+    assert report["preset"] == "tiny"  # the shipped preset, named as such
+    assert report["command"] == (f"python scripts/compress.py --model {Path(tiny_en_dir).name} --config tiny.yaml "
+                                 "--output lite-tiny-en")
 
 
 @pytest.mark.parametrize("kwargs, message", [

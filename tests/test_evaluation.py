@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -289,6 +290,7 @@ def test_real_model_on_real_audio(tiny_en_dir, tmp_path, one_thread):
     assert summary["n_failed"] == 1 and summary["failed"][0]["id"] == "broken"
     assert summary["n_scored"] == len(utterances) and summary["n_long_outputs"] == 0
     assert summary["encoder_params"] == 8_208_384  # Whisper tiny's encoder
+    assert summary["encoder_params_excluding_positions"] == 8_208_384 - 1500 * 384  # as the published tables count
     assert summary["normalizer"] == "whisper-english (spelling: tokenizer normalizer.json)"
     assert summary["total_audio_seconds"] == pytest.approx(sum(u.duration for u in utterances), abs=1e-3)
     assert summary["rtfx"] == pytest.approx(summary["total_audio_seconds"] / summary["compute_seconds"], rel=0.01)
@@ -324,7 +326,7 @@ def test_compare_script_writes_one_result_per_model(tiny_random_dir, tmp_path, c
                         "--max-new-tokens", "4", "--output", str(tmp_path / "out")])
     assert code == 0
     table = capsys.readouterr().out
-    assert "| whisper-random " in table and "| whisper-random-copy " in table and "(100%)" in table
+    assert "| whisper-random " in table and "| whisper-random-copy " in table and "(100.0%)" in table
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["comparison.md", "whisper-random-copy__tones-evaluation.jsonl",
                      "whisper-random-copy__tones-evaluation.summary.json", "whisper-random__tones-evaluation.jsonl",
@@ -333,13 +335,15 @@ def test_compare_script_writes_one_result_per_model(tiny_random_dir, tmp_path, c
 
 
 def test_comparison_table():
-    summaries = [{"model": "base", "encoder_params": 20_000_000, "wer": 5.0, "rtfx": 100.0, "n_long_outputs": 0},
-                 {"model": "models/lite", "encoder_params": 12_000_000, "wer": 5.5, "rtfx": 150.25,
-                  "n_long_outputs": 1}]
+    summaries = [{"model": "base", "encoder_params": 20_590_592, "encoder_params_excluding_positions": 19_822_592,
+                  "wer": 5.0, "rtfx": 100.0, "n_long_outputs": 0},
+                 {"model": "models/lite", "encoder_params": 12_768_000, "encoder_params_excluding_positions": 12_000_000,
+                  "wer": 5.5, "rtfx": 150.25, "n_long_outputs": 1}]
     table = format_comparison(summaries).splitlines()
-    header = ["model", "encoder params", "WER %", "RTFx", "long outputs"]
+    header = ["model", "encoder params", "with positions", "WER %", "RTFx", "long outputs"]
     assert [c.strip() for c in table[0].split("|")[1:-1]] == header
-    assert [c.strip() for c in table[3].split("|")[1:-1]] == ["lite", "12.00M (60%)", "5.50", "150.2", "1"]
+    assert [c.strip() for c in table[2].split("|")[1:-1]] == ["base", "19.82M (100.0%)", "20.59M", "5.00", "100.0", "0"]
+    assert [c.strip() for c in table[3].split("|")[1:-1]] == ["lite", "12.00M (60.5%)", "12.77M", "5.50", "150.2", "1"]
 
 
 def test_audio_over_30_seconds_is_transcribed_long_form(tiny_random_dir, one_thread):
@@ -355,3 +359,17 @@ def test_audio_over_30_seconds_is_transcribed_long_form(tiny_random_dir, one_thr
     assert backwards.texts == result.texts[::-1]
     alone = transcribe(model, processor, audios[2:], max_new_tokens=4, warmup_batches=0, progress=False)
     assert alone.texts == result.texts[2:]
+
+
+def test_transcription_logs_no_transformers_deprecation_warnings(tiny_en_dir, caplog):
+    from liteasr_hf.checkpoints.loading import load_model_and_processor
+
+    model, processor, _ = load_model_and_processor(tiny_en_dir)
+    utterances, _ = load_speech(ROOT / "data" / "speech", split="evaluation", max_samples=2)
+    with caplog.at_level(logging.WARNING, logger="transformers"):
+        result = transcribe(model, processor, [u.audio for u in utterances], batch_size=2, warmup_batches=0,
+                            progress=False)
+    assert all(result.texts)
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    # Outside our calls transformers' own warnings are untouched: the filter is gone.
+    assert not logging.getLogger("transformers.generation.utils").filters

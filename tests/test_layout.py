@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSpeechSeq2Seq
 
@@ -90,6 +91,8 @@ OLD_RELEASE = BLOCK_LITEASR_HF + textwrap.dedent(
 )
 
 
+@pytest.mark.skipif(transformers.__version__.startswith("4."),
+                    reason="the folder carries the code of a release that needed transformers 5")
 def test_folder_saved_before_the_layout_change_loads_with_its_own_remote_code(tmp_path):
     out = tmp_path / "outputs.safetensors"
     run = subprocess.run([sys.executable, "-c", OLD_RELEASE, str(OLD_FOLDER / "model"),
@@ -107,7 +110,8 @@ def test_folder_saved_before_the_layout_change_loads_with_our_classes():
     assert config["auto_map"]["AutoModelForSpeechSeq2Seq"] == "modeling_lite_whisper.LiteWhisperForConditionalGeneration"
     model = AutoModelForSpeechSeq2Seq.from_pretrained(OLD_FOLDER / "model").eval()
     assert type(model) is liteasr_hf.LiteWhisperForConditionalGeneration  # ours, registered on import
-    assert isinstance(AutoModel.from_pretrained(OLD_FOLDER / "model"), liteasr_hf.LiteWhisperModel)
+    # With liteasr_hf imported, AutoModel gives the model that generates, whatever an older auto_map says.
+    assert isinstance(AutoModel.from_pretrained(OLD_FOLDER / "model"), liteasr_hf.LiteWhisperForConditionalGeneration)
     with torch.no_grad():
         logits = model(input_features=expected["input_features"], decoder_input_ids=expected["decoder_input_ids"]).logits
         generated = model.generate(expected["input_features"], max_new_tokens=5, do_sample=False)

@@ -7,31 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
+import transformers
 from transformers import AutoFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor, pipeline
 
 from liteasr_hf import LiteWhisperConfig, LiteWhisperForConditionalGeneration
 from liteasr_hf.checkpoints.saving import save_model_folder
 
 SPEECH = Path(__file__).resolve().parent.parent / "data" / "speech" / "evaluation"
-
-
-@pytest.fixture(scope="module")
-def long_audio() -> np.ndarray:
-    """About 70 s of real and synthetic speech: evaluation clips joined with short pauses."""
-    rows = [json.loads(line) for line in (SPEECH / "metadata.jsonl").read_text().splitlines()]
-    pieces, total = [], 0.0
-    for row in rows[::7]:
-        audio, rate = sf.read(SPEECH / row["file_name"], dtype="float32")
-        assert rate == 16000
-        pieces += [audio, np.zeros(8000, dtype=np.float32)]
-        total += row["duration"] + 0.5
-        if total > 70:
-            break
-    audio = np.concatenate(pieces)
-    assert audio.size / 16000 > 60
-    return audio
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +38,11 @@ def transcribe_both(stock_dir, lite_dir, audio, **call_kwargs):
 
 
 def test_saved_folder_carries_processor_and_generation_config(lite_tiny_en):
-    for name in ("tokenizer.json", "normalizer.json", "processor_config.json", "generation_config.json", "config.json",
+    for name in ("tokenizer.json", "normalizer.json", "generation_config.json", "config.json",
                  "pipeline_lite_whisper.py"):
         assert (lite_tiny_en / name).is_file(), name
+    # the processor: transformers 5.x writes processor_config.json, 4.x only the feature extractor's file
+    assert (lite_tiny_en / "processor_config.json").is_file() or (lite_tiny_en / "preprocessor_config.json").is_file()
     assert AutoFeatureExtractor.from_pretrained(lite_tiny_en).feature_size == 80
     assert json.loads((lite_tiny_en / "generation_config.json").read_text())["max_length"] == 448
     config = json.loads((lite_tiny_en / "config.json").read_text())
@@ -122,7 +107,9 @@ def test_language_and_task_reach_generate(tmp_path):
               "return_language": True}
     stock, lite_out = transcribe_both(stock_dir, lite_dir, audio, **kwargs)
     assert lite_out == stock
-    assert lite_out["chunks"][0]["language"] == "french"  # the forced language token came back out
     english = transcribe_both(stock_dir, lite_dir, audio, generate_kwargs={"language": "en", "max_new_tokens": 5},
                               return_language=True)
-    assert english[1] == english[0] and english[1]["chunks"][0]["language"] == "english"
+    assert english[1] == english[0] and english[1]["text"] != lite_out["text"]  # the forced tokens reached generate
+    if not transformers.__version__.startswith("4."):  # 4.57's pipeline returns no language here, for Whisper too
+        assert lite_out["chunks"][0]["language"] == "french"  # the forced language token came back out
+        assert english[1]["chunks"][0]["language"] == "english"

@@ -17,14 +17,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from safetensors.torch import load_file, save_file
 from huggingface_hub import HfApi, ModelCard, constants
-from transformers import GenerationConfig, WhisperConfig, WhisperProcessor
+from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
 
 from liteasr_hf import LiteWhisperConfig, LiteWhisperForConditionalGeneration
 from liteasr_hf.compression.compressor import compression_report
 from liteasr_hf.checkpoints.saving import save_model_folder
 from liteasr_hf.data.speech import SHIPPED_SPEECH_SET
-from liteasr_hf.hub.model_card import check_card, validate_card_on_hub
+from liteasr_hf.evaluation.benchmark import run_benchmark
+from liteasr_hf.hub.model_card import build_model_card, check_card, validate_card_on_hub
+from liteasr_hf.portable import portable_command
 from liteasr_hf.compression.presets import load_settings
 from liteasr_hf.hub import (
     BLOCK_LITEASR_HF,
@@ -54,7 +57,7 @@ VARIANCE = [{"q_proj": 0.991, "k_proj": 0.993, "fc1": 0.9987}, {"v_proj": 0.995,
 LIBRISPEECH = ("openslr/librispeech_asr", "clean", "test")
 FILES = {  # besides the code files
     "README.md", "config.json", "generation_config.json", "model.safetensors", "compression_report.json",
-    "processor_config.json", "tokenizer.json", "tokenizer_config.json", "normalizer.json",
+    "processor_config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "normalizer.json",
 }
 
 
@@ -80,6 +83,16 @@ def summary(model: Path | str, model_type: str, encoder_params: int, wer: float,
     }
 
 
+def stop_after_a_few_tokens(model) -> None:
+    """Random weights would generate up to max_length (448) tokens: a final-norm bias along the end-of-text
+    embedding (tied to the output layer) makes generation stop after a few, and leaves the logits dependent on every
+    weight. (tiny.en's end-of-text is also its padding token, whose row starts at zero.)"""
+    with torch.no_grad():
+        direction = torch.nn.functional.normalize(torch.randn(SMALL["d_model"]), dim=0)
+        model.model.decoder.embed_tokens.weight[model.generation_config.eos_token_id] = direction
+        model.model.decoder.layer_norm.bias.copy_(20 * direction)
+
+
 @pytest.fixture(scope="module")
 def lite_model(tiny_en_dir, tmp_path_factory) -> Path:
     """A small random LiteWhisper with tiny.en's tokenizer, feature extractor and generation config, saved as
@@ -89,13 +102,7 @@ def lite_model(tiny_en_dir, tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = LiteWhisperForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig.from_pretrained(tiny_en_dir)
-    with torch.no_grad():
-        # Random weights would generate up to max_length (448) tokens: a final-norm bias along the end-of-text
-        # embedding (tied to the output layer) makes the card's snippets stop after a few, and leaves the logits
-        # dependent on every weight. (tiny.en's end-of-text is also its padding token, whose row starts at zero.)
-        direction = torch.nn.functional.normalize(torch.randn(SMALL["d_model"]), dim=0)
-        model.model.decoder.embed_tokens.weight[model.generation_config.eos_token_id] = direction
-        model.model.decoder.layer_norm.bias.copy_(20 * direction)
+    stop_after_a_few_tokens(model)
     plan = RankPlan(RANKS, VARIANCE, {"mode": "threshold", "calibration": "sequential"})
     report = compression_report(config, plan, load_settings("tiny"), [np.zeros(16000 * 20, np.float32)], 1.5)
     report.update(source_model="tiny.en", resolved_model=str(tiny_en_dir), device="cpu", dtype="float32",
@@ -202,12 +209,26 @@ def test_card_metadata_is_valid_and_carries_the_evaluation_numbers(staged, lite_
     enc = json.loads((lite_model / "compression_report.json").read_text())["encoder"]
     base_row = next(line for line in text.splitlines() if line.startswith("| [openai/whisper-tiny.en]"))
     our_row = next(line for line in text.splitlines() if line.startswith("| **lite-whisper-tiny**"))
-    assert f"{enc['params_before'] / 1e6:.2f}M (100%)" in base_row and "| 19.83 | 5.3 |" in base_row
-    assert base_row.endswith("| not evaluated | not evaluated |")  # the base model has no LibriSpeech result
-    assert f"{enc['params_after'] / 1e6:.2f}M ({100 * enc['params_after'] / enc['params_before']:.1f}%)" in our_row
-    assert our_row.endswith("| 23.45 | 6.1 | 31.20 | 7.0 |")
+    # Encoder sizes as the published tables count them (without the position table), the full count beside them.
+    before, after = enc["params_excluding_positions_before"], enc["params_excluding_positions_after"]
+    assert before == enc["params_before"] - 1500 * SMALL["d_model"]
+    assert f"| {before / 1e6:.2f}M (100%; {enc['params_before'] / 1e6:.2f}M with the position table) |" in base_row
+    assert (f"| {after / 1e6:.2f}M ({100 * after / before:.1f}%; {enc['params_after'] / 1e6:.2f}M with the position "
+            "table) |") in our_row
+    assert f"without Whisper's fixed sinusoidal position\ntable (1500 x {SMALL['d_model']} values" in text
+    # WER only: no RTFx column from two separate evaluation runs.
+    assert base_row.endswith("| 19.83 | not evaluated |")  # the base model has no LibriSpeech result
+    assert our_row.endswith("| 23.45 | 31.20 |")
+    assert "RTFx" not in text and "| 5.3 |" not in text and "| 6.1 |" not in text
+    assert "**No speed comparison was supplied when this card was written.**" in text
+    # English-only base: the language is English, and the card names what calibration and evaluation used.
+    assert ("English only, like openai/whisper-tiny.en.\n\n"
+            "- Calibrated on: liteasr-hf speech set, calibration (English)\n"
+            "- Evaluated on: liteasr-hf speech set, evaluation (English); "
+            "openslr/librispeech_asr, clean, test (English)\n") in text
+    assert "untested" not in text
     assert "<details>" in text and "| 0 | 16 (99.10%) | 16 (99.30%) | dense | dense | 32 (99.87%) | dense |" in text
-    assert "`python scripts/compress.py --model tiny.en --preset tiny`" in text
+    assert "`python scripts/compress.py --model tiny.en --preset tiny`" in text  # no command recorded: rebuilt
     assert 'from_pretrained("org/lite-whisper-tiny", trust_remote_code=True)' in text
     assert "arXiv preprint arXiv:2502.20583" in text and "Kamahori" in text
 
@@ -229,7 +250,235 @@ def test_missing_evaluation_is_stated_as_missing(lite_model, tmp_path):
         lite_model.parent / "lite-whisper-tiny-evaluation" / "whisper-tiny.en__speech-evaluation.summary.json"])
     text = (base_only.path / "README.md").read_text()
     assert "**This model was not evaluated**" in text and "model-index" not in text
-    assert re.search(r"^\| \*\*lite-whisper-tiny\*\*.*\| not evaluated \| not evaluated \|$", text, re.MULTILINE)
+    assert re.search(r"^\| \*\*lite-whisper-tiny\*\*.*\| not evaluated \|$", text, re.MULTILINE)
+
+
+# --- what the card claims: command, speed, languages --------------------------------------------------------
+
+
+@pytest.mark.parametrize("command, expected", [
+    ("python scripts/compress.py --model /home/me/work/base --output /home/me/work/lite-base",
+     "python scripts/compress.py --model base --output lite-base"),
+    ("python scripts/compress.py --model ~/models/whisper-base/ --calibration ./audio/mine --num-samples 8",
+     "python scripts/compress.py --model whisper-base --calibration mine --num-samples 8"),
+    ("python scripts/compress.py --model=/a/b --config=../presets/custom.yaml --budget=0.6 --overwrite",
+     "python scripts/compress.py --model=b --config=custom.yaml --budget=0.6 --overwrite"),
+    ("python scripts/compress.py --model openai/whisper-base --preset base-fast --output models/lite-base-fast",
+     "python scripts/compress.py --model openai/whisper-base --preset base-fast --output lite-base-fast"),
+    ("python scripts/compress.py --model tiny.en --calibration openslr/librispeech_asr --calibration-config clean "
+     "--device cuda:0 --dtype bfloat16 --max-memory 0=20GiB,cpu=64GiB",
+     "python scripts/compress.py --model tiny.en --calibration openslr/librispeech_asr --calibration-config clean "
+     "--device cuda:0 --dtype bfloat16 --max-memory 0=20GiB,cpu=64GiB"),
+    ("python scripts/compress.py --model 'C:\\Users\\me\\base' --output '/tmp/my models/out' --plan runs/plan.json",
+     "python scripts/compress.py --model base --output out --plan plan.json"),
+    ("python scripts/compress.py --model data/a/b/c", "python scripts/compress.py --model c"),
+])
+def test_portable_command_keeps_ids_and_drops_local_directories(command, expected):
+    assert portable_command(command) == expected
+
+
+def test_card_shows_the_recorded_command_without_local_paths(lite_model, tmp_path):
+    """A command recorded with a user's absolute paths reaches the card with file names only; an older report
+    without the position-free encoder counts gets them from the config."""
+    folder = tmp_path / "work" / "lite-whisper-tiny"
+    shutil.copytree(lite_model, folder)
+    custom = tmp_path / "work" / "presets" / "custom.yaml"
+    report_file = folder / "compression_report.json"
+    report = json.loads(report_file.read_text())
+    encoder = report["encoder"]
+    expected_sizes = (encoder.pop("params_excluding_positions_before"), encoder.pop("params_excluding_positions_after"))
+    report.update(command=f"python scripts/compress.py --model {tmp_path}/whisper/tiny.en --output {folder} "
+                          f"--config={custom} --num-samples 8", preset=str(custom))
+    report_file.write_text(json.dumps(report))
+    staged = stage_folder(folder, "org/lite-whisper-tiny", tmp_path / "staged", evaluation=[],
+                          base_model="openai/whisper-tiny.en")
+    text = (staged.path / "README.md").read_text()
+    assert str(tmp_path) not in text and "/work/" not in text
+    assert ("- Command: `python scripts/compress.py --model tiny.en --output lite-whisper-tiny --config=custom.yaml "
+            "--num-samples 8` (`custom.yaml` holding the `settings` of `compression_report.json`) (local paths "
+            "reduced to their last component).") in text
+    assert "- Preset: custom settings" in text  # a YAML file of the user's is not one of the shipped presets
+    before, after = expected_sizes
+    assert f"| {before / 1e6:.2f}M (100%; {encoder['params_before'] / 1e6:.2f}M with the position table) |" in text
+    assert f"| {after / 1e6:.2f}M ({100 * after / before:.1f}%; " in text
+
+    # A shipped preset named by its path is still that preset; a Hub id in the command stays as it is.
+    report.update(command="python scripts/compress.py --model openai/whisper-tiny.en --config configs/tiny.yaml",
+                  preset="configs/tiny.yaml")
+    report_file.write_text(json.dumps(report))
+    text = build_model_card(folder, "org/lite-whisper-tiny").text
+    assert "- Preset: `tiny`" in text
+    assert ("- Command: `python scripts/compress.py --model openai/whisper-tiny.en --config tiny.yaml` (local paths "
+            "reduced to their last component).\n") in text
+
+
+@pytest.fixture(scope="module")
+def benchmarked(lite_model, tiny_en_dir, tmp_path_factory):
+    """A copy of the lite model compressed, as its report says, from a dense random Whisper of the same shapes
+    saved beside it; and one real run of scripts/benchmark.py's run_benchmark over both (base model first)."""
+    root = tmp_path_factory.mktemp("benchmark")
+    whisper = WhisperConfig.from_pretrained(tiny_en_dir)
+    torch.manual_seed(1)
+    dense = WhisperForConditionalGeneration(WhisperConfig(**{**whisper.to_dict(), **SMALL})).eval()
+    dense.generation_config = GenerationConfig.from_pretrained(tiny_en_dir)
+    stop_after_a_few_tokens(dense)
+    base_dir = save_model_folder(dense, root / "whisper-small-random",
+                                 processor=WhisperProcessor.from_pretrained(tiny_en_dir))
+    model_dir = root / "lite-whisper-tiny"
+    shutil.copytree(lite_model, model_dir)
+    report = json.loads((model_dir / "compression_report.json").read_text())
+    report.update(source_model=str(base_dir), resolved_model=str(base_dir))
+    (model_dir / "compression_report.json").write_text(json.dumps(report))
+    output = root / "benchmark.json"
+    run_benchmark([base_dir, model_dir], batch_sizes=(1, 2), repeats=1, measure_memory=False,
+                  data=SHIPPED_SPEECH_SET, split="evaluation", e2e_clips=2, e2e_batch_size=2, e2e_repeats=1,
+                  output=output, log=None)
+    return model_dir, base_dir, output
+
+
+def test_speed_comes_from_one_benchmark_run_of_both_models(benchmarked, tmp_path):
+    model_dir, base_dir, output = benchmarked
+    bench = json.loads(output.read_text())
+    staged = stage_folder(model_dir, "org/lite-whisper-tiny", tmp_path / "staged", evaluation=[],
+                          base_model="openai/whisper-tiny.en", benchmark=output)
+    assert staged.benchmark == output and not any("no benchmark report" in note for note in staged.notes)
+    text = staged.card.text
+    assert str(tmp_path.parent) not in text  # local paths neither of the report nor of the models
+    settings = bench["settings"]
+    assert (f"on {bench['machine']['cpu']} ({bench['machine']['cpu_count']} CPUs), device cpu,\nfloat32, "
+            f"{settings['threads']} threads, torch.compile off, {bench['timestamp'][:10]}.") in text
+    assert "`benchmark.json`" in text and "medians\nover 1 timed round after 1 warm-up" in text
+    rows = {(r["model"], r["batch_size"]): r for r in bench["encoder"]}
+    base, ours = str(base_dir), str(model_dir)
+    assert ("| batch size | openai/whisper-tiny.en encoder ms | lite-whisper-tiny encoder ms | encoder speed-up | "
+            "FLOP reduction |") in text
+    for size in (1, 2):
+        b, m = rows[(base, size)], rows[(ours, size)]
+        speedup, reduction = b["latency_ms"] / m["latency_ms"], b["encoder_gflops"] / m["encoder_gflops"]
+        assert (f"| {size} | {b['latency_ms']:.1f} | {m['latency_ms']:.1f} | **{speedup:.2f}x** | "
+                f"{reduction:.2f}x |") in text
+    e2e = {r["model"]: r for r in bench["end_to_end"]}
+    assert (f"| 2 | 2 ({e2e[ours]['audio_seconds']:.0f} s) | {e2e[base]['rtfx']:.1f} | {e2e[ours]['rtfx']:.1f} | "
+            f"**{e2e[base]['seconds'] / e2e[ours]['seconds']:.2f}x** |") in text
+    assert "on liteasr-hf speech set, evaluation; RTFx" in text
+    assert "No speed comparison was supplied" not in text
+
+    # The report read on another machine: the folders' paths differ, their names still match.
+    moved = json.loads(output.read_text())
+    for entry in moved["models"]:
+        entry["model"] = entry["model_path"] = f"/elsewhere/{Path(entry['model_path']).name}"
+    for row in moved["encoder"] + moved["end_to_end"]:
+        row["model"] = f"/elsewhere/{Path(row['model']).name}"
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    moved_text = build_model_card(model_dir, "org/lite-whisper-tiny", base_model="openai/whisper-tiny.en",
+                                  benchmark=tmp_path / "moved.json").text
+    assert moved_text.replace("moved.json", "benchmark.json") == text
+
+    # This model as the run's reference: the speed-up is still the base model's time over this model's; a run
+    # without transcription says so. Through the batch file, the same.
+    reversed_run = tmp_path / "reversed.json"
+    run_benchmark([model_dir, base_dir], batch_sizes=(1,), repeats=1, measure_memory=False, e2e_clips=0,
+                  output=reversed_run, log=None)
+    rows = {r["model"]: r for r in json.loads(reversed_run.read_text())["encoder"]}
+    batch = tmp_path / "publish.yaml"
+    batch.write_text(f"variants:\n  - {{model: {model_dir}, repo_id: org/lite-whisper-tiny, evaluation: [], "
+                     f"base_model: openai/whisper-tiny.en, benchmark: {reversed_run}, "
+                     f"staging_dir: {tmp_path / 'b'}}}\n")
+    [result] = publish_batch(batch, dry_run=True, check=False)
+    text = result.staged.card.text
+    assert f"**{rows[base]['latency_ms'] / rows[ours]['latency_ms']:.2f}x**" in text
+    assert "The benchmark did not time transcription end to end" in text
+
+
+def test_a_benchmark_without_both_models_is_refused(benchmarked, tmp_path, capsys):
+    model_dir, base_dir, output = benchmarked
+    alone = tmp_path / "alone.json"
+    run_benchmark([model_dir], batch_sizes=(1,), repeats=1, measure_memory=False, e2e_clips=0, output=alone, log=None)
+    with pytest.raises(ValueError, match=r"does not contain its base model \(openai/whisper-tiny.en\): it holds "
+                                         rf"{re.escape(str(model_dir))} \(lite-whisper\).*--models"):
+        stage_folder(model_dir, "org/lite-whisper-tiny", tmp_path / "s", evaluation=[],
+                     base_model="openai/whisper-tiny.en", benchmark=alone)
+    code = upload_script.main(["--model", str(model_dir), "--repo-id", "org/lite-whisper-tiny", "--no-evaluation",
+                               "--base-model", "openai/whisper-tiny.en", "--benchmark", str(alone), "--dry-run",
+                               "--skip-check", "--staging-dir", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not contain its base model" in err
+    assert not (tmp_path / "s").exists()
+
+    # A different checkpoint under the base model's name (another encoder size) is not taken for it.
+    other = json.loads(output.read_text())
+    next(e for e in other["models"] if e["model_type"] == "whisper")["encoder_params"] += 1
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="encoder parameters, but compression_report.json says .* another checkpoint"):
+        build_model_card(model_dir, "org/x", base_model="openai/whisper-tiny.en", benchmark=tmp_path / "other.json")
+    with pytest.raises(FileNotFoundError, match="Run python scripts/benchmark.py"):
+        build_model_card(model_dir, "org/x", base_model="openai/whisper-tiny.en", benchmark=tmp_path / "none.json")
+
+
+@pytest.fixture(scope="module")
+def multilingual_model(tiny_en_dir, tmp_path_factory) -> Path:
+    """A small random LiteWhisper with a multilingual vocabulary and generation config (Whisper's 99 language
+    tokens, at the ids whisper-base has them), compressed from whisper-base as its report says."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    whisper = WhisperConfig.from_pretrained(tiny_en_dir)
+    config = LiteWhisperConfig.from_whisper_config(
+        WhisperConfig(**{**whisper.to_dict(), **SMALL, "vocab_size": 51865}), RANKS)
+    torch.manual_seed(0)
+    model = LiteWhisperForConditionalGeneration(config).eval()
+    codes = list(LANGUAGES)[:99]  # whisper-base: every language before Cantonese
+    model.generation_config = GenerationConfig(
+        is_multilingual=True, lang_to_id={f"<|{code}|>": 50259 + i for i, code in enumerate(codes)},
+        decoder_start_token_id=50258, eos_token_id=50257, pad_token_id=50257, max_length=448)
+    plan = RankPlan(RANKS, VARIANCE, {"mode": "threshold", "calibration": "sequential"})
+    report = compression_report(config, plan, load_settings("tiny"), [np.zeros(16000 * 20, np.float32)], 1.5)
+    report.update(source_model="base", resolved_model="whisper-base", device="cpu", dtype="float32",
+                  calibration_data={"data": str(SHIPPED_SPEECH_SET), "split": "calibration", "failed": 0})
+    return save_model_folder(model, tmp_path_factory.mktemp("multi") / "lite-whisper-base",
+                             extra_files={"compression_report.json": report})
+
+
+def test_card_of_a_multilingual_base_names_the_tested_languages(multilingual_model, hub, tmp_path):
+    enc = json.loads((multilingual_model / "compression_report.json").read_text())["encoder"]
+    summaries = [
+        (tmp_path / "a.summary.json", {**summary(multilingual_model, "lite-whisper", enc["params_after"], 12.0, 1.0,
+                                                 str(SHIPPED_SPEECH_SET), None, "evaluation"), "language": None}),
+        (tmp_path / "b.summary.json", {**summary(multilingual_model, "lite-whisper", enc["params_after"], 9.0, 1.0,
+                                                 *LIBRISPEECH), "language": "en"}),
+        (tmp_path / "c.summary.json", {**summary(multilingual_model, "lite-whisper", enc["params_after"], 30.0, 1.0,
+                                                 "facebook/voxpopuli", "de", "test"), "language": None}),
+    ]
+    card = build_model_card(multilingual_model, "org/lite-whisper-base", summaries)
+    assert card.data.language == ["en"]  # what was tested, not the base model's 99 languages
+    validate_card_on_hub(card, endpoint=hub.api_url)
+    text = " ".join(card.text.split())
+    assert ("openai/whisper-base transcribes 99 languages; this model was tested in English (and on data whose "
+            "language was not recorded). "
+            "- Calibrated on: liteasr-hf speech set, calibration (English) "
+            "- Evaluated on: facebook/voxpopuli, de, test (language not recorded); liteasr-hf speech set, evaluation "
+            "(English); openslr/librispeech_asr, clean, test (English) "
+            "**The other languages are untested.** The low-rank factors were fitted to English speech only") in text
+    assert "The metadata lists only the languages tested here." in text
+
+    # Calibrated on a data set whose language nobody recorded, and not evaluated: no language is claimed.
+    report_file = multilingual_model / "compression_report.json"
+    original = report_file.read_text()
+    try:
+        report = json.loads(original)
+        report["calibration_data"] = {"data": "facebook/voxpopuli", "config": "fr", "split": "train", "failed": 0}
+        report_file.write_text(json.dumps(report))
+        card = build_model_card(multilingual_model, "org/lite-whisper-base")
+    finally:
+        report_file.write_text(original)
+    assert card.data.language is None and "language:" not in str(card).split("---")[1]
+    check_card(card)
+    validate_card_on_hub(card, endpoint=hub.api_url)
+    text = " ".join(card.text.split())
+    assert ("this model was tested in none of them that is known: the languages of its calibration and evaluation "
+            "data were not recorded. - Calibrated on: facebook/voxpopuli, fr, train (language not recorded) "
+            "- Evaluated on: nothing (not evaluated) **The other languages are untested.** The low-rank factors were "
+            "fitted to speech of an unrecorded language") in text
+    assert "The metadata lists only the languages tested here, so it lists none." in text
 
 
 # --- upload, re-upload, download with remote code ---------------------------------------------------------------
@@ -239,6 +488,7 @@ DOWNLOAD_AND_LOAD = BLOCK_LITEASR_HF + textwrap.dedent(
     import json, re
     import torch
     from huggingface_hub import snapshot_download
+    from safetensors.torch import load_file, save_file
     from transformers import AutoModelForSpeechSeq2Seq
     repo_id, features, out = sys.argv[1:4]
     snapshot = snapshot_download(repo_id)
@@ -248,12 +498,13 @@ DOWNLOAD_AND_LOAD = BLOCK_LITEASR_HF + textwrap.dedent(
     for snippet in snippets:
         exec(compile(snippet, "README.md", "exec"), {})
     model = AutoModelForSpeechSeq2Seq.from_pretrained(repo_id, trust_remote_code=True).eval()
-    feats = torch.load(features)
+    feats = load_file(features)["features"]
     ids = torch.tensor([[50257, 50362, 440, 1049]] * feats.shape[0])
     with torch.no_grad():
         logits = model(input_features=feats, decoder_input_ids=ids).logits
     assert not any(m.split(".")[0] == "liteasr_hf" for m in sys.modules)
-    torch.save({"logits": logits, "snapshot": snapshot, "snippets": len(snippets), "class": type(model).__name__}, out)
+    save_file({"logits": logits}, out + ".safetensors")
+    json.dump({"snapshot": snapshot, "snippets": len(snippets), "class": type(model).__name__}, open(out + ".json", "w"))
     """
 )
 
@@ -280,15 +531,15 @@ def test_upload_reupload_download_and_load_with_remote_code(staged, lite_model, 
         (SHIPPED_SPEECH_SET / "evaluation" / "metadata.jsonl").read_text().splitlines()[0])["file_name"])
     sf.write(tmp_path / "speech.flac", audio, rate)
     feats = torch.randn(2, 80, 3000, generator=torch.Generator().manual_seed(0))
-    torch.save(feats, tmp_path / "feats.pt")
+    save_file({"features": feats}, tmp_path / "feats.safetensors")
     (tmp_path / "load.py").write_text(DOWNLOAD_AND_LOAD)
     env = {"PATH": os.environ["PATH"], "HF_ENDPOINT": hub.api_url, "HF_HUB_DISABLE_XET": "1", "OMP_NUM_THREADS": "1",
            "HF_HOME": str(tmp_path / "hf_home"), "NO_PROXY": "127.0.0.1,localhost", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-    args = ["org/lite-whisper-tiny", str(tmp_path / "feats.pt"), str(tmp_path / "out.pt")]
+    args = ["org/lite-whisper-tiny", str(tmp_path / "feats.safetensors"), str(tmp_path / "out")]
     run = subprocess.run([sys.executable, str(tmp_path / "load.py"), *args], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-4000:]
-    out = torch.load(tmp_path / "out.pt")
+    out = {**json.loads((tmp_path / "out.json").read_text()), **load_file(tmp_path / "out.safetensors")}
     assert out["class"] == "LiteWhisperForConditionalGeneration" and out["snippets"] == 2
     assert digest(Path(out["snapshot"])).keys() == set(stored)
     assert all(Path(out["snapshot"], name).read_bytes() == data for name, data in stored.items())
@@ -388,6 +639,7 @@ def test_batch_file_errors_name_the_variant_and_key(lite_model, tmp_path):
         (["{model: M, repo_id: org/a, private: 'false'}"], r"variants\[0\]\.private must be true or false"),
         (["{model: M}"], r"variants\[0\] needs 'repo_id'"),
         (["{model: M, repo_id: org/a}", "{model: M, repo_id: org/b}"], "share a staging_dir"),
+        (["{model: M, repo_id: org/a, benchmark: [a.json, b.json]}"], r"variants\[0\]\.benchmark must be one file"),
     ]:
         batch.write_text("variants:\n" + "".join(f"  - {v.replace('M', str(lite_model))}\n" for v in variants))
         with pytest.raises(ValueError, match=message):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 from transformers import WhisperConfig
 
 from liteasr_hf import LiteWhisperConfig, LiteWhisperForConditionalGeneration
@@ -114,6 +115,19 @@ def test_generation_is_identical_on_both_paths():
         with torch.no_grad():
             tokens[path] = model_with(path).generate(features, max_new_tokens=8, do_sample=False, num_beams=1)
     assert torch.equal(tokens["full"], tokens["rank_space"])
+
+
+@pytest.mark.skipif(not transformers.__version__.startswith("4."), reason="head_mask exists in transformers 4.x only")
+def test_head_mask_is_applied_on_a_rank_space_layer():
+    features = torch.randn(1, 80, 120, generator=torch.Generator().manual_seed(7))
+    head_mask = torch.tensor([[1.0, 0.0, 1.0, 1.0]] * 3)  # (layers, heads): head 1 off
+    outputs = {}
+    for path, mask in (("full", head_mask), ("rank_space", head_mask), ("rank_space", None)):
+        with torch.no_grad():
+            encoder = model_with(path, attn="eager").get_encoder()
+            outputs[path, mask is None] = encoder(features, head_mask=mask).last_hidden_state
+    assert relative_error(outputs["rank_space", False], outputs["full", False]) < 1e-5
+    assert relative_error(outputs["rank_space", True], outputs["rank_space", False]) > 1e-2
 
 
 def test_folded_weights_follow_weight_changes_and_gradients_reach_the_factors():

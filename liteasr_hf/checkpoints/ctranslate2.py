@@ -29,13 +29,14 @@ from transformers import (
     WhisperFeatureExtractor,
     WhisperForConditionalGeneration,
     WhisperProcessor,
-    WhisperTokenizer,
+    WhisperTokenizerFast,
 )
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
 from ..atomic import atomic_directory
 from .ctranslate2_format import read_model_bin, resolve_ctranslate2_source
 from .ctranslate2_weights import WhisperShape, whisper_state_dict
+from .saving import save_processor
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tokenizer and generation settings
@@ -70,8 +71,8 @@ def default_english_spelling() -> Path | None:
     return None
 
 
-def build_tokenizer(files_dir: Path, vocab_size: int, english_spelling: Path | None = None) -> WhisperTokenizer:
-    """``WhisperTokenizer`` from the checkpoint's ``tokenizer.json``, completed to ``vocab_size`` tokens.
+def build_tokenizer(files_dir: Path, vocab_size: int, english_spelling: Path | None = None) -> WhisperTokenizerFast:
+    """The fast Whisper tokenizer from the checkpoint's ``tokenizer.json``, completed to ``vocab_size`` tokens.
 
     Every special added token becomes an extra special token in id order, so ``all_special_ids[-1]`` is
     ``<|notimestamps|>`` (Transformers puts the first timestamp right after it). Older Hub tokenizers that
@@ -83,9 +84,11 @@ def build_tokenizer(files_dir: Path, vocab_size: int, english_spelling: Path | N
         raise FileNotFoundError(f"{files_dir} has no tokenizer.json; the tokenizer cannot be rebuilt without it.")
     added = json.loads(tokenizer_file.read_text(encoding="utf-8")).get("added_tokens", [])
     specials = [t["content"] for t in sorted(added, key=lambda t: t["id"]) if t.get("special")]
-    tokenizer = WhisperTokenizer(
+    # The fast class and `additional_special_tokens`: what transformers 4.57 (whose WhisperTokenizer is the slow,
+    # vocab.json-based one) and 5.x (which takes the argument as extra special tokens) both build from tokenizer.json.
+    tokenizer = WhisperTokenizerFast(
         tokenizer_file=str(tokenizer_file),
-        extra_special_tokens=specials,
+        additional_special_tokens=specials,
         pad_token="<|endoftext|>",
         model_max_length=1024,  # as openai/whisper-* tokenizer_config.json
         normalizer_file=str(english_spelling) if english_spelling else None,
@@ -129,7 +132,7 @@ def _read_ct2_config(files_dir: Path) -> dict:
 
 
 def whisper_generation_config(
-    tokenizer: WhisperTokenizer, shape: WhisperShape, ct2_config: dict, where: str = "config.json"
+    tokenizer: WhisperTokenizerFast, shape: WhisperShape, ct2_config: dict, where: str = "config.json"
 ) -> GenerationConfig:
     """The ``generation_config.json`` openai/whisper-* ship on the Hub, with ids read from the tokenizer.
 
@@ -264,11 +267,8 @@ def convert_ctranslate2(
 
     with atomic_directory(target, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        # Transformers 5 folds the feature extractor into processor_config.json; openai/whisper-* folders also
-        # carry preprocessor_config.json, which older readers look for.
-        processor.feature_extractor.save_pretrained(tmp)
-        # save_pretrained does not write the spelling list; WhisperTokenizer.from_pretrained reads it from here.
+        save_processor(processor, tmp)
+        # The tokenizer was built from this file; copied as is (save_processor writes the same list otherwise).
         if spelling is not None:
             shutil.copyfile(spelling, Path(tmp) / "normalizer.json")
     return target.resolve()

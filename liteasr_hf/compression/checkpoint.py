@@ -11,9 +11,10 @@ from ..checkpoints.loading import load_model_and_processor
 from ..checkpoints.placement import Placement
 from ..checkpoints.saving import save_model_folder
 from ..data.speech import SHIPPED_SPEECH_SET, SpeechSource
+from ..portable import portable_command, portable_path
 from .compressor import CompressionResult, compress
 from .memory import RssPeak, peak_rss_mb
-from .presets import default_preset, load_settings
+from .presets import PRESET_DIR, default_preset, load_settings
 from .rank_selection import RankPlan
 
 #: The shipped speech set's calibration split, audio only.
@@ -69,13 +70,13 @@ def compress_checkpoint(
         with RssPeak() as memory:
             result = compress(whisper, clips, processor.feature_extractor, settings, plan=rank_plan, progress=progress)
         result.report.update({
-            "source_model": _portable(model), "resolved_model": _portable(resolved),
-            "calibration_data": {"data": _portable(calibration.data), "split": calibration.split,
+            "source_model": portable_path(model), "resolved_model": portable_path(resolved),
+            "calibration_data": {"data": portable_path(calibration.data), "split": calibration.split,
                                  "failed": len(failures)},
-            "device": str(placement.device), "dtype": placement.dtype_name, "preset": str(preset),
+            "device": str(placement.device), "dtype": placement.dtype_name, "preset": _preset_label(preset),
         })
         if command:
-            result.report["command"] = command
+            result.report["command"] = portable_command(command)
         if getattr(whisper, "hf_device_map", None):  # where accelerate placed the weights: GPUs, cpu, disk
             result.report["placement"] = sorted({str(where) for where in whisper.hf_device_map.values()})
         result.report["total_seconds"] = round(time.perf_counter() - started, 1)
@@ -87,13 +88,10 @@ def compress_checkpoint(
         return folder, result
 
 
-def _portable(source: str | os.PathLike) -> str:
-    """A Hub id as it is; a local path relative to the working directory when inside it, else its last part:
-    the report is published with the model, and absolute paths would say nothing useful about another machine."""
-    path = Path(source)
-    if not path.exists():
-        return str(source)
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve())) or "."
-    except ValueError:
-        return path.resolve().name
+def _preset_label(preset: str | os.PathLike) -> str:
+    """How the report names the preset: a shipped preset by its name, even when given as a path to its file; a
+    file of the user's by its portable path (the report is published with the model)."""
+    path = Path(preset)
+    if path.suffix in (".yaml", ".yml") and path.is_file() and path.resolve().parent == PRESET_DIR.resolve():
+        return path.stem
+    return portable_path(preset)

@@ -25,8 +25,14 @@ def linear_flops(in_features: int, out_features: int, rank: int | None, tokens: 
 
 @dataclass(frozen=True)
 class EncoderCost:
-    params: int
+    params: int  # every parameter, Whisper's fixed sinusoidal position table included
     flops: int  # for one 30-second input (batch 1)
+    position_params: int = 0  # of which the position table (max_source_positions x d_model)
+
+    @property
+    def params_excluding_positions(self) -> int:
+        """Parameters without the position table, as the published lite-whisper tables count encoder size."""
+        return self.params - self.position_params
 
     def fraction_of(self, other: "EncoderCost") -> dict[str, float]:
         return {"params": self.params / other.params, "flops": self.flops / other.flops}
@@ -78,4 +84,4 @@ def encoder_cost(
             params += cost.params
             if module == "out_proj" or module.startswith("fc"):
                 flops += cost.flops  # q, k, v and the attention products are in `attention`
-    return EncoderCost(params, flops)
+    return EncoderCost(params, flops, position_params=tokens * d)

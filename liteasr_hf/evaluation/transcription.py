@@ -11,13 +11,14 @@ Each run writes a JSONL record per utterance and a summary JSON (see :func:`writ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -180,6 +181,31 @@ def _generate_inputs(feature_extractor, audios: list[np.ndarray], device: torch.
     return inputs
 
 
+#: Warnings transformers' own Whisper ``generate`` logs on calls that are right: it passes ``suppress_tokens`` beside
+#: the generation config itself (transformers PR #48108), and a batch's decoder prompt has pad == eos with nothing to
+#: pad. They say nothing about our arguments, so they are filtered out while we transcribe.
+_WHISPER_GENERATE_NOISE = (
+    "Passing `generation_config` together with generation-related arguments",
+    "The attention mask is not set with a batched input",
+)
+
+
+class _DropWhisperGenerateNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_WHISPER_GENERATE_NOISE)
+
+
+@contextlib.contextmanager
+def quiet_whisper_generate() -> Iterator[None]:
+    """Within the block, the warnings of :data:`_WHISPER_GENERATE_NOISE` are not logged; all others are."""
+    logger, noise = logging.getLogger("transformers.generation.utils"), _DropWhisperGenerateNoise()
+    logger.addFilter(noise)
+    try:
+        yield
+    finally:
+        logger.removeFilter(noise)
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -214,7 +240,7 @@ def transcribe(
         ids = model.generate(**inputs, **kwargs)
         return processor.batch_decode(ids, skip_special_tokens=True)
 
-    with torch.inference_mode():
+    with torch.inference_mode(), quiet_whisper_generate():
         for batch in batches[:warmup_batches]:
             run(batch)
         _synchronize(device)
@@ -230,8 +256,12 @@ def transcribe(
     return Transcription(texts, elapsed)
 
 
-def encoder_parameters(model: PreTrainedModel) -> int:
-    return sum(p.numel() for p in model.get_encoder().parameters())
+def encoder_parameters(model: PreTrainedModel, positions: bool = True) -> int:
+    """The encoder's parameters; ``positions=False`` leaves out Whisper's fixed sinusoidal position table, as the
+    published lite-whisper tables count (whisper-base: 19.82M rather than 20.59M)."""
+    encoder = model.get_encoder()
+    total = sum(p.numel() for p in encoder.parameters())
+    return total if positions else total - encoder.embed_positions.weight.numel()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,6 +287,7 @@ def evaluate_utterances(
     normalizer: tuple[Callable[[str], str], str] | None = None,
     output: str | os.PathLike | None = None,
     progress: bool = True,
+    trust_remote_code: bool = False,
 ) -> dict:
     """Transcribe ``utterances`` with ``model`` and return the summary; write the results to ``output`` if given.
 
@@ -264,6 +295,7 @@ def evaluate_utterances(
     loaded model with its ``processor`` (then used where it is). ``failures`` are the items that did not
     load; they are reported in the summary. ``normalizer`` is ``(callable, description)``, by default
     :func:`english_normalizer` of the model's tokenizer. ``data``, ``split`` and ``config`` only label the output.
+    Code shipped with a model runs only with ``trust_remote_code=True``.
     """
     if not utterances:
         raise ValueError(f"No utterances to evaluate ({len(failures)} failed to load).")
@@ -276,7 +308,8 @@ def evaluate_utterances(
     else:
         from ..checkpoints.loading import load_model_and_processor
 
-        whisper, processor, name = load_model_and_processor(model, device=device, dtype=dtype, trust_remote_code=True)
+        whisper, processor, name = load_model_and_processor(model, device=device, dtype=dtype,
+                                                            trust_remote_code=trust_remote_code)
     norm, norm_source = normalizer or english_normalizer(processor.tokenizer)
 
     transcription = transcribe(whisper, processor, [u.audio for u in utterances], batch_size=batch_size,
@@ -307,6 +340,7 @@ def evaluate_utterances(
         "total_audio_seconds": round(audio_seconds, 3),
         "compute_seconds": round(transcription.compute_seconds, 3),
         "encoder_params": encoder_parameters(whisper),
+        "encoder_params_excluding_positions": encoder_parameters(whisper, positions=False),
         "device": str(whisper.device),
         "dtype": str(whisper.dtype).removeprefix("torch."),
         "batch_size": batch_size,
@@ -422,14 +456,28 @@ def write_results(output: str | os.PathLike, records: Sequence[Mapping], summary
     return records_path, summary_path
 
 
+def encoder_size_cells(summary: Mapping, reference: Mapping | None) -> tuple[str, str]:
+    """``("19.82M (100%)", "20.59M")``: encoder parameters without the position table (the published tables' count)
+    with the share of ``reference``'s, and with it."""
+    total = summary["encoder_params"]
+    published = summary.get("encoder_params_excluding_positions", total)
+    base = (reference or {}).get("encoder_params_excluding_positions", (reference or {}).get("encoder_params"))
+    share = f" ({published / base:.1%})" if base else ""
+    return f"{published / 1e6:.2f}M{share}", f"{total / 1e6:.2f}M"
+
+
+#: Column headers of the two encoder sizes; README and the model card explain the difference.
+ENCODER_SIZE_HEADERS = ("encoder params", "with positions")
+
+
 def format_comparison(summaries: Sequence[Mapping]) -> str:
-    """One Markdown table: model, encoder parameters (and share of the first row's), WER, RTFx."""
-    base = summaries[0]["encoder_params"] if summaries else 0
-    rows = [("model", "encoder params", "WER %", "RTFx", "long outputs")]
+    """One Markdown table: model, encoder parameters (without and with the position table; share of the first
+    row's), WER, RTFx."""
+    reference = summaries[0] if summaries else None
+    rows = [("model", *ENCODER_SIZE_HEADERS, "WER %", "RTFx", "long outputs")]
     for s in summaries:
-        share = f" ({s['encoder_params'] / base:.0%})" if base else ""
         rtfx = f"{s['rtfx']:.1f}" if s.get("rtfx") is not None else "-"
-        rows.append((Path(str(s["model"])).name or str(s["model"]), f"{s['encoder_params'] / 1e6:.2f}M{share}",
+        rows.append((Path(str(s["model"])).name or str(s["model"]), *encoder_size_cells(s, reference),
                      f"{s['wer']:.2f}", rtfx, str(s.get("n_long_outputs", 0))))
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
     # The model name left-aligned, the figures right-aligned (":" in the separator row says so in Markdown).

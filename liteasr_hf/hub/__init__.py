@@ -1,8 +1,8 @@
 """Publishing to the Hugging Face Hub: staging a folder, its model card, the clean-process check, the upload.
 
-``staging`` chooses and copies the files, ``model_card`` renders the card, ``check`` loads the staged folder as a
-Hub user would, ``repo`` checks the repo id and token, ``upload`` commits what changed, and ``publish`` runs them
-for one variant or a batch.
+``staging`` chooses and copies the files, ``model_card`` renders the card (``speed`` takes its speed comparison
+from one benchmark report of both models), ``check`` loads the staged folder as a Hub user would, ``repo`` checks the
+repo id and token, ``upload`` commits what changed, and ``publish`` runs them for one variant or a batch.
 """
 
 from .check import BLOCK_LITEASR_HF, check_staged_folder

@@ -78,8 +78,9 @@ def check_staged_folder(folder: str | os.PathLike, timeout: float = 1800) -> dic
                          f"(without liteasr_hf):\n{tail}")
     report = json.loads(result.stdout.strip().splitlines()[-1])
     problems = []
-    if report["model"] != "LiteWhisperForConditionalGeneration" or report["auto_model"] != "LiteWhisperModel":
-        problems.append(f"it loads as {report['model']} / {report['auto_model']}, not the LiteWhisper classes")
+    if report["model"] != "LiteWhisperForConditionalGeneration" or report["auto_model"] != report["model"]:
+        problems.append(f"it loads as {report['model']} (AutoModel: {report['auto_model']}), not "
+                        "LiteWhisperForConditionalGeneration")
     if report["problems"]:
         problems.append(f"weights do not match the config: {report['problems']}")
     if not report["finite"]:

@@ -1,8 +1,10 @@
 """The Hub model card of a LiteWhisper model: metadata and body, from ``compression_report.json`` and evaluation
 summaries, rendered from the Jinja template in ``model_cards/`` with huggingface_hub's ``ModelCard``.
 
-Every number on the card is read from those files. What is missing (no evaluation, no base-model evaluation) is
-said to be missing; nothing is estimated.
+Every number on the card is read from those files. What is missing (no evaluation, no base-model evaluation, no
+benchmark) is said to be missing; nothing is estimated. Speeds come from one benchmark report holding both models
+(:mod:`.speed`), never from separate runs; the recorded command is reduced to what is portable
+(:func:`portable_command`); the languages are those the compression was calibrated and evaluated on.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from types import SimpleNamespace
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
 
 from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES
 from ..checkpoints.ctranslate2_format import PACKAGED_ALIASES
 from ..compression.presets import PRESET_DIR, default_preset, load_settings
 from ..data.speech import SHIPPED_SPEECH_SET
+from ..portable import HUB_ID as _HUB_ID, portable_command, portable_value
+from .speed import SpeedComparison, load_benchmark, speed_comparison
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The card template (Jinja, rendered by ``ModelCard.from_template``).
@@ -34,7 +39,8 @@ DEFAULT_LICENSE = "apache-2.0"  # Whisper's license; a compressed Whisper is a d
 TAGS = ("whisper", "lite-whisper", "liteasr", "low-rank", "compression", "audio", "custom_code")
 # Settings that scripts/compress.py overrides on top of a preset with its own flags.
 _PRESET_OVERRIDES = {"num_samples": "--num-samples", "budget": "--budget"}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+#: scripts/compress.py options whose value is always a local path, never a Hub id.
+ENGLISH_ONLY_VOCAB = 51864  # the .en models' vocabulary (the multilingual ones have 51865 or more)
 
 
 @dataclass(frozen=True)
@@ -52,13 +58,21 @@ class DatasetRef:
         return ", ".join(part for part in (self.name, self.config, self.split) if part)
 
 
+def is_shipped_speech_set(data: str | os.PathLike) -> bool:
+    """Whether ``data`` is the speech set shipped with liteasr-hf (an absolute path, or one relative to the working
+    folder or to the repository root, as ``compression_report.json`` records it)."""
+    path = Path(str(data)).expanduser()
+    shipped = SHIPPED_SPEECH_SET.resolve()
+    return path.resolve() == shipped or (not path.is_absolute() and (REPO_ROOT / path).resolve() == shipped)
+
+
 def dataset_ref(data: str, config: str | None = None, split: str | None = None) -> DatasetRef:
     """Describe ``data`` (as a summary or report records it) without printing a machine's local paths."""
     path = Path(str(data))
+    if is_shipped_speech_set(data):
+        return DatasetRef("liteasr-hf-speech", "liteasr-hf speech set", config, split, hub=False)
     if _HUB_ID.fullmatch(str(data)) and not path.exists():
         return DatasetRef(str(data), str(data), config, split, hub=True)
-    if path.resolve() == SHIPPED_SPEECH_SET.resolve():
-        return DatasetRef("liteasr-hf-speech", "liteasr-hf speech set", config, split, hub=False)
     return DatasetRef(path.name, f"{path.name} (local data)", config, split, hub=False)
 
 
@@ -157,10 +171,37 @@ def base_model_id(report: Mapping, override: str | None = None) -> str:
     )
 
 
-def languages(generation_config: Mapping) -> list[str]:
-    """The languages Whisper was trained on (its language tokens), or English for the ``.en`` models."""
+def languages(generation_config: Mapping, config: Mapping | None = None) -> list[str]:
+    """The languages Whisper was trained on (its language tokens), or English for the ``.en`` models (vocabulary
+    of 51,864 tokens)."""
     codes = [token.strip("<|>") for token in generation_config.get("lang_to_id", {})]
-    return codes if generation_config.get("is_multilingual") and codes else ["en"]
+    english_only = (config or {}).get("vocab_size") == ENGLISH_ONLY_VOCAB
+    return codes if generation_config.get("is_multilingual") and codes and not english_only else ["en"]
+
+
+def language_code(language: str | None) -> str | None:
+    """Whisper's code for ``language`` as a summary or report records it (``en``, ``english``, ``<|en|>``), or
+    ``None`` when it is not one of Whisper's languages."""
+    if not language:
+        return None
+    key = str(language).strip("<|>").strip().lower()
+    return key if key in LANGUAGES else TO_LANGUAGE_CODE.get(key)
+
+
+def language_name(code: str) -> str:
+    return LANGUAGES[code].title() if code in LANGUAGES else code
+
+
+def data_language(data: str | None, recorded: str | None, english_only: bool) -> str | None:
+    """The language of speech in ``data``: English for an English-only model; else the one the summary or report
+    records (the decoding language an evaluation forced); else English for the shipped speech set; else unknown
+    (``None``): a data set's name says nothing certain about its language."""
+    if english_only:
+        return "en"
+    code = language_code(recorded)
+    if code is not None:
+        return code
+    return "en" if data and is_shipped_speech_set(data) else None
 
 
 def count_parameters(folder: Path) -> int:
@@ -194,10 +235,20 @@ def match_preset(settings: Mapping, default: str | None) -> tuple[str | None, di
     return name, diff
 
 
-def compress_command(report: Mapping, config: Mapping, base_model: str) -> tuple[str, str | None]:
-    """The ``scripts/compress.py`` command that makes this model again, and the preset it used (or None)."""
+def compress_command(report: Mapping, config: Mapping, base_model: str) -> tuple[str, str | None, str | None]:
+    """The ``scripts/compress.py`` command that makes this model again (its local paths reduced to their last
+    component, :func:`portable_command`), the preset in ``configs/`` it used (or None), and the name of the settings
+    file it reads when it used none (or None)."""
     if report.get("command"):
-        return str(report["command"]), report.get("preset")
+        preset = str(report.get("preset") or "")
+        if preset.endswith((".yaml", ".yml")) or "/" in preset or "\\" in preset:  # --config FILE
+            name = portable_value(preset, path_only=True)
+            path = Path(preset).expanduser()
+            shipped = (PRESET_DIR / name).is_file() and (PRESET_DIR / name).resolve() in {
+                path.resolve(), (REPO_ROOT / path).resolve()}
+            return portable_command(str(report["command"])), (Path(name).stem if shipped else None), \
+                (None if shipped else name)
+        return portable_command(str(report["command"])), preset or None, None
     source = str(report.get("source_model", base_model))
     model = source if source.lower() in PACKAGED_ALIASES or source == base_model else base_model
     try:
@@ -220,7 +271,21 @@ def compress_command(report: Mapping, config: Mapping, base_model: str) -> tuple
         parts.append(f"--device {report['device']}")
     if report.get("dtype", "float32") != "float32":
         parts.append(f"--dtype {report['dtype']}")
-    return " ".join(parts), preset
+    return " ".join(parts), preset, None if preset else "settings.yaml"
+
+
+def encoder_sizes(report: Mapping, config: Mapping) -> tuple[int | None, int | None]:
+    """Encoder parameters before and after compression without Whisper's fixed sinusoidal position table, as the
+    published LiteASR tables count them: from the report, else the report's counts less ``max_source_positions x
+    d_model`` (older reports counted the table), else ``(None, None)``."""
+    encoder = report["encoder"]
+    before, after = encoder.get("params_excluding_positions_before"), encoder.get("params_excluding_positions_after")
+    if before is not None and after is not None:
+        return before, after
+    positions = config.get("max_source_positions", 0) * config.get("d_model", 0)
+    if not positions or positions >= encoder["params_after"]:
+        return None, None
+    return encoder["params_before"] - positions, encoder["params_after"] - positions
 
 
 def _millions(n: int) -> str:
@@ -265,6 +330,7 @@ def build_model_card(
     license: str = DEFAULT_LICENSE,  # the card field's name
     datasets: Sequence[str] = (),
     code_files: Sequence[str] | None = None,
+    benchmark: str | os.PathLike | None = None,
     template_path: str | os.PathLike = CARD_TEMPLATE,
 ) -> ModelCard:
     """Render the model card of the LiteWhisper folder ``model_dir`` as published under ``repo_id``.
@@ -273,6 +339,9 @@ def build_model_card(
     (see :func:`match_summaries`). ``datasets`` adds Hub dataset ids to the metadata (for example the Hub copy of
     a set evaluated from a local folder); Hub ids of the calibration and evaluation data are added on their own.
     ``code_files`` are the Python files published with the model (default: those in ``model_dir``).
+    ``benchmark``: a report of ``scripts/benchmark.py`` holding this model and its base model, from which the card's
+    speed comparison is taken (``None``: the card says no speed comparison was supplied); one that lacks either
+    model raises ``ValueError``.
     """
     model_dir = Path(model_dir)
     report = json.loads((model_dir / "compression_report.json").read_text(encoding="utf-8"))
@@ -281,31 +350,36 @@ def build_model_card(
     base = base_model_id(report, base_model)
     ours, theirs = match_summaries(summaries, report, model_dir, explicit)
     name = repo_id.split("/")[-1]
+    speed = speed_comparison(load_benchmark(benchmark), benchmark, model_dir, report, base, repo_id) \
+        if benchmark is not None else None
 
-    # One WER/RTFx column pair per evaluated dataset; a model without a result there reads "not evaluated".
+    # One WER column per evaluated dataset; a model without a result there reads "not evaluated". Speeds are not
+    # taken from the summaries: two evaluation runs at different moments do not make a speed comparison.
     keys = sorted({(s["data"], s.get("config") or "", s["split"]) for s in [*ours, *theirs]})
     refs = [dataset_ref(data, config or None, split) for data, config, split in keys]
 
     def results(rows: list[dict]) -> list[str]:
         by_key = {(s["data"], s.get("config") or "", s["split"]): s for s in rows}
-        cells = []
-        for key in keys:
-            summary = by_key.get(key)
-            cells += [_number(summary["wer"], ".2f") if summary else "not evaluated",
-                      _number(summary.get("rtfx"), ".1f") if summary else "not evaluated"]
-        return cells
+        return [_number(by_key[key]["wer"], ".2f") if key in by_key else "not evaluated" for key in keys]
 
     encoder = report["encoder"]
+    before, after = encoder_sizes(report, config)
     total = count_parameters(model_dir)
     base_total = total + encoder["params_before"] - encoder["params_after"]
+    if before is not None:
+        size_cells = [f"{_millions(before)} (100%; {_millions(encoder['params_before'])} with the position table)",
+                      f"{_millions(after)} ({_share(after, before)}; {_millions(encoder['params_after'])} with the "
+                      "position table)"]
+    else:  # no way to tell the position table apart: the counts with it, labelled so
+        share = _share(encoder["params_after"], encoder["params_before"])
+        size_cells = [f"{_millions(encoder['params_before'])} (100%, with the position table)",
+                      f"{_millions(encoder['params_after'])} ({share}, with the position table)"]
     header = ["model", "encoder params", "encoder FLOPs per 30 s window", "total params"]
-    for ref in refs:
-        header += [f"WER % ({ref.label})", f"RTFx ({ref.label})"]
+    header += [f"WER % ({ref.label})" for ref in refs]
     comparison = [
-        [f"[{base}](https://huggingface.co/{base})", f"{_millions(encoder['params_before'])} (100%)",
-         f"{encoder['flops_before'] / 1e9:.1f}G (100%)", _millions(base_total), *results(theirs)],
-        [f"**{name}** (this model)",
-         f"{_millions(encoder['params_after'])} ({_share(encoder['params_after'], encoder['params_before'])})",
+        [f"[{base}](https://huggingface.co/{base})", size_cells[0], f"{encoder['flops_before'] / 1e9:.1f}G (100%)",
+         _millions(base_total), *results(theirs)],
+        [f"**{name}** (this model)", size_cells[1],
          f"{encoder['flops_after'] / 1e9:.1f}G ({_share(encoder['flops_after'], encoder['flops_before'])})",
          _millions(total), *results(ours)],
     ]
@@ -331,13 +405,24 @@ def build_model_card(
     calibration = report.get("calibration_data") or {}
     calibration_ref = dataset_ref(calibration["data"], calibration.get("config"), calibration.get("split")) \
         if calibration.get("data") else None
+
+    # Languages: those of the calibration and of this model's evaluations, where recorded or known; the base
+    # model's other languages are untested and are not listed in the metadata.
+    base_languages = languages(generation, config)
+    english_only = base_languages == ["en"]
+    calibration_language = data_language(calibration.get("data"), calibration.get("language"), english_only)
+    evaluated_in = sorted((dataset_ref(s["data"], s.get("config"), s["split"]).label,
+                           data_language(s["data"], s.get("language"), english_only)) for s in ours)
+    tested = list(dict.fromkeys(code for code in [calibration_language, *(c for _, c in evaluated_in)] if code))
+
     hub_datasets = [*datasets, *(r.type for r in [calibration_ref, *refs] if r is not None and r.hub)]
     card_data = ModelCardData(
         base_model=base, library_name="transformers", pipeline_tag=TASK, license=license,
-        language=languages(generation), tags=list(TAGS), datasets=list(dict.fromkeys(hub_datasets)) or None,
+        language=["en"] if english_only else tested or None, tags=list(TAGS),
+        datasets=list(dict.fromkeys(hub_datasets)) or None,
         model_name=name, eval_results=eval_results or None,
     )
-    command, preset = compress_command(report, config, base)
+    command, preset, settings_file = compress_command(report, config, base)
     card = ModelCard.from_template(
         card_data,
         template_path=str(template_path),
@@ -345,17 +430,29 @@ def build_model_card(
         model_name=name,
         base_model=base,
         code_files=sorted(code_files) if code_files is not None else sorted(p.name for p in model_dir.glob("*.py")),
-        params_share=_share(encoder["params_after"], encoder["params_before"]),
+        params_share=_share(after, before) if before is not None else
+        _share(encoder["params_after"], encoder["params_before"]),
         flops_share=_share(encoder["flops_after"], encoder["flops_before"]),
         comparison_header=header,
         comparison_rows=comparison,
+        positions_excluded=before is not None,
+        position_table=f"{config.get('max_source_positions')} x {config.get('d_model')}",
         evaluated=bool(ours),
         base_evaluated=bool(theirs),
         conditions=conditions,
+        speed=_speed_facts(speed, base, name) if speed else None,
+        english_only=english_only,
+        base_language_count=len(base_languages),
+        calibration_language=language_name(calibration_language) if calibration_language else None,
+        evaluated_in=[(label, language_name(code) if code else None) for label, code in evaluated_in],
+        tested_languages=[language_name(code) for code in tested],
+        unrecorded_language=calibration_language is None or any(code is None for _, code in evaluated_in),
         rank_header=["layer", *LOW_RANK_MODULES],
         rank_rows=_rank_rows(report),
         preset=preset,
+        settings_file=settings_file,
         command=command,
+        paths_reduced=bool(report.get("command")) and command != str(report["command"]),
         settings=report.get("settings", {}),
         plan_method=report.get("plan_method", {}),
         calibration=report.get("calibration", {}),
@@ -367,9 +464,39 @@ def build_model_card(
     return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)))
 
 
+def _speed_facts(speed: SpeedComparison, base: str, name: str) -> dict:
+    """The speed comparison as the template prints it: table rows and one line on how the run was made."""
+    settings, machine = speed.settings, speed.machine
+    device = str(settings.get("device", "cpu"))
+    hardware = machine.get("gpu") if device.startswith("cuda") and machine.get("gpu") else \
+        f"{machine.get('cpu', 'unrecorded CPU')} ({machine.get('cpu_count', '?')} CPUs)"
+    encoder = [[str(r.batch_size), f"{r.base_ms:.1f}", f"{r.model_ms:.1f}", f"**{r.speedup:.2f}x**",
+                f"{r.flop_reduction:.2f}x"] for r in speed.encoder]
+    end_to_end = [[str(r.batch_size), f"{r.n_clips} ({r.audio_seconds:.0f} s)", f"{r.base_rtfx:.1f}",
+                   f"{r.model_rtfx:.1f}", f"**{r.speedup:.2f}x**"] for r in speed.end_to_end]
+    data = settings.get("e2e_data")
+    return {
+        "source": speed.source,
+        "hardware": hardware,
+        "device": device,
+        "dtype": settings.get("dtype", "unrecorded"),
+        "threads": settings.get("threads", "unrecorded"),
+        "compile": bool(settings.get("compile")),
+        "repeats": settings.get("repeats"),
+        "warmup": settings.get("warmup"),
+        "date": speed.date,
+        "encoder_header": ["batch size", f"{base} encoder ms", f"{name} encoder ms", "encoder speed-up",
+                           "FLOP reduction"],
+        "encoder_rows": encoder,
+        "e2e_header": ["batch size", "clips (audio)", f"{base} RTFx", f"{name} RTFx", "end-to-end speed-up"],
+        "e2e_rows": end_to_end,
+        "e2e_data": dataset_ref(data, None, settings.get("e2e_split")).label if data else None,
+    }
+
+
+#: ``language`` is not required: a card whose calibration and evaluation languages are unknown lists none.
 REQUIRED_METADATA = {
-    "base_model": None, "library_name": "transformers", "pipeline_tag": TASK, "license": None, "language": None,
-    "tags": None,
+    "base_model": None, "library_name": "transformers", "pipeline_tag": TASK, "license": None, "tags": None,
 }
 
 

@@ -44,6 +44,7 @@ def publish(
     base_model: str | None = None,
     license: str = DEFAULT_LICENSE,  # the card field's name
     datasets: Sequence[str] = (),
+    benchmark: str | os.PathLike | None = None,
     private: bool = False,
     revision: str | None = None,
     create_pr: bool = False,
@@ -61,7 +62,7 @@ def publish(
         raise ValueError("--create-pr opens a pull request against main; leave out --revision.")
     if not dry_run:
         resolve_token(token)  # fail before the (possibly long) staging when no token is set
-    staged = stage_folder(model_dir, repo_id, staging_dir, evaluation, base_model, license, datasets)
+    staged = stage_folder(model_dir, repo_id, staging_dir, evaluation, base_model, license, datasets, benchmark)
     if check:
         staged.check = check_staged_folder(staged.path)
     if dry_run:
@@ -72,8 +73,8 @@ def publish(
 
 
 _BATCH_KEYS = {
-    "model", "repo_id", "evaluation", "staging_dir", "base_model", "license", "datasets", "private", "revision",
-    "create_pr", "commit_message",
+    "model", "repo_id", "evaluation", "benchmark", "staging_dir", "base_model", "license", "datasets", "private",
+    "revision", "create_pr", "commit_message",
 }
 
 
@@ -105,6 +106,8 @@ def load_batch(config_file: str | os.PathLike) -> list[dict]:
         for key in ("model", "repo_id"):
             if not isinstance(job.get(key), str):
                 raise ValueError(f"{path}: variants[{i}] needs '{key}' (a string).")
+        if job.get("benchmark") is not None and not isinstance(job["benchmark"], str):
+            raise ValueError(f"{path}: variants[{i}].benchmark must be one file (a scripts/benchmark.py report).")
         for key in ("private", "create_pr"):
             # A quoted "false" would be truthy: only YAML booleans are accepted.
             if not isinstance(job.get(key, False), bool):
@@ -145,7 +148,8 @@ def publish_batch(
     staged = []
     for job in jobs:
         folder = stage_folder(job["model"], job["repo_id"], job.get("staging_dir"), job.get("evaluation"),
-                              job.get("base_model"), job.get("license", DEFAULT_LICENSE), job.get("datasets", ()))
+                              job.get("base_model"), job.get("license", DEFAULT_LICENSE), job.get("datasets", ()),
+                              job.get("benchmark"))
         if check:
             folder.check = check_staged_folder(folder.path)
         staged.append(folder)

@@ -151,6 +151,7 @@ class StagedFolder:
     files: dict[str, int]
     card: ModelCard
     evaluation: list[Path]
+    benchmark: Path | None = None  # the benchmark report the card's speed comparison comes from
     notes: list[str] = field(default_factory=list)
     check: dict | None = None
 
@@ -195,12 +196,15 @@ def stage_folder(
     base_model: str | None = None,
     license: str = DEFAULT_LICENSE,  # the card field's name
     datasets: Sequence[str] = (),
+    benchmark: str | os.PathLike | None = None,
 ) -> StagedFolder:
     """Copy the files a user needs from ``model_dir`` into ``staging_dir`` and write the model card there.
 
     ``evaluation``: summary files or folders (``None``: the ``<model>-evaluation`` folder if it exists; ``[]``: none,
-    and the card says so). The staging folder is written atomically and replaced whole on a later run; the model
-    folder is only read. Raises ``ValueError`` / ``FileNotFoundError`` for bad input, before writing anything.
+    and the card says so). ``benchmark``: a ``scripts/benchmark.py`` report holding this model and its base model,
+    for the card's speed comparison (``None``: the card says none was supplied). The staging folder is written
+    atomically and replaced whole on a later run; the model folder is only read. Raises ``ValueError`` /
+    ``FileNotFoundError`` for bad input, before writing anything.
     """
     check_repo_id(repo_id)
     source = Path(model_dir)
@@ -211,12 +215,16 @@ def stage_folder(
     evaluation_paths = [Path(p) for p in evaluation] if explicit else default_evaluation(source)
     summaries = load_summaries(evaluation_paths)
     card = build_model_card(source, repo_id, summaries, explicit=explicit, base_model=base_model, license=license,
-                            datasets=datasets, code_files=[name for name in keep if name.endswith(".py")])
+                            datasets=datasets, code_files=[name for name in keep if name.endswith(".py")],
+                            benchmark=benchmark)
     check_card(card)
 
     notes = [f"{name} is not published (not needed to load or run the model)" for name in left_out]
     if not summaries:
         notes.append("no evaluation results: the card says the model was not evaluated")
+    if benchmark is None:
+        notes.append("no benchmark report: the card says no speed comparison was supplied (--benchmark FILE from "
+                     "scripts/benchmark.py --models BASE MODEL adds one)")
     with atomic_directory(staging, overwrite=True) as tmp:
         for name in keep:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
@@ -226,7 +234,8 @@ def stage_folder(
         with open(tmp / CARD, "w", encoding="utf-8", newline="\n") as f:
             f.write(str(card))
     files = {str(p.relative_to(staging)): p.stat().st_size for p in sorted(staging.rglob("*")) if p.is_file()}
-    return StagedFolder(staging.resolve(), repo_id, files, card, [file for file, _ in summaries], notes)
+    return StagedFolder(staging.resolve(), repo_id, files, card, [file for file, _ in summaries],
+                        Path(benchmark) if benchmark is not None else None, notes)
 
 
 def _fix_generation_config(folder: Path) -> list[str]:

@@ -15,10 +15,12 @@ LOW_RANK_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 #: ``LiteWhisperAttention``); ``auto`` lets a cost model choose per layer at run time.
 ATTENTION_PATHS = ("auto", "full", "rank_space")
 
-#: Classes a saved folder (or Hub repo) loads with ``trust_remote_code=True``.
+#: Classes a saved folder (or Hub repo) loads with ``trust_remote_code=True``. ``AutoModel`` gives the model that
+#: generates, as in the published lite-whisper repos and their model cards (``AutoModel.from_pretrained(repo,
+#: trust_remote_code=True).generate(input_features)``); stock Whisper's ``AutoModel`` is the bare encoder-decoder.
 AUTO_MAP = {
     "AutoConfig": "configuration_lite_whisper.LiteWhisperConfig",
-    "AutoModel": "modeling_lite_whisper.LiteWhisperModel",
+    "AutoModel": "modeling_lite_whisper.LiteWhisperForConditionalGeneration",
     "AutoModelForSpeechSeq2Seq": "modeling_lite_whisper.LiteWhisperForConditionalGeneration",
 }
 
@@ -49,6 +51,10 @@ class LiteWhisperConfig(WhisperConfig):
     """
 
     model_type = "lite-whisper"
+    #: Set by ``import liteasr_hf``, which teaches transformers' own ASR pipeline to treat ``lite-whisper`` as
+    #: Whisper: a folder's ``custom_pipelines`` entry would then only demand ``trust_remote_code`` to run the same
+    #: code, so this class leaves it out in memory (saving still writes it, see :meth:`to_dict`).
+    builtin_asr_pipeline: bool = False
 
     def __init__(
         self,
@@ -59,13 +65,21 @@ class LiteWhisperConfig(WhisperConfig):
         # Saving copies this package's code files next to the weights, so the map always names them, even
         # for a published config whose auto_map named only some classes or another repo.
         kwargs["auto_map"] = dict(AUTO_MAP)
-        kwargs["custom_pipelines"] = {task: dict(spec) for task, spec in CUSTOM_PIPELINES.items()}
+        if type(self).builtin_asr_pipeline:
+            kwargs.pop("custom_pipelines", None)
         super().__init__(**kwargs)
         low_rank_config = [] if low_rank_config is None else low_rank_config
         validate_low_rank_config(low_rank_config, self.encoder_layers, self.d_model, self.encoder_ffn_dim)
         self.low_rank_config = [dict(ranks) for ranks in low_rank_config]
         validate_attention_path(attention_path, self.low_rank_config, self.encoder_layers)
         self.attention_path = attention_path if isinstance(attention_path, str) else list(attention_path)
+
+    def to_dict(self) -> dict:
+        """The configuration as saved: with the ``custom_pipelines`` entry for the pipeline file a saved folder
+        carries (a published folder's config, loaded without it, gains it only when saved again with our files)."""
+        output = super().to_dict()
+        output["custom_pipelines"] = {task: dict(spec) for task, spec in CUSTOM_PIPELINES.items()}
+        return output
 
     @classmethod
     def from_whisper_config(

@@ -1,9 +1,10 @@
 """LiteWhisper: Whisper whose encoder linear layers are low-rank factorized (LiteASR, arXiv 2502.20583).
 
-This file travels to the Hugging Face Hub next to the weights and is read there: it imports only torch,
-transformers and the files beside it. The classes subclass transformers' Whisper classes; only the
-constructors that build encoder layers are adapted (from transformers 5.x `modeling_whisper.py`), so that
-factorized layers are built from the config directly and no dense weight is made and thrown away.
+This file travels to the Hugging Face Hub next to the weights and is read there, with whatever transformers the
+user has (tested on 4.57.6 and 5.x): it imports only torch, transformers and the files beside it. The classes
+subclass transformers' Whisper classes; only the constructors that build encoder layers are adapted (from
+transformers 5.x `modeling_whisper.py`, the same in 4.57), so that factorized layers are built from the config
+directly and no dense weight is made and thrown away.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import math
 
 import torch
 from torch import nn
-from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.models.whisper.modeling_whisper import (
     WhisperAttention,
@@ -26,6 +26,11 @@ from transformers.models.whisper.modeling_whisper import (
 )
 
 from .configuration_lite_whisper import LiteWhisperConfig
+
+try:  # transformers 5.x: these `init` helpers skip parameters already loaded from a checkpoint
+    from transformers import initialization as init
+except ImportError:  # transformers 4.x initializes only modules with missing weights, before loading the rest
+    from torch.nn import init
 
 # Imported so that `save_pretrained` (which copies this file and its relative imports) ships the pipeline
 # that `config.custom_pipelines` names.
@@ -178,7 +183,9 @@ class LiteWhisperAttention(WhisperAttention):
     ):
         if key_value_states is not None or past_key_values is not None:
             raise ValueError("LiteWhisperAttention is encoder self-attention: it takes no key_value_states or cache.")
-        if self.path(hidden_states.shape[1], hidden_states.device) == "full":
+        path = self.path(hidden_states.shape[1], hidden_states.device)
+        # transformers 4.x's `head_mask` (gone in 5.x) is applied by Whisper's forward only: it takes the full path
+        if path == "full" or kwargs.get("layer_head_mask") is not None:
             return super().forward(
                 hidden_states, attention_mask=attention_mask, output_attentions=output_attentions, **kwargs
             )
@@ -327,7 +334,8 @@ class LiteWhisperPreTrainedModel(WhisperPreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, LowRankLinear):
-            # transformers' `init` helpers skip parameters already loaded from a checkpoint.
+            # Skips loaded weights: transformers 5.x's `init` checks each parameter, 4.x never calls this for a
+            # module whose weights all come from the checkpoint (and loads them after it).
             std = self.config.init_std
             init.normal_(module.weight1, mean=0.0, std=std)
             init.normal_(module.weight2, mean=0.0, std=std)
@@ -345,9 +353,19 @@ class LiteWhisperPreTrainedModel(WhisperPreTrainedModel):
         if not lenient:
             # Let loading finish so that every disagreement is collected and reported together below.
             kwargs["ignore_mismatched_sizes"] = True
-        model, info = super().from_pretrained(
-            pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
-        )
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+            )
+        except Exception as err:
+            # safetensors' own message ("incomplete metadata, file not fully covered") names neither file nor fix;
+            # matched by name because this file imports only torch and transformers.
+            if type(err).__name__ != "SafetensorError":
+                raise
+            raise OSError(
+                f"The weights of {pretrained_model_name_or_path} are truncated or corrupt ({err}). Download or copy "
+                "them again (a Hub repo: from_pretrained(..., force_download=True)), or save the model again."
+            ) from err
         if not lenient:
             _raise_on_bad_checkpoint(info, pretrained_model_name_or_path)
         return (model, info) if return_info else model
@@ -364,7 +382,9 @@ def _describe_key(key: str) -> str:
 
 def _raise_on_bad_checkpoint(info: dict, source) -> None:
     problems = []
-    for key, *shapes in sorted(info.get("mismatched_keys", [])):
+    for entry in sorted(info.get("mismatched_keys", [])):
+        # transformers 5.x lists (key, checkpoint shape, model shape); 4.x only the key (its warning has the shapes)
+        key, *shapes = (entry,) if isinstance(entry, str) else entry
         found = f": checkpoint {tuple(shapes[0])} vs config {tuple(shapes[1])}" if len(shapes) == 2 else ""
         problems.append(f"shape mismatch at {_describe_key(key)}{found}")
     problems += [f"missing from the checkpoint: {_describe_key(k)}" for k in sorted(info.get("missing_keys", []))]

@@ -2,8 +2,14 @@
 
 transformers' ASR pipeline chooses Whisper's pre- and post-processing (30 s chunking, sequential long-form,
 timestamps, language and task) by ``model.config.model_type == "whisper"``; a ``lite-whisper`` model would
-otherwise fall into the CTC branch. ``config.custom_pipelines`` names this class, so that
-``pipeline("automatic-speech-recognition", model=path, trust_remote_code=True)`` uses it.
+otherwise fall into the generic sequence-to-sequence branch. This class is that pipeline, with ``lite-whisper``
+treated as Whisper and every other model as before. It reaches users two ways:
+
+- with remote code: ``config.custom_pipelines`` of a saved folder names this file, so
+  ``pipeline("automatic-speech-recognition", model=path, trust_remote_code=True)`` uses it;
+- in a process that imported ``liteasr_hf``: the package makes it the implementation of the
+  ``automatic-speech-recognition`` task, so ``pipeline(...)`` needs no remote code, for the published
+  lite-whisper repos' folders too.
 
 This file travels to the Hugging Face Hub next to the weights: it imports only transformers.
 """
@@ -14,10 +20,15 @@ from transformers import AutomaticSpeechRecognitionPipeline
 
 
 class LiteWhisperSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
-    """`AutomaticSpeechRecognitionPipeline` that treats the model as Whisper."""
+    """`AutomaticSpeechRecognitionPipeline` that treats a ``lite-whisper`` model as Whisper."""
 
-    def __init__(self, model, *args, **kwargs):
-        super().__init__(model, *args, **kwargs)
-        # Set after the parent's __init__, which assigns `type` from model_type; everything that reads it
-        # (preprocess, _forward, postprocess, parameter checks) runs later.
-        self.type = "seq2seq_whisper"
+    # The parent's `__init__` assigns `type` from model_type and, in transformers 4.57, already checks the call
+    # parameters against it (a lite-whisper model is "ctc" there, which rejects `return_timestamps=False`): so
+    # `type` reads as Whisper's for a lite-whisper model from the start, and as the parent set it otherwise.
+    @property
+    def type(self) -> str:
+        return "seq2seq_whisper" if self.model.config.model_type == "lite-whisper" else self._type
+
+    @type.setter
+    def type(self, value: str) -> None:
+        self._type = value
