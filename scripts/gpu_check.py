@@ -103,7 +103,14 @@ def install_wheels(folder: Path, target: Path) -> dict[str, str]:
                          "that reaches PyPI.")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                     "--upgrade", "--target", str(target), *wheels], check=True)
-    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))}
+    return {"PYTHONPATH": str(target)}
+
+
+def step_environment(extra_path: str | None) -> dict[str, str]:
+    """The steps' environment: this checkout first on PYTHONPATH (the GPU machine runs it without installing it,
+    and a script's own folder is not the repo root), then the installed wheels, then what was there."""
+    parts = [str(ROOT), extra_path, os.environ.get("PYTHONPATH")]
+    return {"PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, parts))}
 
 
 def prepare_wheels(folder: Path) -> None:
@@ -119,6 +126,8 @@ def check_imports(steps: list[Step]) -> list[str]:
     """What --dry-run checks without a GPU: the modules and shape specs the steps use, and that pytest collects
     the CUDA tests. Returns the problems found."""
     problems = []
+    if str(ROOT) not in sys.path:  # as the steps see it: the checkout, installed or not
+        sys.path.insert(0, str(ROOT))
     for module in ("liteasr_hf", "liteasr_hf.evaluation.benchmark", "liteasr_hf.evaluation.synthetic_models",
                    "liteasr_hf.models.lite_whisper.rank_attention_triton", "soundfile", "jiwer"):
         try:
@@ -148,7 +157,7 @@ def run_step(step: Step, env: dict[str, str], log) -> None:
     started = time.perf_counter()
     try:
         run = subprocess.run(step.command, capture_output=True, text=True, timeout=step.timeout, cwd=ROOT,
-                             env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
+                             env={**os.environ, **env})
         code, out, err = run.returncode, run.stdout, run.stderr
     except subprocess.TimeoutExpired as timeout:
         code, out, err = "timeout", _text(timeout.stdout), _text(timeout.stderr)
@@ -203,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(problems) if problems else "imports, specs and test collection: ok")
         return 1 if problems else 0
     output.mkdir(parents=True, exist_ok=True)
-    env = install_wheels(Path(args.wheels), Path("/tmp/liteasr-gpu-site")) if args.wheels else {}
+    wheels = install_wheels(Path(args.wheels), Path("/tmp/liteasr-gpu-site")) if args.wheels else {}
+    env = step_environment(wheels.get("PYTHONPATH"))
     started = time.perf_counter()
     for step in steps:
         run_step(step, env, lambda message: print(message, file=sys.stderr, flush=True))
