@@ -57,21 +57,25 @@ class Step:
     result: dict = field(default_factory=dict)
 
 
-def plan(output: Path, repeats: int) -> list[Step]:
-    """The steps, in order; ``output`` is where reports go."""
+def plan(output: Path, repeats: int, smoke: bool = False) -> list[Step]:
+    """The steps, in order; ``output`` is where reports go. ``smoke``: the same steps on the CPU, each benchmark on
+    tiny's shape with the same presets and variants, one round at batch 1 (a check of the plumbing, not a figure)."""
     py = sys.executable
     steps = [
-        Step("environment", [py, "-c", _ENVIRONMENT], 20),
+        Step("environment", [py, "-c", _ENVIRONMENT, "cpu" if smoke else "cuda"], 20),
         Step("cuda tests", [py, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--junitxml",
                             str(output / "pytest.xml"), *CUDA_TESTS], 170),
     ]
+    device, dtype, batches = ("cpu", "float32", ["1"]) if smoke else ("cuda", "float16", ["1", "16"])
     for size, models in _SHAPES.items():
         report = output / f"bench-{size}.json"
-        command = [py, "scripts/benchmark.py", "--models", *models, "--device", "cuda", "--dtype", "float16",
-                   "--batch-sizes", "1", "16", "--repeats", str(repeats), "--warmup", "3", "--e2e-clips", "0",
-                   "--output", str(report)]
+        if smoke:
+            models = [spec.replace(f"shape:{size}", "shape:tiny", 1) for spec in models]
+        command = [py, "scripts/benchmark.py", "--models", *models, "--device", device, "--dtype", dtype,
+                   "--batch-sizes", *batches, "--repeats", "1" if smoke else str(repeats),
+                   "--warmup", "1" if smoke else "3", "--e2e-clips", "0", "--output", str(report)]
         if size == "large-v3":
-            command += ["--attention-sweep", "16", "32", "48", "64", "96", "128"]
+            command += ["--attention-sweep", *(["16", "128"] if smoke else ["16", "32", "48", "64", "96", "128"])]
         steps.append(Step(f"benchmark {size}", command, _LIMITS[size], output=str(report)))
     return steps
 
@@ -90,7 +94,8 @@ try:
 except FileNotFoundError:
     info["nvidia-smi"] = None
 print(json.dumps(info))
-assert torch.cuda.is_available(), "no CUDA device visible to torch"
+import sys
+assert sys.argv[-1] != "cuda" or torch.cuda.is_available(), "no CUDA device visible to torch"
 """
 
 
@@ -192,6 +197,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="download the wheels the GPU image lacks into DIR, then stop")
     p.add_argument("--dry-run", action="store_true", help="list the steps and check imports; run nothing")
     p.add_argument("--repeats", type=int, default=10, help="timed rounds per benchmark")
+    p.add_argument("--smoke", action="store_true",
+                   help="run every step on the CPU with tiny shapes and one round (checks the check; no GPU figures)")
     return p.parse_args(argv)
 
 
@@ -202,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Wrote the wheels to {args.prepare_wheels}; carry that folder to the GPU machine.")
         return 0
     output = Path(args.output)
-    steps = plan(output, args.repeats)
+    steps = plan(output, args.repeats, smoke=args.smoke)
     if args.dry_run:
         for step in steps:
             shown = ["<environment probe>" if part == _ENVIRONMENT else part for part in step.command]
