@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from liteasr_hf.checkpoints.placement import DTYPES
 from liteasr_hf.checkpoints.ctranslate2 import convert_ctranslate2
+from liteasr_hf.checkpoints.placement import DTYPES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -12,6 +12,8 @@ import torch
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 from liteasr_hf import LiteWhisperConfig, LiteWhisperForConditionalGeneration
+from liteasr_hf.compression.cost import encoder_cost
+from liteasr_hf.data.speech import load_speech
 from liteasr_hf.evaluation.benchmark import (
     EncoderRow,
     benchmark_encoders,
@@ -20,11 +22,14 @@ from liteasr_hf.evaluation.benchmark import (
     forward_peak_bytes,
     run_benchmark,
 )
-from liteasr_hf.data.speech import load_speech
-from liteasr_hf.compression.cost import encoder_cost
-from liteasr_hf.evaluation.transcription import evaluate_utterances
 from liteasr_hf.evaluation.pareto import ParetoPoint, load_points, pareto_front, plot_from_files
-from liteasr_hf.evaluation.synthetic_models import parse_spec, proportional_low_rank_config, shape_config, synthetic_model
+from liteasr_hf.evaluation.synthetic_models import (
+    parse_spec,
+    proportional_low_rank_config,
+    shape_config,
+    synthetic_model,
+)
+from liteasr_hf.evaluation.transcription import evaluate_utterances
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT / "data" / "speech"

@@ -17,10 +17,10 @@ from transformers import AutoModelForSpeechSeq2Seq, pipeline
 from liteasr_hf import LiteWhisperForConditionalGeneration
 from liteasr_hf.checkpoints.placement import Placement
 from liteasr_hf.compression.checkpoint import compress_checkpoint
+from liteasr_hf.compression.rank_selection import RankPlan
 from liteasr_hf.data.audio import SAMPLING_RATE, load_audio
 from liteasr_hf.data.speech import SpeechSource
 from liteasr_hf.evaluation.transcription import compare_models
-from liteasr_hf.compression.rank_selection import RankPlan
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT / "data" / "speech"

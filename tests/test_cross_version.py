@@ -25,31 +25,18 @@ pytestmark = pytest.mark.skipif(
 WRITE = textwrap.dedent(
     """
     import json, sys
-    import numpy as np
     import soundfile as sf
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor, pipeline
     import transformers
-    from liteasr_hf import LiteWhisperConfig, LiteWhisperForConditionalGeneration
+    from transformers import WhisperProcessor, pipeline
     from liteasr_hf.checkpoints.ctranslate2 import convert_ctranslate2
     from liteasr_hf.checkpoints.saving import save_model_folder
 
-    out, audio_file = sys.argv[1], sys.argv[2]
+    out, audio_file, tests = sys.argv[1:4]
+    sys.path.insert(0, tests)
+    from test_published import factorized_tiny_en  # real tiny.en, every encoder projection SVD-factorized
+
     stock = convert_ctranslate2("tiny.en", out + "/whisper-tiny.en")
-    whisper = WhisperForConditionalGeneration.from_pretrained(stock)
-    ranks = [{"fc1": 320, "fc2": 320}] * whisper.config.encoder_layers
-    config = LiteWhisperConfig.from_whisper_config(whisper.config, ranks)
-    lite = LiteWhisperForConditionalGeneration(config)
-    state = {k: v for k, v in whisper.state_dict().items() if k in lite.state_dict()}
-    lite.load_state_dict(state, strict=False)
-    for layer, dense in zip(lite.get_encoder().layers, whisper.get_encoder().layers):
-        for name in ("fc1", "fc2"):
-            w = getattr(dense, name).weight.double()  # (out, in): truncated SVD
-            u, s, vh = __import__("torch").linalg.svd(w, full_matrices=False)
-            factor = getattr(layer, name)
-            factor.weight1.data = (vh[:320].T * s[:320]).float()
-            factor.weight2.data = u[:, :320].T.float()
-            factor.bias.data = getattr(dense, name).bias.data.clone()
-    lite.generation_config = whisper.generation_config
+    lite = factorized_tiny_en(stock)
     folder = save_model_folder(lite, out + "/lite", processor=WhisperProcessor.from_pretrained(stock))
     audio, rate = sf.read(audio_file, dtype="float32")
     text = pipeline("automatic-speech-recognition", model=str(folder))({"raw": audio, "sampling_rate": rate})["text"]
@@ -63,8 +50,8 @@ def test_folder_written_with_transformers_5_transcribes_the_same_on_4x(tmp_path)
     audio = ROOT / "tests" / "data" / "sense_and_sensibility_01_austen_64kb-0870.flac"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("PYTHONPATH", None)
-    run = subprocess.run([str(MAIN_PYTHON), "-c", WRITE, str(tmp_path), str(audio)], capture_output=True, text=True,
-                         timeout=900, env=env, cwd=tmp_path)
+    run = subprocess.run([str(MAIN_PYTHON), "-c", WRITE, str(tmp_path), str(audio), str(ROOT / "tests")],
+                         capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     written = json.loads(run.stdout.strip().splitlines()[-1])
     assert written["transformers"].startswith("5.") and "dashwood" in written["text"].lower()

@@ -17,7 +17,13 @@ from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
 from liteasr_hf.data.audio import AudioError, load_audio
 from liteasr_hf.data.speech import load_speech
-from liteasr_hf.evaluation.transcription import evaluate_utterances, format_comparison, generation_kwargs, score, transcribe
+from liteasr_hf.evaluation.transcription import (
+    evaluate_utterances,
+    format_comparison,
+    generation_kwargs,
+    score,
+    transcribe,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT / "data" / "speech" / "evaluation"

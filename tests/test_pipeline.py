@@ -75,9 +75,10 @@ def test_sequential_long_form_matches_stock_whisper(tiny_en_dir, lite_tiny_en, l
 def test_language_and_task_reach_generate(tmp_path):
     """A multilingual LiteWhisper (random weights, base's real tokenizer): the pipeline forces the language
     and task tokens exactly as stock Whisper does."""
+    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor
+
     from liteasr_hf.checkpoints.ctranslate2 import build_tokenizer
     from liteasr_hf.checkpoints.ctranslate2_format import resolve_ctranslate2_source
-    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor
 
     try:
         source = resolve_ctranslate2_source("base")

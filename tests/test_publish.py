@@ -17,18 +17,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from safetensors.torch import load_file, save_file
 from huggingface_hub import HfApi, ModelCard, constants
+from safetensors.torch import load_file, save_file
 from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
 
 from liteasr_hf import LiteWhisperConfig, LiteWhisperForConditionalGeneration
-from liteasr_hf.compression.compressor import compression_report
 from liteasr_hf.checkpoints.saving import save_model_folder
+from liteasr_hf.compression.compressor import compression_report
+from liteasr_hf.compression.presets import load_settings
+from liteasr_hf.compression.rank_selection import RankPlan
 from liteasr_hf.data.speech import SHIPPED_SPEECH_SET
 from liteasr_hf.evaluation.benchmark import run_benchmark
-from liteasr_hf.hub.model_card import build_model_card, check_card, validate_card_on_hub
-from liteasr_hf.portable import portable_command
-from liteasr_hf.compression.presets import load_settings
 from liteasr_hf.hub import (
     BLOCK_LITEASR_HF,
     PublishError,
@@ -38,7 +37,8 @@ from liteasr_hf.hub import (
     stage_folder,
     upload_staged_folder,
 )
-from liteasr_hf.compression.rank_selection import RankPlan
+from liteasr_hf.hub.model_card import build_model_card, check_card, validate_card_on_hub
+from liteasr_hf.portable import portable_command
 
 # huggingface_hub's own LFS upload passes the file as `data=`, which its HTTP client deprecates.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")

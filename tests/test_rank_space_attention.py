@@ -8,8 +8,8 @@ import transformers
 from transformers import WhisperConfig
 
 from liteasr_hf import LiteWhisperConfig, LiteWhisperForConditionalGeneration
-from liteasr_hf.compression.cost import encoder_cost
 from liteasr_hf.checkpoints.saving import save_model_folder
+from liteasr_hf.compression.cost import encoder_cost
 from liteasr_hf.models.lite_whisper.modeling_lite_whisper import attention_flops
 
 # head_dim 16: ranks below it make rank space cheaper, ranks above it do not.

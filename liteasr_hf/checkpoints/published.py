@@ -13,6 +13,8 @@ from pathlib import Path
 
 from transformers import AutoProcessor, GenerationConfig, PretrainedConfig
 
+from ..models.lite_whisper.configuration_lite_whisper import LiteWhisperConfig
+from ..models.lite_whisper.modeling_lite_whisper import LiteWhisperForConditionalGeneration
 from .saving import save_model_folder
 
 #: Files of a processor (tokenizer and feature extractor), in the layouts transformers 4 and 5 write.
@@ -68,9 +70,6 @@ def upgrade_published(
     ``openai/whisper-<size>``), and ``generation_config.json`` with ``max_length`` set. No code from ``source``
     runs. Written atomically; an existing ``output`` is refused unless ``overwrite``.
     """
-    import liteasr_hf  # noqa: F401  (registers the LiteWhisper classes, so no remote code is needed)
-    from liteasr_hf import LiteWhisperConfig, LiteWhisperForConditionalGeneration
-
     config = LiteWhisperConfig.from_pretrained(source)
     if processor is None:
         processor = source if Path(source).is_dir() and has_processor(source) else processor_source(config)

