@@ -1,0 +1,184 @@
+"""Export a Whisper or LiteWhisper model to an ONNX folder that ONNX Runtime, transformers.js and onnx-asr load.
+
+The exporter is ``torch.onnx.export`` (the dynamo-based one), over the modules of :mod:`.graphs`; the two decoder
+graphs are merged by :mod:`.merge`. optimum-onnx, the maintained Whisper exporter, pins transformers < 4.58 and
+does not import with transformers 5, which this project requires.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+import torch
+from tqdm.auto import tqdm
+
+from ...atomic import atomic_directory
+from .client_files import write_client_files
+from .graphs import DecoderGraph, EncoderGraph
+from .layout import DECODER, ENCODER, PROTOBUF_LIMIT, SUBFOLDER, OnnxLayout
+from .merge import merge_decoders
+from .quantization import check_quantizations, quantize_file, to_fp16
+
+OPSET = 18
+EXTERNAL_DATA = ("auto", "always", "never")
+WHISPER_TYPES = ("whisper", "lite-whisper")
+
+
+def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
+            dynamic_shapes, axes: dict[str, dict[int, str]]) -> None:
+    with torch.no_grad():
+        program = torch.onnx.export(module, args, dynamo=True, input_names=input_names, output_names=output_names,
+                                    dynamic_shapes=dynamic_shapes, opset_version=OPSET, optimize=True,
+                                    verbose=False)
+    model = _name_axes(program.model_proto, axes)
+    onnx.save_model(model, path, save_as_external_data=True, location=f"{path.name}_data")
+
+
+def _name_axes(model: onnx.ModelProto, axes: dict[str, dict[int, str]]) -> onnx.ModelProto:
+    """Give the symbolic dimensions of inputs and outputs the names clients and optimum use."""
+    for value in [*model.graph.input, *model.graph.output]:
+        for index, name in axes.get(value.name, {}).items():
+            value.type.tensor_type.shape.dim[index].dim_param = name
+    return model
+
+
+def export_graphs(model: torch.nn.Module, workdir: Path) -> dict[str, Path]:
+    """Export the encoder and the two decoder graphs of ``model`` (fp32, eager attention) into ``workdir``;
+    returns their paths under the keys ``encoder``, ``decoder`` (first step) and ``decoder_past``."""
+    from torch.export import Dim
+
+    layout = OnnxLayout.from_config(model.config)
+    config = model.config
+    batch = Dim("batch_size", min=1, max=1024)
+    frames = 2 * config.max_source_positions
+    features = torch.randn(2, config.num_mel_bins, frames)
+    paths = {name: workdir / f"{name}.onnx" for name in ("encoder", "decoder", "decoder_past")}
+    _export(EncoderGraph(model), (features,), paths["encoder"], list(layout.encoder_inputs),
+            list(layout.encoder_outputs), {"input_features": {0: batch}}, layout.encoder_axes())
+
+    # Example inputs of length >= 2 on every dynamic axis: torch.export specialises sizes 0 and 1.
+    tokens = Dim("decoder_sequence_length", min=1, max=config.max_target_positions)
+    past = Dim("past_decoder_sequence_length", min=1, max=config.max_target_positions)
+    source = Dim("encoder_sequence_length_out", min=1, max=config.max_source_positions)
+    with torch.no_grad():
+        hidden = torch.randn(2, config.max_source_positions, config.d_model)
+        ids = torch.full((2, 3), config.decoder_start_token_id, dtype=torch.long)
+        first = DecoderGraph(model, with_past=False)
+        presents = first(ids, hidden)[1:]
+    _export(first, (ids, hidden), paths["decoder"], ["input_ids", "encoder_hidden_states"],
+            layout.decoder_outputs(), ({0: batch, 1: tokens}, ({0: batch, 1: source},)), layout.decoder_axes())
+    past_shapes = tuple({0: batch, 2: past if ".decoder." in name else source} for name in layout.past_names())
+    _export(DecoderGraph(model, with_past=True), (ids[:, :2], *presents), paths["decoder_past"],
+            ["input_ids", *layout.past_names()], layout.decoder_outputs(), ({0: batch, 1: tokens}, past_shapes),
+            layout.decoder_axes())
+    return paths
+
+
+def _variant(source: Path, kind: str, workdir: Path) -> Path:
+    """``source`` quantized (or cast to fp16) into ``workdir``."""
+    target = workdir / f"{source.stem}_{kind}.onnx"
+    if kind == "fp16":
+        onnx.save_model(to_fp16(onnx.load(source)), target)
+    else:
+        quantize_file(source, target, kind)
+    return target
+
+
+def _save(model: onnx.ModelProto, path: Path, external_data: str) -> bool:
+    """Save ``model`` as one file, or with its weights in ``<file>_data`` when asked or when it must."""
+    size = model.ByteSize()
+    external = external_data == "always" or (external_data == "auto" and size > PROTOBUF_LIMIT)
+    if size > PROTOBUF_LIMIT and not external:
+        raise ValueError(f"{path.name} would be {size / 2**30:.2f} GiB, over the 2 GiB limit of one ONNX file. "
+                         "Export with external data (--external-data auto or always): the weights then go to "
+                         f"{path.name}_data beside it.")
+    if external:
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=f"{path.name}_data", size_threshold=1024)
+    else:
+        onnx.save_model(model, path)
+    return external
+
+
+def _check(path: Path) -> None:
+    onnx.checker.check_model(str(path), full_check=False)
+
+
+def export_onnx(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    quantize: Sequence[str] = (),
+    fp16: bool = False,
+    external_data: str = "auto",
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Export the Whisper or LiteWhisper model at ``model`` to the folder ``output``; returns its path.
+
+    ``output`` gets ``onnx/encoder_model.onnx`` and ``onnx/decoder_model_merged.onnx`` (fp32), one pair per
+    entry of ``quantize`` (``q8``, ``int8``, ``uint8``, ``q4``) and with ``fp16`` an fp16 pair, plus the files
+    the clients read beside ``onnx/`` and ``onnx/export_info.json`` (what was exported, how, the sizes). The
+    folder appears only when complete; an existing one is replaced only with ``overwrite``. ``external_data``:
+    ``auto`` stores weights beside a file only when it would pass protobuf's 2 GiB, ``never`` refuses then.
+    """
+    from ...checkpoints.loading import load_model_and_processor
+
+    kinds = check_quantizations(quantize)
+    if external_data not in EXTERNAL_DATA:
+        raise ValueError(f"external_data={external_data!r}: choose from {', '.join(EXTERNAL_DATA)}.")
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists: pass overwrite=True (--overwrite) to replace it.")
+
+    started = time.perf_counter()
+    whisper, processor, path = load_model_and_processor(model, trust_remote_code=trust_remote_code,
+                                                        attn_implementation="eager")
+    model_type = whisper.config.model_type
+    if model_type not in WHISPER_TYPES:
+        raise ValueError(f"{model} is a {model_type!r} model; the ONNX export takes Whisper and LiteWhisper models.")
+    whisper = whisper.float().eval()
+    encoder_paths = (whisper.get_encoder().attention_paths(device="cpu")
+                     if hasattr(whisper.get_encoder(), "attention_paths") else None)
+
+    steps = 3 + len(kinds) + int(fp16)  # the export, each variant (fp32 first), the client files
+    bar = tqdm(total=steps, desc="Exporting to ONNX", unit="step", disable=not progress)
+    with atomic_directory(output, overwrite=overwrite) as folder, tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        onnx_dir = folder / SUBFOLDER
+        onnx_dir.mkdir()
+        bar.set_postfix_str("encoder and decoder graphs")
+        graphs = export_graphs(whisper, work)
+        bar.update()
+        layout = OnnxLayout.from_config(whisper.config)
+        external = False
+        for kind in ("fp32", *kinds, *(["fp16"] if fp16 else [])):
+            bar.set_postfix_str(kind)
+            files = graphs if kind == "fp32" else {k: _variant(p, kind, work) for k, p in graphs.items()}
+            merged = merge_decoders(onnx.load(files["decoder"]), onnx.load(files["decoder_past"]), layout)
+            for graph, proto in ((ENCODER, onnx.load(files["encoder"])), (DECODER, merged)):
+                target = onnx_dir / layout.file_name(graph, kind)
+                external |= _save(proto, target, external_data)
+                _check(target)
+            bar.update()
+        write_client_files(whisper, processor, folder, external_data=external)
+        info = {
+            "source": str(model),
+            "model_type": model_type,
+            "exporter": f"torch.onnx.export (dynamo) torch {torch.__version__}, opset {OPSET}",
+            "dtypes": ["fp32", *kinds, *(["fp16"] if fp16 else [])],
+            "encoder_attention_paths": encoder_paths,
+            "files": {p.name: p.stat().st_size for p in sorted(onnx_dir.iterdir())},
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        (onnx_dir / "export_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        bar.update()
+    bar.close()
+    return output
