@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-transformers4 demo test test-transformers4 test-slow gpu-wheels clean
+.PHONY: setup setup-transformers4 clients demo test test-transformers4 test-slow gpu-wheels clean
 
 setup: $(VENV)/.installed
 
@@ -36,11 +36,22 @@ $(VENV4)/.installed: pyproject.toml
 	$(PY4) -m pip install --quiet --no-deps -e .
 	touch $@
 
+# transformers.js (a real ONNX client in the tests) from the committed lockfile, into clients/transformers-js.
+# ONNXRUNTIME_NODE_INSTALL=skip: onnxruntime-node's install script would download CUDA libraries; its CPU binary
+# ships in the npm package.
+NODE_CLIENT := clients/transformers-js
+
+clients: $(NODE_CLIENT)/node_modules/.installed
+
+$(NODE_CLIENT)/node_modules/.installed: $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
+	cd $(NODE_CLIENT) && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 demo: setup
 	$(PY) scripts/compress.py --overwrite
 
 # The suite on the newest transformers 5.x, then the Hub-bound code's tests on transformers 4.57.6.
-test: setup
+test: setup clients
 	$(PY) -m pytest
 	$(MAKE) test-transformers4
 
@@ -62,4 +73,4 @@ gpu-wheels: setup
 	$(PY) scripts/gpu_check.py --prepare-wheels .whl
 
 clean:
-	rm -rf $(VENV) $(VENV4) models results
+	rm -rf $(VENV) $(VENV4) models results $(NODE_CLIENT)/node_modules

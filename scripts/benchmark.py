@@ -7,6 +7,12 @@
     python scripts/benchmark.py --models shape:large-v3 shape:large-v3@large-v3 shape:large-v3@large-v3-fast \
         --batch-sizes 1 --threads 2 --e2e-clips 0 --dtype bfloat16     # random weights, real shapes
 
+In ONNX Runtime, over folders written by scripts/export_onnx.py (DIR for fp32, DIR:q8 and the like for a variant),
+with faster-whisper on the same checkpoint beside them:
+
+    python scripts/benchmark.py --runtime onnxruntime --models onnx/whisper-base onnx/whisper-base:q8 \
+        onnx/lite-whisper-base-default:q8 --threads 2 --e2e-clips 0 --e2e-batch-size 1 --faster-whisper base
+
 The first model is the reference for the FLOP reduction and the speed-ups. Prints the tables and writes the
 JSON report to --output.
 """
@@ -36,6 +42,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="model folders, Hub ids, packaged checkpoints (tiny.en, base), or random-weight models with real "
                         "shapes: shape:large-v3, shape:large-v3@large-v3-fast, shape:large-v3@0.55,attention=48 "
                         "(encoders only: --e2e-clips 0); the first is the reference")
+    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+                   help="PyTorch eager on the model folders, or ONNX Runtime on exported folders (DIR[:TYPE])")
+    p.add_argument("--faster-whisper", default=None, metavar="CT2",
+                   help="onnxruntime only: also transcribe with faster-whisper on this CTranslate2 folder or packaged "
+                        "checkpoint (tiny.en, base)")
+    p.add_argument("--compute-types", nargs="+", default=["int8", "float32"],
+                   help="faster-whisper compute types (CTranslate2's)")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (each runs every model once)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (at least 1)")
@@ -48,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="measure the peak memory of one forward pass")
     p.add_argument("--data", default=str(SHIPPED_SPEECH_SET), help="speech data for the end-to-end timing")
     p.add_argument("--split", default="evaluation")
-    p.add_argument("--e2e-clips", type=int, default=16, help="clips transcribed end to end (0: skip)")
+    p.add_argument("--e2e-clips", type=int, default=16, help="clips transcribed end to end (0: skip; -1: all)")
     p.add_argument("--e2e-batch-size", type=int, default=8)
     p.add_argument("--e2e-repeats", type=int, default=3)
     p.add_argument("--output", default="results/benchmark.json", help="JSON report")
@@ -62,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.runtime == "onnxruntime":
+        return _main_onnxruntime(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
@@ -89,6 +104,24 @@ def main(argv: list[str] | None = None) -> int:
         write_report(args.output, report)
         print("\nOne self-attention layer, both paths (low-rank q, k, v at each rank):")
         print(format_attention_paths(rows))
+    print(f"\nWrote {args.output}")
+    return 0
+
+
+def _main_onnxruntime(args: argparse.Namespace) -> int:
+    from liteasr_hf.integrations.onnx.benchmark import format_onnx_table, run_onnx_benchmark
+
+    try:
+        report = run_onnx_benchmark(
+            args.models, batch_sizes=args.batch_sizes, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
+            data=args.data, split=args.split, clips=None if args.e2e_clips < 0 else args.e2e_clips,
+            e2e_batch_size=args.e2e_batch_size, e2e_repeats=args.e2e_repeats, faster_whisper=args.faster_whisper,
+            compute_types=args.compute_types, output=args.output,
+        )
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_onnx_table(report))
     print(f"\nWrote {args.output}")
     return 0
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Export a Whisper or LiteWhisper model to ONNX for ONNX Runtime, transformers.js and onnx-asr.
 
-    python scripts/export_onnx.py --model models/lite-whisper-base-default --output models/lite-whisper-base-default-onnx
+    python scripts/export_onnx.py --model models/lite-whisper-base-default \
+        --output models/lite-whisper-base-default-onnx
     python scripts/export_onnx.py --model base --output models/whisper-base-onnx --quantize q8 int8
 
 The output holds onnx/encoder_model.onnx and onnx/decoder_model_merged.onnx (optimum's layout and names), one

@@ -6,6 +6,8 @@
     python scripts/upload.py --batch configs/publish/example.yaml
     python scripts/upload.py --model models/lite-whisper-base-default --repo-id my-org/lite-whisper-base \
         --benchmark results/benchmark-base.json    # scripts/benchmark.py --models base MODEL: the card's speeds
+    python scripts/upload.py --model models/lite-whisper-base-default --repo-id my-org/lite-whisper-base \
+        --onnx models/lite-whisper-base-default-onnx    # scripts/export_onnx.py's output, published under onnx/
 
 The folder is staged (beside it, as <model>-hub, unless --staging-dir), checked (it must load with
 trust_remote_code in a clean process without liteasr_hf), then uploaded as one commit of the files that changed.
@@ -34,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--benchmark", metavar="FILE",
                    help="report of scripts/benchmark.py holding this model and its base model: the card's speed "
                         "comparison (default: none, and the card says so)")
+    p.add_argument("--onnx", metavar="DIR",
+                   help="ONNX export of this model (scripts/export_onnx.py --output), published under onnx/ for "
+                        "transformers.js and onnx-asr (default: the model folder's own onnx/, if any)")
     p.add_argument("--base-model", help="Hub id of the Whisper checkpoint that was compressed "
                                         "(default: read from compression_report.json)")
     p.add_argument("--license", default=DEFAULT_LICENSE, help="license id for the card (default: %(default)s)")
@@ -52,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.batch:
         per_variant = {"--model": args.model, "--repo-id": args.repo_id, "--evaluation": args.evaluation,
                        "--no-evaluation": args.no_evaluation, "--benchmark": args.benchmark,
-                       "--base-model": args.base_model,
+                       "--onnx": args.onnx, "--base-model": args.base_model,
                        "--dataset": args.datasets, "--private": args.private, "--revision": args.revision,
                        "--create-pr": args.create_pr, "--commit-message": args.commit_message,
                        "--staging-dir": args.staging_dir, "--license": args.license != DEFAULT_LICENSE}
@@ -115,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             result = publish(
                 args.model, args.repo_id, evaluation=[] if args.no_evaluation else args.evaluation,
                 staging_dir=args.staging_dir, base_model=args.base_model, license=args.license,
-                datasets=args.datasets, benchmark=args.benchmark, private=args.private, revision=args.revision,
+                datasets=args.datasets, benchmark=args.benchmark, onnx=args.onnx,
+                private=args.private, revision=args.revision,
                 create_pr=args.create_pr, commit_message=args.commit_message, endpoint=args.endpoint,
                 dry_run=args.dry_run, check=not args.skip_check,
             )

@@ -697,3 +697,37 @@ def test_publish_dry_run_returns_the_staged_folder_without_uploading(lite_model,
     result = publish(lite_model, "org/lite-whisper-tiny", staging_dir=tmp_path / "s", dry_run=True, check=False,
                      endpoint=hub.api_url)
     assert result.upload is None and set(result.staged.files) == expected_files(lite_model) and hub.requests == []
+
+
+def test_onnx_export_is_published_under_onnx_and_listed_on_the_card(lite_model, hub, tmp_path):
+    from huggingface_hub import snapshot_download
+
+    from liteasr_hf.integrations.onnx import OnnxWhisper, export_onnx
+
+    export = export_onnx(lite_model, tmp_path / "onnx-export", quantize=["q8"], progress=False)
+    staged = stage_folder(lite_model, "org/lite-whisper-tiny", tmp_path / "staged", evaluation=[], onnx=export)
+    onnx_names = {"onnx/encoder_model.onnx", "onnx/decoder_model_merged.onnx", "onnx/encoder_model_quantized.onnx",
+                  "onnx/decoder_model_merged_quantized.onnx", "onnx/export_info.json"}
+    assert set(staged.files) == expected_files(lite_model) | onnx_names | {"vocab.json", "added_tokens.json"}
+    card = (staged.path / "README.md").read_text()
+    assert "## ONNX: transformers.js, onnx-asr, ONNX Runtime" in card and "`onnx/encoder_model_quantized.onnx`" in card
+    assert 'pipeline("automatic-speech-recognition", "org/lite-whisper-tiny", { dtype: "q8" })' in card
+    assert "for the two lines that give it this model's prompt" in card  # tiny.en's tokenizer: English only
+
+    upload_staged_folder(staged.path, "org/lite-whisper-tiny", token=hub.token, endpoint=hub.api_url)
+    snapshot = Path(snapshot_download("org/lite-whisper-tiny", endpoint=hub.api_url, cache_dir=tmp_path / "cache"))
+    for name in onnx_names:
+        assert (snapshot / name).read_bytes() == (export / name).read_bytes()
+    features = np.random.default_rng(0).standard_normal((1, 80, 3000), dtype=np.float32)
+    np.testing.assert_array_equal(OnnxWhisper(snapshot).encode(features), OnnxWhisper(export).encode(features))
+
+    # an export of another model is refused, naming the difference
+    other = tmp_path / "other-export"
+    shutil.copytree(export, other)
+    config = json.loads((other / "config.json").read_text())
+    config["low_rank_config"][0]["q_proj"] = 8
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="was not made from .* \\(config.json low_rank_config differs\\)"):
+        stage_folder(lite_model, "org/lite-whisper-tiny", tmp_path / "staged2", evaluation=[], onnx=other)
+    with pytest.raises(ValueError, match="is not an ONNX export: it needs onnx/encoder_model.onnx"):
+        stage_folder(lite_model, "org/lite-whisper-tiny", tmp_path / "staged3", evaluation=[], onnx=tmp_path)

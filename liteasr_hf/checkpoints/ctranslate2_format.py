@@ -17,6 +17,7 @@ import math
 import mmap
 import os
 import re
+import shutil
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -262,3 +263,38 @@ def read_model_bin(path_or_parts: str | os.PathLike | Sequence[str | os.PathLike
         if alias in variables:
             raise cur.error(f"{alias} is both a variable and an alias")
     return Ct2Checkpoint(spec_name, revision, variables, aliases)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A folder CTranslate2 itself loads
+# ---------------------------------------------------------------------------------------------------------------
+
+_CT2_FILES = ("config.json", "tokenizer.json", "vocabulary.json", "vocabulary.txt", "preprocessor_config.json")
+
+
+def ctranslate2_folder(source: str | os.PathLike, cache: str | os.PathLike) -> Path:
+    """A folder with one ``model.bin`` and its other files, which CTranslate2 and faster-whisper load.
+
+    A checkpoint already in that form is returned as it is; one shipped in parts (the packaged base) is joined
+    once into ``cache/<name>`` (written atomically). faster-whisper needs ``tokenizer.json`` beside the
+    weights, or it downloads one from the Hub: a checkpoint without it is refused.
+    """
+    from ..atomic import atomic_directory
+
+    checkpoint = resolve_ctranslate2_source(source)
+    if not (checkpoint.files_dir / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"{checkpoint.files_dir} has no tokenizer.json, which faster-whisper needs offline.")
+    if len(checkpoint.parts) == 1 and checkpoint.parts[0].parent == checkpoint.files_dir:
+        return checkpoint.files_dir
+    target = Path(cache) / checkpoint.files_dir.parent.name
+    if (target / "model.bin").is_file():
+        return target
+    with atomic_directory(target, overwrite=target.exists()) as folder:
+        with open(folder / "model.bin", "wb") as out:
+            for part in checkpoint.parts:
+                with open(part, "rb") as piece:
+                    shutil.copyfileobj(piece, out, 1 << 24)
+        for name in _CT2_FILES:
+            if (checkpoint.files_dir / name).is_file():
+                shutil.copy2(checkpoint.files_dir / name, folder / name)
+    return target

@@ -332,6 +332,7 @@ def build_model_card(
     code_files: Sequence[str] | None = None,
     benchmark: str | os.PathLike | None = None,
     template_path: str | os.PathLike = CARD_TEMPLATE,
+    onnx_files: Sequence[tuple[str, int]] = (),
 ) -> ModelCard:
     """Render the model card of the LiteWhisper folder ``model_dir`` as published under ``repo_id``.
 
@@ -459,9 +460,18 @@ def build_model_card(
         calibration_data=calibration_ref.label if calibration_ref else None,
         compression_seconds=report.get("total_seconds", report.get("seconds")),
         compression_device=report.get("device"),
+        onnx_files=[(name, f"{size / 2**20:.1f} MiB") for name, size in onnx_files],
+        onnx_dtypes=_onnx_dtypes(onnx_files),
     )
     # Jinja leaves the lines of skipped blocks empty: keep at most one blank line between paragraphs.
     return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)))
+
+
+def _onnx_dtypes(onnx_files: Sequence[tuple[str, int]]) -> list[str]:
+    """transformers.js ``dtype`` names of the published encoder files (``fp32`` for ``encoder_model.onnx``)."""
+    suffixes = {"": "fp32", "_fp16": "fp16", "_quantized": "q8", "_int8": "int8", "_uint8": "uint8", "_q4": "q4"}
+    names = [Path(name).name for name, _ in onnx_files]
+    return [dtype for suffix, dtype in suffixes.items() if f"encoder_model{suffix}.onnx" in names]
 
 
 def _speed_facts(speed: SpeedComparison, base: str, name: str) -> dict:

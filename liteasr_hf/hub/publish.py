@@ -45,6 +45,7 @@ def publish(
     license: str = DEFAULT_LICENSE,  # the card field's name
     datasets: Sequence[str] = (),
     benchmark: str | os.PathLike | None = None,
+    onnx: str | os.PathLike | None = None,
     private: bool = False,
     revision: str | None = None,
     create_pr: bool = False,
@@ -62,7 +63,8 @@ def publish(
         raise ValueError("--create-pr opens a pull request against main; leave out --revision.")
     if not dry_run:
         resolve_token(token)  # fail before the (possibly long) staging when no token is set
-    staged = stage_folder(model_dir, repo_id, staging_dir, evaluation, base_model, license, datasets, benchmark)
+    staged = stage_folder(model_dir, repo_id, staging_dir, evaluation, base_model, license, datasets, benchmark,
+                          onnx)
     if check:
         staged.check = check_staged_folder(staged.path)
     if dry_run:
@@ -73,7 +75,7 @@ def publish(
 
 
 _BATCH_KEYS = {
-    "model", "repo_id", "evaluation", "benchmark", "staging_dir", "base_model", "license", "datasets", "private",
+    "model", "repo_id", "evaluation", "benchmark", "onnx", "staging_dir", "base_model", "license", "datasets", "private",
     "revision", "create_pr", "commit_message",
 }
 
@@ -149,7 +151,7 @@ def publish_batch(
     for job in jobs:
         folder = stage_folder(job["model"], job["repo_id"], job.get("staging_dir"), job.get("evaluation"),
                               job.get("base_model"), job.get("license", DEFAULT_LICENSE), job.get("datasets", ()),
-                              job.get("benchmark"))
+                              job.get("benchmark"), job.get("onnx"))
         if check:
             folder.check = check_staged_folder(folder.path)
         staged.append(folder)

@@ -101,6 +101,40 @@ def model_files(model_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
     return keep, left_out
 
 
+ONNX_SUFFIXES = (".onnx", ".onnx_data")
+#: Beside onnx/, what onnx-asr reads and transformers 5's save_pretrained no longer writes.
+ONNX_VOCABULARY = ("vocab.json", "added_tokens.json")
+
+
+def onnx_files(model_dir: str | os.PathLike, onnx: str | os.PathLike | None = None) -> dict[str, Path]:
+    """The files of an ONNX export to publish with ``model_dir``: repo path -> source file (empty without export).
+
+    ``onnx``: a folder written by ``scripts/export_onnx.py`` (``None``: the model folder's own ``onnx/``, if any).
+    The export must come from this model: the same model type and ``low_rank_config``, or ``ValueError``.
+    """
+    model_dir = Path(model_dir)
+    root = Path(onnx) if onnx is not None else model_dir
+    subfolder = root / "onnx"
+    if onnx is None and not subfolder.is_dir():
+        return {}
+    if not all((subfolder / f"{graph}.onnx").is_file() for graph in ("encoder_model", "decoder_model_merged")):
+        raise ValueError(f"{root} is not an ONNX export: it needs onnx/encoder_model.onnx and "
+                         "onnx/decoder_model_merged.onnx. Write one with scripts/export_onnx.py --model "
+                         f"{model_dir} --output DIR.")
+    if onnx is not None:
+        ours = _read_json(model_dir / "config.json", "model configuration")
+        theirs = _read_json(root / "config.json", "ONNX export configuration") if (root / "config.json").is_file() \
+            else {}
+        for key in ("model_type", "d_model", "encoder_layers", "low_rank_config"):
+            if ours.get(key) != theirs.get(key):
+                raise ValueError(f"The ONNX export {root} was not made from {model_dir} (config.json {key} differs). "
+                                 f"Export this model: python scripts/export_onnx.py --model {model_dir} --output DIR.")
+    files = {f"onnx/{p.name}": p for p in sorted(subfolder.iterdir())
+             if p.is_file() and (p.name.endswith(ONNX_SUFFIXES) or p.name == "export_info.json")}
+    files.update({name: root / name for name in ONNX_VOCABULARY if (root / name).is_file()})
+    return files
+
+
 def _code_files(folder: Path, config: dict) -> list[str]:
     """The modules ``auto_map`` and ``custom_pipelines`` name, and every file they import relatively (found the
     way transformers' remote-code loader finds them), all of which must be in the folder."""
@@ -197,8 +231,13 @@ def stage_folder(
     license: str = DEFAULT_LICENSE,  # the card field's name
     datasets: Sequence[str] = (),
     benchmark: str | os.PathLike | None = None,
+    onnx: str | os.PathLike | None = None,
 ) -> StagedFolder:
     """Copy the files a user needs from ``model_dir`` into ``staging_dir`` and write the model card there.
+
+    ``onnx``: an export of this model by ``scripts/export_onnx.py``, published under ``onnx/`` with the vocabulary
+    files onnx-asr reads (``None``: the model folder's own ``onnx/`` if it has one), so that one repo serves
+    transformers, transformers.js and onnx-asr.
 
     ``evaluation``: summary files or folders (``None``: the ``<model>-evaluation`` folder if it exists; ``[]``: none,
     and the card says so). ``benchmark``: a ``scripts/benchmark.py`` report holding this model and its base model,
@@ -209,6 +248,8 @@ def stage_folder(
     check_repo_id(repo_id)
     source = Path(model_dir)
     keep, left_out = model_files(source)
+    exported = onnx_files(source, onnx)
+    left_out = [name for name in left_out if name not in exported]
     staging = Path(staging_dir) if staging_dir is not None else default_staging_dir(source)
     _check_staging_target(staging, source)
     explicit = evaluation is not None
@@ -216,7 +257,9 @@ def stage_folder(
     summaries = load_summaries(evaluation_paths)
     card = build_model_card(source, repo_id, summaries, explicit=explicit, base_model=base_model, license=license,
                             datasets=datasets, code_files=[name for name in keep if name.endswith(".py")],
-                            benchmark=benchmark)
+                            benchmark=benchmark,
+                            onnx_files=[(name, path.stat().st_size) for name, path in exported.items()
+                                        if name.startswith("onnx/") and name.endswith(ONNX_SUFFIXES)])
     check_card(card)
 
     notes = [f"{name} is not published (not needed to load or run the model)" for name in left_out]
@@ -229,6 +272,9 @@ def stage_folder(
         for name in keep:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / name, tmp / name)  # a copy: nothing done to the staged file reaches the source
+        for name, path in exported.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, tmp / name)
         notes += _fix_generation_config(tmp)
         # newline="\n": the card's bytes (and so its hash on the Hub) must not depend on the platform.
         with open(tmp / CARD, "w", encoding="utf-8", newline="\n") as f:

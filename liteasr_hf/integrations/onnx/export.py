@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,7 +33,10 @@ WHISPER_TYPES = ("whisper", "lite-whisper")
 
 def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
             dynamic_shapes, axes: dict[str, dict[int, str]]) -> None:
-    with torch.no_grad():
+    module.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch.onnx notes that dimensions sharing a constraint share a name: they are named after export.
+        warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
         program = torch.onnx.export(module, args, dynamo=True, input_names=input_names, output_names=output_names,
                                     dynamic_shapes=dynamic_shapes, opset_version=OPSET, optimize=True,
                                     verbose=False)
@@ -83,10 +87,11 @@ def export_graphs(model: torch.nn.Module, workdir: Path) -> dict[str, Path]:
 def _variant(source: Path, kind: str, workdir: Path) -> Path:
     """``source`` quantized (or cast to fp16) into ``workdir``."""
     target = workdir / f"{source.stem}_{kind}.onnx"
+    # Intermediate files keep their weights beside them: a large-v3 decoder is over protobuf's 2 GiB.
     if kind == "fp16":
-        onnx.save_model(to_fp16(onnx.load(source)), target)
+        onnx.save_model(to_fp16(onnx.load(source)), target, save_as_external_data=True, location=f"{target.name}_data")
     else:
-        quantize_file(source, target, kind)
+        quantize_file(source, target, kind, external_data=True)
     return target
 
 
@@ -129,7 +134,7 @@ def export_onnx(
     folder appears only when complete; an existing one is replaced only with ``overwrite``. ``external_data``:
     ``auto`` stores weights beside a file only when it would pass protobuf's 2 GiB, ``never`` refuses then.
     """
-    from ...checkpoints.loading import load_model_and_processor
+    from ...checkpoints.loading import load_model_and_processor, resolve_model_path
 
     kinds = check_quantizations(quantize)
     if external_data not in EXTERNAL_DATA:
@@ -138,6 +143,12 @@ def export_onnx(
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists: pass overwrite=True (--overwrite) to replace it.")
 
+    path = Path(resolve_model_path(model))
+    if path.is_dir():  # a local folder: refuse other models before loading anything
+        model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+        if model_type not in WHISPER_TYPES:
+            raise ValueError(f"{model} is a {model_type!r} model, not Whisper or LiteWhisper: the ONNX export takes "
+                             "Whisper and LiteWhisper folders.")
     started = time.perf_counter()
     whisper, processor, path = load_model_and_processor(model, trust_remote_code=trust_remote_code,
                                                         attn_implementation="eager")
@@ -145,6 +156,11 @@ def export_onnx(
     if model_type not in WHISPER_TYPES:
         raise ValueError(f"{model} is a {model_type!r} model; the ONNX export takes Whisper and LiteWhisper models.")
     whisper = whisper.float().eval()
+    # The decoder is the larger graph; its fp32 weights alone tell whether one file can hold it.
+    weights = 4 * sum(p.numel() for p in whisper.get_decoder().parameters())
+    if external_data == "never" and weights > PROTOBUF_LIMIT:
+        raise ValueError(f"The decoder's weights are {weights / 2**30:.2f} GiB, over the 2 GiB limit of one ONNX file "
+                         "without external data. Export with external data (--external-data auto or always).")
     encoder_paths = (whisper.get_encoder().attention_paths(device="cpu")
                      if hasattr(whisper.get_encoder(), "attention_paths") else None)
 

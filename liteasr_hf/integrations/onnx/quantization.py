@@ -26,7 +26,8 @@ def check_quantizations(names) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(names or ()))
     unknown = [n for n in names if n not in QUANTIZATIONS]
     if unknown:
-        raise ValueError(f"Unknown quantization {', '.join(map(repr, unknown))}: choose from {', '.join(QUANTIZATIONS)}.")
+        raise ValueError(f"Unknown quantization {', '.join(map(repr, unknown))}: "
+                         f"choose from {', '.join(QUANTIZATIONS)}.")
     return names
 
 

@@ -1,0 +1,306 @@
+"""Timing and accuracy in ONNX Runtime, with faster-whisper (CTranslate2) beside it in the same run.
+
+Models are exported folders named with their weight type, ``DIR`` or ``DIR:q8``; the first is the reference. The
+encoders are timed as :func:`liteasr_hf.evaluation.benchmark.benchmark_encoders` times PyTorch's: batches of 30 s
+inputs, every round running each model once in rotating order, medians after untimed warm-up rounds. End to end,
+each system transcribes the same clips (features, greedy decoding, detokenization) and is scored with Whisper's
+English normalizer: RTFx = audio seconds / compute seconds, as the Open ASR Leaderboard counts it.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .layout import DECODER, DTYPE_SUFFIXES, ENCODER, SUBFOLDER, OnnxLayout
+from .runtime import OnnxWhisper, session_options
+
+FRAMES = 3000  # Whisper's 30 s of log-mel frames
+
+
+def parse_model_spec(spec: str) -> tuple[Path, str]:
+    """``DIR`` or ``DIR:dtype`` -> (folder, dtype)."""
+    folder, _, dtype = str(spec).rpartition(":") if ":" in str(spec) else (str(spec), "", "fp32")
+    if dtype not in DTYPE_SUFFIXES:
+        raise ValueError(f"{spec}: unknown weight type {dtype!r}; write DIR or DIR:TYPE with TYPE one of "
+                         f"{', '.join(DTYPE_SUFFIXES)}.")
+    if not (Path(folder) / SUBFOLDER).is_dir():
+        raise FileNotFoundError(f"{folder} has no onnx/ folder: export it with scripts/export_onnx.py first.")
+    return Path(folder), dtype
+
+
+def _file_bytes(path: Path) -> int:
+    data = path.with_name(path.name + "_data")
+    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
+def _iqr(values: Sequence[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q3 - q1
+
+
+@dataclass
+class OnnxEncoderRow:
+    """One exported encoder at one batch size; ratios against the first model at the same batch size."""
+
+    model: str
+    dtype: str
+    batch_size: int
+    encoder_mb: float  # the ONNX file (and its external data)
+    encoder_gflops: float  # one 30 s input, from the configuration (quantization does not change it)
+    flop_reduction: float
+    latency_ms: float
+    latency_min_ms: float
+    latency_iqr_ms: float
+    speedup: float
+    speedup_per_flop_reduction: float
+    throughput: float  # audio seconds per second
+    repeats: int
+
+
+def benchmark_onnx_encoders(specs: Sequence[str], batch_sizes: Sequence[int] = (1,), repeats: int = 5,
+                            warmup: int = 1, threads: int | None = None) -> list[OnnxEncoderRow]:
+    """Time the encoder session of each ``DIR[:dtype]`` (the first is the reference)."""
+    import onnxruntime as ort
+    from transformers import AutoConfig
+
+    from ...compression.cost import encoder_cost
+
+    if not specs:
+        raise ValueError("No models to benchmark.")
+    if repeats < 1 or not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError(f"repeats and batch sizes must be at least 1, got {repeats}, {list(batch_sizes)}.")
+    names = list(dict.fromkeys(str(s) for s in specs))
+    sessions, flops, sizes, mels = {}, {}, {}, {}
+    for name in names:
+        folder, dtype = parse_model_spec(name)
+        config = AutoConfig.from_pretrained(folder)
+        path = folder / SUBFOLDER / OnnxLayout.from_config(config).file_name(ENCODER, dtype)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} missing: export {folder} with --quantize {dtype}.")
+        sessions[name] = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        flops[name] = encoder_cost(config).flops
+        sizes[name] = _file_bytes(path)
+        mels[name] = config.num_mel_bins
+    warmup = max(warmup, 1)
+    rows = []
+    rng = np.random.default_rng(0)
+    for batch_size in batch_sizes:
+        inputs = {n: rng.standard_normal((batch_size, mels[n], FRAMES), dtype=np.float32) for n in names}
+        times: dict[str, list[float]] = {n: [] for n in names}
+        for round_ in range(warmup + repeats):
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
+                start = time.perf_counter()
+                sessions[name].run(None, {"input_features": inputs[name]})
+                if round_ >= warmup:
+                    times[name].append(time.perf_counter() - start)
+        reference = statistics.median(times[names[0]])
+        for name in names:
+            latency = statistics.median(times[name])
+            reduction = flops[names[0]] / flops[name]
+            rows.append(OnnxEncoderRow(
+                model=str(parse_model_spec(name)[0]), dtype=parse_model_spec(name)[1], batch_size=batch_size,
+                encoder_mb=sizes[name] / 2**20, encoder_gflops=flops[name] / 1e9, flop_reduction=reduction,
+                latency_ms=1000 * latency, latency_min_ms=1000 * min(times[name]),
+                latency_iqr_ms=1000 * _iqr(times[name]), speedup=reference / latency,
+                speedup_per_flop_reduction=reference / latency / reduction,
+                throughput=batch_size * 30.0 / latency, repeats=repeats))
+    return rows
+
+
+@dataclass
+class SystemRow:
+    """One system transcribing the same clips: ONNX Runtime over an export, or faster-whisper."""
+
+    system: str
+    runtime: str  # onnxruntime | faster-whisper
+    dtype: str  # weight type (ONNX file suffix, or CTranslate2 compute type)
+    size_mb: float  # the files the system loads for its weights
+    n_clips: int
+    audio_seconds: float
+    seconds: float  # median compute time over the repeats
+    rtfx: float
+    wer: float
+    batch_size: int
+    repeats: int
+
+
+def _faster_whisper_runner(source: str, compute_type: str, threads: int | None, cache: Path):
+    from faster_whisper import WhisperModel
+
+    from ...checkpoints.ctranslate2_format import ctranslate2_folder
+
+    folder = ctranslate2_folder(source, cache)
+    model = WhisperModel(str(folder), device="cpu", compute_type=compute_type, cpu_threads=threads or 0,
+                         num_workers=1)
+
+    def run(audios: Sequence[np.ndarray]) -> list[str]:
+        texts = []
+        for audio in audios:
+            # greedy, one temperature, no timestamps, no VAD, no fallbacks: the same decoding as ours
+            segments, _ = model.transcribe(
+                audio, language="en", task="transcribe", beam_size=1, best_of=1, temperature=0.0,
+                without_timestamps=True, condition_on_previous_text=False, vad_filter=False,
+                compression_ratio_threshold=None, log_prob_threshold=None, no_speech_threshold=None)
+            texts.append("".join(s.text for s in segments).strip())
+        return texts
+
+    return run, (folder / "model.bin").stat().st_size
+
+
+def benchmark_systems(
+    specs: Sequence[str],
+    utterances: Sequence,
+    *,
+    batch_size: int = 1,
+    repeats: int = 1,
+    threads: int | None = None,
+    faster_whisper: str | None = None,
+    compute_types: Sequence[str] = ("int8", "float32"),
+    cache: str | os.PathLike = "models/ctranslate2",
+    log: Callable[[str], None] | None = print,
+) -> list[SystemRow]:
+    """Transcribe ``utterances`` (with ``audio`` and ``text``) with every ONNX ``DIR[:dtype]`` and, with
+    ``faster_whisper`` (a CTranslate2 folder or packaged alias), with faster-whisper at each compute type;
+    systems interleaved per repeat after one untimed pass over the first clip."""
+    from transformers import WhisperTokenizer
+
+    from ...evaluation.transcription import english_normalizer, score
+
+    audios = [u.audio for u in utterances]
+    references = [u.text or "" for u in utterances]
+    audio_seconds = sum(a.size for a in audios) / 16000
+    runners: dict[str, tuple[str, str, float, Callable]] = {}
+    for spec in specs:
+        folder, dtype = parse_model_spec(spec)
+        model = OnnxWhisper(folder, dtype, threads=threads)
+        size = sum(_file_bytes(folder / SUBFOLDER / model.layout.file_name(g, dtype)) for g in (ENCODER, DECODER))
+        runners[str(spec)] = ("onnxruntime", dtype, size,
+                              lambda a, m=model: m.transcribe(list(a), batch_size=batch_size, language="en"))
+    for compute_type in (compute_types if faster_whisper else ()):
+        run, size = _faster_whisper_runner(faster_whisper, compute_type, threads, Path(cache))
+        runners[f"faster-whisper {Path(str(faster_whisper)).name}:{compute_type}"] = (
+            "faster-whisper", compute_type, size, run)
+    tokenizer = WhisperTokenizer.from_pretrained(parse_model_spec(specs[0])[0]) if specs else None
+    normalizer, _ = english_normalizer(tokenizer)
+    names = list(runners)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    texts: dict[str, list[str]] = {}
+    for name in names:
+        runners[name][3](audios[:1])  # warm-up
+    for round_ in range(repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            if log:
+                log(f"  transcribing with {name} (pass {round_ + 1}/{repeats})")
+            start = time.perf_counter()
+            texts[name] = runners[name][3](audios)
+            times[name].append(time.perf_counter() - start)
+    rows = []
+    for name in names:
+        runtime, dtype, size, _ = runners[name]
+        seconds = statistics.median(times[name])
+        wer = score(references, texts[name], normalizer)[1].wer
+        rows.append(SystemRow(name, runtime, dtype, size / 2**20, len(audios), audio_seconds, seconds,
+                              audio_seconds / seconds, wer, batch_size if runtime == "onnxruntime" else 1, repeats))
+    return rows
+
+
+def run_onnx_benchmark(
+    specs: Sequence[str],
+    *,
+    batch_sizes: Sequence[int] = (1, 8),
+    repeats: int = 5,
+    warmup: int = 1,
+    threads: int | None = None,
+    data: str | os.PathLike | None = None,
+    split: str | None = "evaluation",
+    clips: int = 16,
+    e2e_batch_size: int = 1,
+    e2e_repeats: int = 1,
+    faster_whisper: str | None = None,
+    compute_types: Sequence[str] = ("int8", "float32"),
+    cache: str | os.PathLike = "models/ctranslate2",
+    output: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """Encoders, then (with ``data`` and ``clips > 0``) end-to-end transcription and WER of the first ``clips``
+    utterances (0 < clips; None: all); returns the report and writes it as JSON to ``output``."""
+    from ...evaluation.benchmark import _machine, write_report
+    from ...evaluation.transcription import _versions
+
+    started = time.perf_counter()
+    if log:
+        log(f"ONNX Runtime encoders: batch sizes {list(batch_sizes)}, {max(warmup, 1)} warm-up + {repeats} rounds")
+    encoder_rows = benchmark_onnx_encoders(specs, batch_sizes, repeats, warmup, threads)
+    system_rows = []
+    if data is not None and clips != 0:
+        from ...data.speech import load_speech
+
+        utterances, _ = load_speech(data, split=split, max_samples=clips)
+        if not utterances:
+            raise ValueError(f"No usable audio in {data} (split {split}).")
+        if log:
+            log(f"end to end: {len(utterances)} clips")
+        system_rows = benchmark_systems(specs, utterances, batch_size=e2e_batch_size, repeats=e2e_repeats,
+                                        threads=threads, faster_whisper=faster_whisper, compute_types=compute_types,
+                                        cache=cache, log=log)
+    import onnxruntime
+    import torch
+
+    report = {
+        "runtime": "onnxruntime",
+        "reference": str(specs[0]),
+        "settings": {"threads": threads, "batch_sizes": list(batch_sizes), "repeats": repeats,
+                     "warmup": max(warmup, 1), "e2e_data": str(data) if system_rows else None,
+                     "e2e_split": split if system_rows else None, "e2e_batch_size": e2e_batch_size,
+                     "e2e_repeats": e2e_repeats},
+        "machine": _machine(torch.device("cpu")),
+        "encoder": [asdict(r) for r in encoder_rows],
+        "systems": [asdict(r) for r in system_rows],
+        "onnxruntime": onnxruntime.__version__,
+        "benchmark_seconds": round(time.perf_counter() - started, 1),
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **_versions(),
+    }
+    if faster_whisper and system_rows:
+        import faster_whisper as fw
+
+        report["faster_whisper"] = fw.__version__
+    if output is not None:
+        write_report(output, report)
+    return report
+
+
+def format_onnx_table(report: Mapping) -> str:
+    """The report's encoder and end-to-end tables in Markdown."""
+    from ...evaluation.benchmark import _markdown
+
+    rows = [("model", "weights", "batch", "encoder MB", "GFLOPs", "FLOP red.", "latency ms (IQR)", "speed-up",
+             "speed-up / FLOP red.")]
+    for r in report["encoder"]:
+        rows.append((Path(r["model"]).name, r["dtype"], str(r["batch_size"]), f"{r['encoder_mb']:.1f}",
+                     f"{r['encoder_gflops']:.2f}", f"{r['flop_reduction']:.2f}x",
+                     f"{r['latency_ms']:.1f} ({r['latency_iqr_ms']:.1f})", f"{r['speedup']:.2f}x",
+                     f"{r['speedup_per_flop_reduction']:.2f}"))
+    settings = report["settings"]
+    lines = [f"ONNX Runtime {report['onnxruntime']} encoders (one run over a batch of 30 s inputs, "
+             f"{settings['threads'] or 'default'} threads):", *_markdown(rows)]
+    if report.get("systems"):
+        rows = [("system", "runtime", "weights", "files MB", "clips", "audio s", "time s", "RTFx", "WER %")]
+        for r in report["systems"]:
+            rows.append((Path(r["system"].split(":")[0]).name if r["runtime"] == "onnxruntime" else r["system"],
+                         r["runtime"], r["dtype"], f"{r['size_mb']:.0f}", str(r["n_clips"]),
+                         f"{r['audio_seconds']:.1f}", f"{r['seconds']:.1f}", f"{r['rtfx']:.1f}", f"{r['wer']:.2f}"))
+        lines += ["", "End to end (features, greedy decoding, text; one clip at a time unless said):", *_markdown(rows)]
+    return "\n".join(lines)
