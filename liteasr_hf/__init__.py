@@ -57,6 +57,7 @@ _TOOLS = {
     "build_model_card": "hub",
     "publish": "hub",
     "publish_batch": "hub",
+    "export_onnx": "integrations.onnx",
 }
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
     from .data import SpeechSource, load_audio, load_speech
     from .evaluation import compare_models, evaluate_model, run_benchmark
     from .hub import build_model_card, publish, publish_batch
+    from .integrations.onnx import export_onnx
 
 
 def __getattr__(name: str):

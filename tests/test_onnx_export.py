@@ -46,7 +46,7 @@ def lite_tiny_en(tiny_en_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def exported(lite_tiny_en, tmp_path_factory) -> Path:
     return export_onnx(lite_tiny_en, tmp_path_factory.mktemp("onnx") / "lite-whisper-tiny.en", quantize=["q8"],
-                       progress=False)
+                       fp16=True, progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -69,15 +69,22 @@ def q8_texts(exported, utterances) -> list[str]:
     return OnnxWhisper(exported, "q8").transcribe([u.audio for u in utterances[:N_CLIENT]])
 
 
+@pytest.fixture(scope="session")
+def fp16_texts(exported, utterances) -> list[str]:
+    return OnnxWhisper(exported, "fp16").transcribe([u.audio for u in utterances[:N_CLIENT]])
+
+
 def test_folder_has_what_the_clients_read(exported, lite_tiny_en):
     names = {p.name for p in exported.iterdir()}
     assert {"config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json",
             "tokenizer_config.json", "vocab.json", "added_tokens.json", "onnx"} <= names
     files = {p.name for p in (exported / "onnx").iterdir()}
     assert files == {"encoder_model.onnx", "decoder_model_merged.onnx", "encoder_model_quantized.onnx",
-                     "decoder_model_merged_quantized.onnx", "export_info.json"}
+                     "decoder_model_merged_quantized.onnx", "encoder_model_fp16.onnx", "decoder_model_merged_fp16.onnx",
+                     "export_info.json"}
     info = json.loads((exported / "onnx" / "export_info.json").read_text())
-    assert info["model_type"] == "lite-whisper" and info["dtypes"] == ["fp32", "q8"]
+    assert info["model_type"] == "lite-whisper" and info["dtypes"] == ["fp32", "q8", "fp16"]
+    assert info["source"] == "lite-whisper-tiny.en"  # a local folder by its name: the file may be published
     assert info["encoder_attention_paths"] == ["full", "full", "full", "rank_space"]
     config = json.loads((exported / "config.json").read_text())
     assert config["model_type"] == "lite-whisper" and config["num_mel_bins"] == 80
@@ -131,17 +138,19 @@ def test_greedy_transcripts_match_pytorch(exported, utterances, torch_texts):
     assert texts == torch_texts
 
 
-def test_q8_variant_is_smaller_and_transcribes(exported, q8_texts, utterances):
+def test_q8_and_fp16_variants_are_smaller_and_transcribe(exported, q8_texts, fp16_texts, torch_texts, utterances):
     size = {p.name: p.stat().st_size for p in (exported / "onnx").iterdir()}
     assert size["encoder_model_quantized.onnx"] < 0.5 * size["encoder_model.onnx"]
     assert size["decoder_model_merged_quantized.onnx"] < 0.8 * size["decoder_model_merged.onnx"]
+    assert size["encoder_model_fp16.onnx"] < 0.6 * size["encoder_model.onnx"]
     for text, utterance in zip(q8_texts, utterances):
         assert 0 < len(text.split()) <= 3 * len(utterance.text.split()), (text, utterance.text)
+    _assert_same(fp16_texts, torch_texts[:N_CLIENT], exact=False)
 
 
 def _assert_same(texts: list[str], expected: list[str], exact: bool) -> None:
-    """fp32: the client's texts are PyTorch's. q8: within 20% word error of our ONNX Runtime run on the same files.
-    Not identical: an 8-bit tiny model's words flip with the log-mel code (each client has its own, within about
+    """fp32: the client's texts are PyTorch's. q8, fp16: within 20% word error of our ONNX Runtime run on the same
+    files. Not identical: an 8-bit tiny model's words flip with the log-mel code (each client has its own, within about
     1e-4 of Whisper's) and with ONNX Runtime's graph optimizations (measured: 3 of 10 clips differ between
     optimizations on and off in Python alone)."""
     import jiwer
@@ -164,11 +173,11 @@ def _f32_clips(utterances, folder: Path) -> Path:
     return folder / "list.json"
 
 
-def test_transformers_js_transcribes_like_pytorch(exported, utterances, torch_texts, q8_texts, tmp_path):
+def test_transformers_js_transcribes_like_pytorch(exported, utterances, torch_texts, q8_texts, fp16_texts, tmp_path):
     if not (NODE_CLIENT / "node_modules" / "@huggingface" / "transformers").is_dir():
         pytest.fail(f"transformers.js is not installed: run `make clients` (npm ci in {NODE_CLIENT}).")
     listing = _f32_clips(utterances[:N_CLIENT], tmp_path / "clips")
-    for dtype, expected in (("fp32", torch_texts[:N_CLIENT]), ("q8", q8_texts)):
+    for dtype, expected in (("fp32", torch_texts[:N_CLIENT]), ("q8", q8_texts), ("fp16", fp16_texts)):
         run = subprocess.run(
             ["node", str(NODE_CLIENT / "transcribe.mjs"), "--models-dir", str(exported.parent), "--model",
              exported.name, "--dtype", dtype, "--audio-list", str(listing)],

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ...atomic import atomic_directory
+from ...portable import portable_path
 from .client_files import write_client_files
 from .graphs import DecoderGraph, EncoderGraph
 from .layout import DECODER, ENCODER, PROTOBUF_LIMIT, SUBFOLDER, OnnxLayout
@@ -28,6 +29,7 @@ from .quantization import check_quantizations, quantize_file, to_fp16
 
 OPSET = 18
 EXTERNAL_DATA = ("auto", "always", "never")
+GRAPH_ALLOWANCE = 64 * 2**20  # bytes of a model besides its weights, generously (tiny.en's decoder: 0.3 MB)
 WHISPER_TYPES = ("whisper", "lite-whisper")
 
 
@@ -37,6 +39,7 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[
     with torch.no_grad(), warnings.catch_warnings():
         # torch.onnx notes that dimensions sharing a constraint share a name: they are named after export.
         warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)", category=FutureWarning)
         program = torch.onnx.export(module, args, dynamo=True, input_names=input_names, output_names=output_names,
                                     dynamic_shapes=dynamic_shapes, opset_version=OPSET, optimize=True,
                                     verbose=False)
@@ -97,7 +100,8 @@ def _variant(source: Path, kind: str, workdir: Path) -> Path:
 
 def _save(model: onnx.ModelProto, path: Path, external_data: str) -> bool:
     """Save ``model`` as one file, or with its weights in ``<file>_data`` when asked or when it must."""
-    size = model.ByteSize()
+    # The weights' bytes plus room for the graph: ByteSize of the whole model can itself pass protobuf's limit.
+    size = sum(t.ByteSize() for t in model.graph.initializer) + GRAPH_ALLOWANCE
     external = external_data == "always" or (external_data == "auto" and size > PROTOBUF_LIMIT)
     if size > PROTOBUF_LIMIT and not external:
         raise ValueError(f"{path.name} would be {size / 2**30:.2f} GiB, over the 2 GiB limit of one ONNX file. "
@@ -186,7 +190,7 @@ def export_onnx(
             bar.update()
         write_client_files(whisper, processor, folder, external_data=external)
         info = {
-            "source": str(model),
+            "source": portable_path(model),  # a local folder by its name only: the file may be published
             "model_type": model_type,
             "exporter": f"torch.onnx.export (dynamo) torch {torch.__version__}, opset {OPSET}",
             "dtypes": ["fp32", *kinds, *(["fp16"] if fp16 else [])],

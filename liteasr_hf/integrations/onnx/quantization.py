@@ -69,4 +69,24 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """Weights and computation in float16; inputs and outputs stay float32, so clients feed the same tensors."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    return convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+    return _topologically_sorted(convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True))
+
+
+def _topologically_sorted(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The converter appends the casts of the kept float32 inputs after the nodes that read them; ONNX wants every
+    node after the nodes that produce its inputs."""
+    graph = model.graph
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    nodes, placed, ordered = list(graph.node), set(), []
+    while len(ordered) < len(nodes):
+        before = len(ordered)
+        for index, node in enumerate(nodes):  # nearly sorted already: few passes
+            if index not in placed and all(name in ready for name in node.input):
+                placed.add(index)
+                ordered.append(node)
+                ready.update(node.output)
+        if len(ordered) == before:
+            raise ValueError("The fp16 graph reads a value that no node produces.")
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return model
