@@ -23,8 +23,9 @@ from liteasr_hf.integrations.onnx import export as export_module
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_CLIENT = ROOT / "clients" / "transformers-js"
-N_PARITY = 24  # utterances compared with PyTorch in ONNX Runtime
+N_PARITY = 20  # utterances compared with PyTorch in ONNX Runtime
 N_CLIENT = 10  # utterances compared through each client
+N_FP16 = 5  # fp16 runs slowly on CPUs (no native half-precision arithmetic): fewer utterances
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +37,7 @@ def lite_tiny_en(tiny_en_dir, tmp_path_factory) -> Path:
     last = {"q_proj": 192, "k_proj": 128, "v_proj": 128, "out_proj": 256, "fc1": 320}
     RankPlan(ranks=[mild, mild, mild, last]).save(root / "plan.json")
     folder, _ = compress_checkpoint(tiny_en_dir, root / "lite-whisper-tiny.en", preset="tiny", plan=root / "plan.json",
-                                    num_samples=4, progress=False)
+                                    num_samples=2, progress=False)
     config = json.loads((folder / "config.json").read_text())
     config["attention_path"] = ["auto", "auto", "auto", "rank_space"]
     (folder / "config.json").write_text(json.dumps(config, indent=2))
@@ -71,7 +72,7 @@ def q8_texts(exported, utterances) -> list[str]:
 
 @pytest.fixture(scope="session")
 def fp16_texts(exported, utterances) -> list[str]:
-    return OnnxWhisper(exported, "fp16").transcribe([u.audio for u in utterances[:N_CLIENT]])
+    return OnnxWhisper(exported, "fp16").transcribe([u.audio for u in utterances[:N_FP16]])
 
 
 def test_folder_has_what_the_clients_read(exported, lite_tiny_en):
@@ -145,7 +146,7 @@ def test_q8_and_fp16_variants_are_smaller_and_transcribe(exported, q8_texts, fp1
     assert size["encoder_model_fp16.onnx"] < 0.6 * size["encoder_model.onnx"]
     for text, utterance in zip(q8_texts, utterances):
         assert 0 < len(text.split()) <= 3 * len(utterance.text.split()), (text, utterance.text)
-    _assert_same(fp16_texts, torch_texts[:N_CLIENT], exact=False)
+    _assert_same(fp16_texts, torch_texts[:N_FP16], exact=False)
 
 
 def _assert_same(texts: list[str], expected: list[str], exact: bool) -> None:
@@ -178,9 +179,10 @@ def test_transformers_js_transcribes_like_pytorch(exported, utterances, torch_te
         pytest.fail(f"transformers.js is not installed: run `make clients` (npm ci in {NODE_CLIENT}).")
     listing = _f32_clips(utterances[:N_CLIENT], tmp_path / "clips")
     for dtype, expected in (("fp32", torch_texts[:N_CLIENT]), ("q8", q8_texts), ("fp16", fp16_texts)):
+        clips = listing if len(expected) == N_CLIENT else _f32_clips(utterances[:len(expected)], tmp_path / dtype)
         run = subprocess.run(
             ["node", str(NODE_CLIENT / "transcribe.mjs"), "--models-dir", str(exported.parent), "--model",
-             exported.name, "--dtype", dtype, "--audio-list", str(listing)],
+             exported.name, "--dtype", dtype, "--audio-list", str(clips)],
             capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stderr[-3000:]
         texts = [r["text"].strip() for r in json.loads(run.stdout)["results"]]

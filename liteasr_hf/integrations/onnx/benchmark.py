@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...evaluation.benchmark import _iqr
 from .layout import DECODER, DTYPE_SUFFIXES, ENCODER, SUBFOLDER, OnnxLayout
 from .runtime import OnnxWhisper, session_options
 
@@ -39,13 +40,6 @@ def parse_model_spec(spec: str) -> tuple[Path, str]:
 def _file_bytes(path: Path) -> int:
     data = path.with_name(path.name + "_data")
     return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
-
-
-def _iqr(values: Sequence[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q3 - q1
 
 
 @dataclass
