@@ -74,9 +74,10 @@ def benchmark_onnx_encoders(specs: Sequence[str], batch_sizes: Sequence[int] = (
     if repeats < 1 or not batch_sizes or min(batch_sizes) < 1:
         raise ValueError(f"repeats and batch sizes must be at least 1, got {repeats}, {list(batch_sizes)}.")
     names = list(dict.fromkeys(str(s) for s in specs))
+    parsed = {name: parse_model_spec(name) for name in names}
     sessions, flops, sizes, mels = {}, {}, {}, {}
     for name in names:
-        folder, dtype = parse_model_spec(name)
+        folder, dtype = parsed[name]
         config = AutoConfig.from_pretrained(folder)
         path = folder / SUBFOLDER / OnnxLayout.from_config(config).file_name(ENCODER, dtype)
         if not path.is_file():
@@ -103,7 +104,7 @@ def benchmark_onnx_encoders(specs: Sequence[str], batch_sizes: Sequence[int] = (
             latency = statistics.median(times[name])
             reduction = flops[names[0]] / flops[name]
             rows.append(OnnxEncoderRow(
-                model=str(parse_model_spec(name)[0]), dtype=parse_model_spec(name)[1], batch_size=batch_size,
+                model=str(parsed[name][0]), dtype=parsed[name][1], batch_size=batch_size,
                 encoder_mb=sizes[name] / 2**20, encoder_gflops=flops[name] / 1e9, flop_reduction=reduction,
                 latency_ms=1000 * latency, latency_min_ms=1000 * min(times[name]),
                 latency_iqr_ms=1000 * _iqr(times[name]), speedup=reference / latency,

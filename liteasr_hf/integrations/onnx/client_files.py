@@ -16,7 +16,7 @@ from ...checkpoints.saving import save_processor
 
 def write_vocabulary(tokenizer, folder: Path) -> None:
     """``vocab.json`` (the byte-level BPE vocabulary) and ``added_tokens.json`` (special and timestamp tokens)."""
-    added = {token: index for token, index in tokenizer.get_added_vocab().items()}
+    added = tokenizer.get_added_vocab()
     vocab = {token: index for token, index in tokenizer.get_vocab().items() if token not in added}
     dump = {"indent": 2, "ensure_ascii": False, "sort_keys": False}
     (folder / "vocab.json").write_text(json.dumps(dict(sorted(vocab.items(), key=lambda kv: kv[1])), **dump) + "\n",

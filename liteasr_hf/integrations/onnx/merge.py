@@ -18,8 +18,9 @@ from .layout import OnnxLayout
 
 
 def _tensor_key(tensor: TensorProto) -> tuple:
-    data = numpy_helper.to_array(tensor)
-    return tensor.data_type, tuple(tensor.dims), hashlib.sha1(data.tobytes()).hexdigest()
+    # raw_data holds the exporters' weights; converting to numpy first would copy each of them once more
+    data = tensor.raw_data or numpy_helper.to_array(tensor).tobytes()
+    return tensor.data_type, tuple(tensor.dims), hashlib.sha1(data).hexdigest()
 
 
 def _as_branch(graph: onnx.GraphProto, name: str, prefix: str, outer_inputs: set[str],
