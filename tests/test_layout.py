@@ -22,7 +22,8 @@ from liteasr_hf.hub.check import BLOCK_LITEASR_HF
 
 MODEL_DIR = Path(liteasr_hf.__file__).parent / "models" / "lite_whisper"
 OLD_FOLDER = Path(__file__).parent / "data" / "saved_before_layout"
-SUB_PACKAGES = ("checkpoints", "compression", "data", "evaluation", "hub", "integrations", "integrations.onnx")
+SUB_PACKAGES = ("checkpoints", "compression", "data", "evaluation", "hub", "integrations", "integrations.onnx",
+                "integrations.vllm")
 
 
 def _imported_modules(path: Path) -> list[tuple[int, str, int]]:

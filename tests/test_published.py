@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -23,20 +22,6 @@ from liteasr_hf.checkpoints.published import processor_source, upgrade_published
 from liteasr_hf.checkpoints.saving import save_model_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-# Published code files, in the paper's style; importing them would show that the repo's own code ran.
-PUBLISHED_CODE = {
-    "configuration_lite_whisper.py": textwrap.dedent(
-        """
-        raise RuntimeError("the published configuration code ran")
-        from transformers import WhisperConfig
-        class LiteWhisperConfig(WhisperConfig):
-            model_type = "lite-whisper"
-            def __init__(self, low_rank_config=None, **kwargs):
-                super().__init__(**kwargs)
-                self.low_rank_config = low_rank_config
-        """),
-    "modeling_lite_whisper.py": 'raise RuntimeError("the published modeling code ran")\n',
-}
 # Ranks for tiny.en (d_model 384, ffn 1536); every layer factorized by truncated SVD of its real weights.
 RANKS = [{"q_proj": 256, "k_proj": 224, "v_proj": 288, "out_proj": 320, "fc1": 320, "fc2": 320}] * 4
 
@@ -67,23 +52,12 @@ def factorized_tiny_en(tiny_en_dir: Path) -> LiteWhisperForConditionalGeneration
 
 
 @pytest.fixture(scope="module")
-def folders(tiny_en_dir, tmp_path_factory) -> tuple[Path, Path]:
+def folders(tiny_en_dir, tmp_path_factory, published_layout) -> tuple[Path, Path]:
     """(our folder, a published-layout folder) holding the same weights."""
     root = tmp_path_factory.mktemp("published")
     ours = save_model_folder(factorized_tiny_en(tiny_en_dir), root / "ours",
                              processor=WhisperProcessor.from_pretrained(tiny_en_dir))
-    published = root / "lite-whisper-tiny.en"
-    published.mkdir()
-    config = json.loads((ours / "config.json").read_text())
-    for key in ("custom_pipelines", "attention_path"):
-        config.pop(key)
-    config["auto_map"] = {"AutoConfig": "configuration_lite_whisper.LiteWhisperConfig",
-                          "AutoModel": "modeling_lite_whisper.LiteWhisperForConditionalGeneration"}
-    (published / "config.json").write_text(json.dumps(config, indent=2))
-    for name in ("model.safetensors", "generation_config.json"):
-        shutil.copyfile(ours / name, published / name)
-    for name, code in PUBLISHED_CODE.items():
-        (published / name).write_text(code)
+    published = published_layout(ours, root / "lite-whisper-tiny.en")
     return ours, published
 
 

@@ -37,6 +37,7 @@ from vllm.model_executor.models.whisper import (
     WhisperProcessingInfo,
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.tokenizers import TokenizerLike
 from vllm.transformers_utils.processor import cached_processor_from_config
 from vllm.transformers_utils.repo_utils import file_or_path_exists
 
@@ -50,9 +51,26 @@ _ENCODER_PROJECTION = re.compile(
     r"^model\.encoder\.layers\.(\d+)\.(?:self_attn\.)?(" + "|".join(LOW_RANK_MODULES) + r")\.(weight1|weight2|weight|bias)$")
 
 
+#: Entries in an English-only Whisper vocabulary (``*.en``): one fewer than the multilingual checkpoints'.
+ENGLISH_ONLY_VOCABULARY = 51864
+
+
 def english_only(config) -> bool:
-    """Whether a Whisper config is an English-only checkpoint (``*.en``: one token fewer than the multilingual)."""
-    return config.vocab_size == 51864
+    """Whether a Whisper config is an English-only checkpoint."""
+    return config.vocab_size == ENGLISH_ONLY_VOCABULARY
+
+
+def decoder_prompt(config, language: str | None = "en", task: str = "transcribe", previous: str = "") -> str:
+    """The decoder prompt transformers' ``generate`` gives Whisper (without timestamps): ``<|startoftranscript|>``,
+    language and task, ``<|notimestamps|>``; English-only models were trained without language and task tokens."""
+    start = f"<|prev|>{previous}<|startoftranscript|>" if previous else "<|startoftranscript|>"
+    if english_only(config):
+        if task != "transcribe":
+            raise ValueError("An English-only Whisper model (*.en) only transcribes English; it cannot translate.")
+        return start + "<|notimestamps|>"
+    if not language:
+        raise ValueError("A multilingual Whisper prompt needs a language (vLLM detects it when a request has none).")
+    return start + f"<|{language}|><|{task}|><|notimestamps|>"
 
 
 def _ranks(config, layer: int) -> dict[str, int]:
@@ -224,14 +242,21 @@ class LiteWhisperForConditionalGeneration(WhisperForConditionalGeneration):
         ``<|startoftranscript|><|notimestamps|>``, as transformers' ``generate`` writes it."""
         if not english_only(stt_params.model_config.hf_config):
             return super().get_generation_prompt(stt_params)
-        if stt_params.task_type != "transcribe":
-            raise ValueError("An English-only Whisper model (*.en) only transcribes English; it cannot translate.")
-        previous = f"<|prev|>{stt_params.request_prompt}" if stt_params.request_prompt else ""
         return ExplicitEncoderDecoderPrompt(
             encoder_prompt=TextPrompt(prompt="", multi_modal_data={
                 "audio": (stt_params.audio, stt_params.stt_config.sample_rate)}),
-            decoder_prompt=TextPrompt(prompt=previous + "<|startoftranscript|><|notimestamps|>"),
+            decoder_prompt=TextPrompt(prompt=decoder_prompt(stt_params.model_config.hf_config, None,
+                                                            stt_params.task_type, stt_params.request_prompt)),
         )
+
+    @classmethod
+    def get_language_token_ids(cls, tokenizer: TokenizerLike) -> list[int]:
+        """vLLM detects the language of a request without one. An English-only vocabulary maps most language tokens
+        to end-of-text, which the detection would then pick: only ``<|en|>`` is allowed there. (Requests that give
+        ``language=en`` skip the detection step.)"""
+        if len(tokenizer) == ENGLISH_ONLY_VOCABULARY:
+            return [tokenizer.convert_tokens_to_ids("<|en|>")]
+        return super().get_language_token_ids(tokenizer)
 
     @classmethod
     def get_speech_to_text_config(cls, model_config: ModelConfig, task_type: str) -> SpeechToTextConfig:
