@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report["table"])
     for entry in report["models"]:
         if "wer" in entry:
-            print(f"{entry['label']}: WER {entry['wer']:.2f} on the {report['utterances']} utterances")
+            print(f"{entry['label']}: WER {entry['wer']:.2f} on {entry['wer_utterances']} utterances")
     atomic_write_text(args.output, json.dumps(report, indent=2) + "\n")
     print(f"\nWrote {args.output}")
     return 0

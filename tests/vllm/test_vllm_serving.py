@@ -28,11 +28,13 @@ from liteasr_hf.integrations.vllm.server import vllm_server
 # float32 as transformers runs it; eager (no torch.compile: minutes on 2 cores); 1 GiB of KV cache on the CPU backend.
 SERVER_ARGS = ["--dtype", "float32", "--max-model-len", "448", "--enforce-eager", "--max-num-seqs", "8"]
 SERVER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
-# Offline runs keep the engine in the test's subprocess (half the start-up time: one process imports vLLM, not three).
+# One engine in the test's subprocess (half the start-up time: one process imports vLLM, not three).
 IN_PROCESS_ENV = {**SERVER_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+# Two tensor-parallel workers on the CPU backend, one core each (it binds them to NUMA nodes otherwise: one here).
+TENSOR_PARALLEL_ENV = {**SERVER_ENV, "VLLM_CPU_OMP_THREADS_BIND": "0|1"}
 
 
-def run_offline(model: Path, utterances, out: Path, **llm_kwargs) -> subprocess.CompletedProcess:
+def run_offline(model: Path, utterances, out: Path, env: dict[str, str], **llm_kwargs) -> subprocess.CompletedProcess:
     """transcribe_offline in a fresh interpreter (vLLM's engine is one per process); the texts go to ``out``."""
     audio = out.with_suffix(".audio.json")
     audio.write_text(json.dumps([u.audio.tolist() for u in utterances]))
@@ -40,12 +42,11 @@ def run_offline(model: Path, utterances, out: Path, **llm_kwargs) -> subprocess.
         import json, numpy as np
         from liteasr_hf.integrations.vllm.offline import transcribe_offline
         audios = [np.asarray(a, dtype=np.float32) for a in json.load(open({str(audio)!r}))]
-        texts = transcribe_offline({str(model)!r}, audios, dtype="float32", enforce_eager=True,
-                                   distributed_executor_backend="uni", **{llm_kwargs!r})
+        texts = transcribe_offline({str(model)!r}, audios, dtype="float32", enforce_eager=True, **{llm_kwargs!r})
         json.dump(texts, open({str(out)!r}, "w"))
         """)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, **IN_PROCESS_ENV})
+                          env={**os.environ, **env})
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +133,15 @@ def test_serving_benchmark_counts_every_request(utterances, lite_base_server):
     assert summary["audio_seconds_per_second"] > 0 and summary["requests"] == 8
 
 
-def test_offline_generate_matches_the_pipeline(folders, utterances, lite_base_texts, tmp_path):
-    run = run_offline(folders["lite-base"], utterances, tmp_path / "texts.json")
+def test_offline_generate_with_two_tensor_parallel_ranks_matches_the_pipeline(folders, utterances, lite_base_texts,
+                                                                             tmp_path):
+    """One LLM.generate batch, the model split over two tensor-parallel ranks: each column-parallel factor pair
+    computes half the output, each row-parallel one half the input's partial sums (all-reduced), as vLLM's dense
+    layers do. The compressed base factorizes all six projections in its first layer."""
+    assert set(json.loads((folders["lite-base"] / "config.json").read_text())["low_rank_config"][0]) == {
+        "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
+    run = run_offline(folders["lite-base"], utterances, tmp_path / "texts.json", TENSOR_PARALLEL_ENV,
+                      tensor_parallel_size=2)
     assert run.returncode == 0, run.stderr[-4000:]
     assert [t.strip() for t in json.loads((tmp_path / "texts.json").read_text())] == [t.strip() for t in lite_base_texts]
 
@@ -163,7 +171,8 @@ def test_weights_that_disagree_with_low_rank_config_fail_at_load_naming_the_modu
     layer = next(i for i, ranks in enumerate(config["low_rank_config"]) if "fc1" in ranks)
     config["low_rank_config"][layer]["fc1"] -= 8
     (broken / "config.json").write_text(json.dumps(config))
-    run = run_offline(broken, utterances[:1], tmp_path / "texts.json")
+    run = run_offline(broken, utterances[:1], tmp_path / "texts.json", IN_PROCESS_ENV,
+                      distributed_executor_backend="uni")
     assert run.returncode != 0 and not (tmp_path / "texts.json").exists()
     assert re.search(rf"ValueError: The checkpoint's encoder layer {layer}, module fc1 has 'weight1' of shape "
                      rf"\(512, {config['low_rank_config'][layer]['fc1'] + 8}\), but low_rank_config "

@@ -136,7 +136,7 @@ def benchmark_served_models(
     """Serve each ``(label, model)`` in turn on 127.0.0.1 and benchmark it; ``rounds`` > 1 repeats the whole
     sequence (A B A B: a slow spell on a shared machine then falls on every model) and keeps each model's best
     round. Returns a report: per model its best run's summary, every round's throughput, and the corpus WER of its
-    answers (first answer per utterance) when the utterances carry text."""
+    answers (the first answer for each utterance sent) when the utterances carry text."""
     from ...evaluation.transcription import english_normalizer, score
     from .server import vllm_server
 
@@ -156,10 +156,10 @@ def benchmark_served_models(
         best = max(runs[label], key=lambda r: r.audio_seconds_per_second)
         entry = {"label": label, "model": str(model), **best.summary(),
                  "rounds_audio_seconds_per_second": [round(r.audio_seconds_per_second, 3) for r in runs[label]]}
-        first_answers = best.texts[: len(utterances)]
-        if all(u.text is not None for u in utterances[: len(first_answers)]):
-            _, stats = score([u.text for u in utterances[: len(first_answers)]], first_answers, normalizer)
-            entry["wer"] = stats.wer
+        answered = utterances[: min(len(utterances), best.requests)]  # the first answer for each
+        if all(u.text is not None for u in answered):
+            _, stats = score([u.text for u in answered], best.texts[: len(answered)], normalizer)
+            entry["wer"], entry["wer_utterances"] = stats.wer, len(answered)
         report["models"].append(entry)
     report["table"] = format_serving_table([max(runs[label], key=lambda r: r.audio_seconds_per_second)
                                             for label, _ in models], [label for label, _ in models])
