@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         utterances, failures = load_speech(args.data, split=args.split, max_samples=args.max_samples)
         if failures:
-            print(f"warning: {len(failures)} utterances could not be loaded, e.g. {failures[0].reason}", file=sys.stderr)
+            print(f"warning: {len(failures)} utterances could not be loaded, e.g. {failures[0].reason}",
+                  file=sys.stderr)
         report = benchmark_served_models(
             args.models, utterances, requests=args.requests, concurrency=args.concurrency, rounds=args.rounds,
             server_args=args.server_arg or DEFAULT_SERVER_ARGS,

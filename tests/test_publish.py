@@ -713,6 +713,7 @@ def test_onnx_export_is_published_under_onnx_and_listed_on_the_card(lite_model, 
     assert "## ONNX: transformers.js, onnx-asr, ONNX Runtime" in card and "`onnx/encoder_model_quantized.onnx`" in card
     assert 'pipeline("automatic-speech-recognition", "org/lite-whisper-tiny", { dtype: "q8" })' in card
     assert "`load_onnx_asr` (`liteasr_hf.integrations.onnx.onnx_asr_client`) gives it" in card  # tiny.en: English only
+    assert "vllm serve org/lite-whisper-tiny\n" in card and "the plugin prompts it as transformers does" in card
 
     upload_staged_folder(staged.path, "org/lite-whisper-tiny", token=hub.token, endpoint=hub.api_url)
     snapshot = Path(snapshot_download("org/lite-whisper-tiny", endpoint=hub.api_url, cache_dir=tmp_path / "cache"))

@@ -65,7 +65,8 @@ def folders(tmp_path_factory) -> dict[str, Path]:
 def utterances():
     """Three synthetic and three real recorded utterances of the evaluation split."""
     everything, _ = load_speech(SHIPPED_SPEECH_SET, split="evaluation")
-    rows = [json.loads(line) for line in (SHIPPED_SPEECH_SET / "evaluation" / "metadata.jsonl").read_text().splitlines()]
+    metadata = SHIPPED_SPEECH_SET / "evaluation" / "metadata.jsonl"
+    rows = [json.loads(line) for line in metadata.read_text().splitlines()]
     recorded = {row["id"] for row in rows if row["engine"] == "recording"}
     real = [u for u in everything if u.id in recorded]
     chosen = everything[:3] + real[:3]
@@ -143,7 +144,8 @@ def test_offline_generate_with_two_tensor_parallel_ranks_matches_the_pipeline(fo
     run = run_offline(folders["lite-base"], utterances, tmp_path / "texts.json", TENSOR_PARALLEL_ENV,
                       tensor_parallel_size=2)
     assert run.returncode == 0, run.stderr[-4000:]
-    assert [t.strip() for t in json.loads((tmp_path / "texts.json").read_text())] == [t.strip() for t in lite_base_texts]
+    texts = json.loads((tmp_path / "texts.json").read_text())
+    assert [t.strip() for t in texts] == [t.strip() for t in lite_base_texts]
 
 
 def test_published_english_only_folder_serves_with_the_stock_tokenizer(folders, utterances, published_layout,
@@ -183,7 +185,7 @@ def test_a_server_that_fails_to_start_reports_the_first_error_in_its_log(tmp_pat
     from liteasr_hf.integrations.vllm.server import _failure
 
     log = tmp_path / "server.log"
-    log.write_text("(APIServer pid=1) WARNING 11-30 13:22:56 [system_utils.py:255] Found ulimit: `OSError: [Errno 24]`\n"
+    log.write_text("(APIServer pid=1) WARNING 11-30 13:22:56 [system_utils.py:255] ulimit: `OSError: [Errno 24]`\n"
                    "(Worker pid=2) ERROR 11-30 13:28:07 [multiproc_executor.py:953] ValueError: bad fc1\n"
                    "RuntimeError: Engine core initialization failed.\n")
     assert _failure(log).startswith("First error: ValueError: bad fc1\n")

@@ -19,4 +19,4 @@ def register() -> None:
     import liteasr_hf  # noqa: F401  registers the lite-whisper config with transformers' AutoConfig
 
     if ARCHITECTURE not in ModelRegistry.get_supported_archs():
-        ModelRegistry.register_model(ARCHITECTURE, "liteasr_hf.integrations.vllm.model:LiteWhisperForConditionalGeneration")
+        ModelRegistry.register_model(ARCHITECTURE, f"{__name__}.model:LiteWhisperForConditionalGeneration")

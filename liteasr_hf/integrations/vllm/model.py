@@ -1,6 +1,6 @@
 """LiteWhisper in vLLM: vLLM's Whisper with the encoder projections built from ``low_rank_config``.
 
-Subclasses vLLM's (0.32) Whisper classes; the decoder, the audio processing and the transcription interface are
+Subclasses vLLM's Whisper classes (0.32; 0.33 has the same source for them); the decoder, the audio processing and the transcription interface are
 vLLM's own. Only the encoder's attention and MLP differ: each of q, k, v, out_proj, fc1 and fc2 is either vLLM's
 dense tensor-parallel layer or a pair of factors (``layers.py``), chosen per layer from the config. Weights load
 from our folders and from the published efficient-speech layout (the same tensor names); a folder whose weights
@@ -48,7 +48,8 @@ from .layers import column_projection, load_parameter, row_projection
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj")
 #: ``model.encoder.layers.3.self_attn.q_proj.weight1`` -> (3, q_proj, weight1); fc1/fc2 sit on the layer itself.
 _ENCODER_PROJECTION = re.compile(
-    r"^model\.encoder\.layers\.(\d+)\.(?:self_attn\.)?(" + "|".join(LOW_RANK_MODULES) + r")\.(weight1|weight2|weight|bias)$")
+    r"^model\.encoder\.layers\.(\d+)\.(?:self_attn\.)?(" + "|".join(LOW_RANK_MODULES)
+    + r")\.(weight1|weight2|weight|bias)$")
 
 
 #: Entries in an English-only Whisper vocabulary (``*.en``): one fewer than the multilingual checkpoints'.
@@ -331,11 +332,11 @@ class _EncoderProjectionLoader:
             said = f"rank {rank}" if rank is not None else "no rank (a dense layer)"
             raise ValueError(f"The checkpoint's {where} has '{part}' but low_rank_config gives it {said}: the weights "
                              "and config.json disagree (was config.json edited or taken from another model?).")
-        expected = {"weight1": (in_features, rank), "weight2": (rank, out_features), "weight": (out_features, in_features),
-                    "bias": (out_features,)}[part]
+        expected = {"weight1": (in_features, rank), "weight2": (rank, out_features),
+                    "weight": (out_features, in_features), "bias": (out_features,)}[part]
         if tuple(tensor.shape) != expected:
-            raise ValueError(f"The checkpoint's {where} has '{part}' of shape {tuple(tensor.shape)}, but low_rank_config "
-                             f"(rank {rank}) implies {expected}: the weights and config.json disagree.")
+            raise ValueError(f"The checkpoint's {where} has '{part}' of shape {tuple(tensor.shape)}, but "
+                             f"low_rank_config (rank {rank}) implies {expected}: the weights and config.json disagree.")
 
     def _shape(self, module: str) -> tuple[int, int]:
         d_model, ffn = self.config.d_model, self.config.encoder_ffn_dim

