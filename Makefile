@@ -87,7 +87,7 @@ test-transformers4: setup setup-transformers4
 # LiteWhisper served by vLLM: a real server on 127.0.0.1, offline LLM.generate, a published-layout folder, bad
 # input (about 5 minutes, 1.5 more on first use to build .venv-vllm).
 test-vllm: setup-vllm
-	$(PYV) -m pytest tests/vllm
+	$(PYV) -m pytest tests/serving
 
 test-slow: setup
 	$(PY) -m pytest -m slow

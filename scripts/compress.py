@@ -43,6 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--audio-column", default="audio")
     p.add_argument("--num-samples", type=int, default=None, help="number of 30 s calibration windows")
     p.add_argument("--budget", type=float, default=None, help="keep this fraction of the encoder (overrides preset)")
+    p.add_argument("--heal", action=argparse.BooleanOptionalAction, default=None,
+                   help="distil the factors against the dense model afterwards (default: if the preset has `heal`)")
+    p.add_argument("--heal-data", default=None, help="healing audio (default: the calibration audio)")
+    p.add_argument("--heal-split", default="calibration")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     p.add_argument("--device-map", default=None, help="accelerate placement for large models, e.g. auto")
@@ -70,10 +74,13 @@ def main(argv: list[str] | None = None) -> int:
                                    audio_column=args.audio_column, text_column=None)
         placement = Placement(args.device, args.dtype, device_map=args.device_map, max_memory=args.max_memory,
                               offload_folder=args.offload_folder)
+        healing_audio = (SpeechSource(args.heal_data, split=args.heal_split, audio_column=args.audio_column,
+                                      text_column=None) if args.heal_data else None)
         command = shlex.join(["python", "scripts/compress.py", *(sys.argv[1:] if argv is None else argv)])
         folder, result = compress_checkpoint(
             args.model, output, preset=preset, calibration=calibration, placement=placement, plan=args.plan,
-            overwrite=args.overwrite, command=command, num_samples=args.num_samples, budget=args.budget,
+            overwrite=args.overwrite, command=command, healing=args.heal, healing_audio=healing_audio,
+            num_samples=args.num_samples, budget=args.budget,
         )
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import glob
-import importlib.util
+import importlib.metadata
 import json
 import os
 import shutil
@@ -19,8 +19,9 @@ if not glob.glob("/dev/nvidia[0-9]*"):
 
 DATA = Path(__file__).parent / "data"
 
-# tests/vllm/ runs in its own environment (make test-vllm: vLLM pins its own transformers); .venv has no vLLM.
-collect_ignore = [] if importlib.util.find_spec("vllm") else ["vllm"]
+# tests/serving/ (vLLM) runs in its own environment (make test-vllm: vLLM pins its own transformers); .venv has none.
+# Asked of the installed distributions: a folder named like the package on sys.path would fool find_spec.
+collect_ignore = [] if "vllm" in importlib.metadata.packages_distributions() else ["serving"]
 
 # Code files in the published repos' style; importing them would show that the repo's own code ran.
 PUBLISHED_CODE = {

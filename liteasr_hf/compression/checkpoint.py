@@ -13,6 +13,7 @@ from ..checkpoints.saving import save_model_folder
 from ..data.speech import SHIPPED_SPEECH_SET, SpeechSource
 from ..portable import portable_command, portable_path
 from .compressor import CompressionResult, compress
+from .healing import HealSettings, heal
 from .memory import RssPeak, peak_rss_mb
 from .presets import PRESET_DIR, default_preset, load_settings
 from .rank_selection import RankPlan
@@ -32,6 +33,8 @@ def compress_checkpoint(
     overwrite: bool = False,
     progress: bool = True,
     command: str | None = None,
+    healing: bool | None = None,
+    healing_audio: SpeechSource | None = None,
     **overrides,
 ) -> tuple[Path, CompressionResult]:
     """Compress ``model`` (folder, Hub id or packaged alias) and save the LiteWhisper folder to ``output``.
@@ -42,7 +45,10 @@ def compress_checkpoint(
     layer is loaded when its turn comes); ``plan`` a ``rank_plan.json`` whose ranks are re-applied;
     ``overrides`` are :class:`~liteasr_hf.compression.CompressionSettings` fields (``None`` ignored), e.g.
     ``num_samples`` or ``budget``; ``command``, the command line that ran this, is recorded in the report (the
-    model card shows it).
+    model card shows it). ``healing``: distil the factors against the dense model afterwards
+    (:func:`~liteasr_hf.compression.healing.heal`) with the preset's ``heal`` settings (``None``: when the preset
+    has them; ``True``: with defaults where it has none; ``False``: never), on ``healing_audio`` (default: the
+    calibration audio).
 
     The folder holds the weights, config (remote code and pipeline), code files, processor files,
     ``generation_config.json``, ``compression_report.json`` and ``rank_plan.json``; it is written under a
@@ -75,6 +81,10 @@ def compress_checkpoint(
                                  "failed": len(failures)},
             "device": str(placement.device), "dtype": placement.dtype_name, "preset": _preset_label(preset),
         })
+        heal_settings = None if healing is False else settings.heal or (HealSettings() if healing else None)
+        if heal_settings is not None:
+            result.report["healing"] = _heal(result, model, placement, processor, heal_settings,
+                                             healing_audio or calibration, progress)
         if command:
             result.report["command"] = portable_command(command)
         if getattr(whisper, "hf_device_map", None):  # where accelerate placed the weights: GPUs, cpu, disk
@@ -86,6 +96,65 @@ def compress_checkpoint(
         extra = {"compression_report.json": result.report, "rank_plan.json": asdict(result.plan)}
         folder = save_model_folder(result.model, output, processor=processor, extra_files=extra, overwrite=overwrite)
         return folder, result
+
+
+def heal_checkpoint(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    teacher: str | os.PathLike | None = None,
+    audio: SpeechSource = DEFAULT_CALIBRATION,
+    settings: HealSettings | None = None,
+    placement: Placement = Placement(),
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[Path, dict]:
+    """Heal an existing LiteWhisper folder or Hub id and save the result to ``output``; returns it and the report.
+
+    ``teacher`` is the dense Whisper it was compressed from (default: the ``source_model`` its
+    ``compression_report.json`` names). The output is the input folder's layout with healed factors and the
+    healing report added to ``compression_report.json``; it appears only when complete.
+    """
+    import json
+
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} already exists; pass --overwrite or choose another --output.")
+    student, processor, resolved = load_model_and_processor(model, device=placement.device, dtype=placement.dtype)
+    if not getattr(student.config, "low_rank_config", None):
+        raise ValueError(f"{model} is not a LiteWhisper model (no low_rank_config): compress it first.")
+    report_path = Path(resolved) / "compression_report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    teacher = teacher or report.get("source_model")
+    if teacher is None:
+        raise ValueError(f"{model} does not say which Whisper it was compressed from (no compression_report.json "
+                         "with source_model): pass the dense model as --teacher.")
+    dense, _, _ = load_model_and_processor(teacher, device=placement.device, dtype=placement.dtype)
+    utterances, failures = audio.load()
+    healing = heal(student, dense, [u.audio for u in utterances], processor.feature_extractor, settings,
+                   progress=progress)
+    healing.update({"teacher": portable_path(teacher),
+                    "data": {"data": portable_path(audio.data), "split": audio.split, "failed": len(failures)}})
+    report["healing"] = healing
+    extra = {"compression_report.json": report}
+    plan = Path(resolved) / "rank_plan.json"
+    if plan.is_file():
+        extra["rank_plan.json"] = json.loads(plan.read_text())
+    folder = save_model_folder(student, output, processor=processor, extra_files=extra, overwrite=overwrite)
+    return folder, healing
+
+
+def _heal(result: CompressionResult, model, placement: Placement, processor, settings: HealSettings,
+          audio: SpeechSource, progress: bool) -> dict:
+    """Heal ``result.model`` in place against a fresh copy of the dense ``model``; the healing report."""
+    if getattr(result.model, "hf_device_map", None):
+        raise ValueError("Healing a model placed with a device_map is not supported yet; heal on one device.")
+    teacher, _, _ = load_model_and_processor(model, device=placement.device, dtype=placement.dtype)
+    utterances, failures = audio.load()
+    report = heal(result.model, teacher, [u.audio for u in utterances], processor.feature_extractor, settings,
+                  progress=progress)
+    report["data"] = {"data": portable_path(audio.data), "split": audio.split, "failed": len(failures)}
+    return report
 
 
 def _preset_label(preset: str | os.PathLike) -> str:

@@ -23,6 +23,7 @@ from ..models.lite_whisper.modeling_lite_whisper import LiteWhisperForConditiona
 from .calibration import OutputStatistics, collect_output_statistics, run_batches
 from .cost import encoder_cost, module_cost
 from .factorization import factorize_linear, set_submodule
+from .healing import HealSettings
 from .memory import release_freed_memory
 from .pca import PrincipalComponents, principal_components
 from .rank_selection import (
@@ -52,9 +53,14 @@ class CompressionSettings:
     num_samples: int = 16
     batch_size: int = 4
     pack_seconds: float = 28.0  # join calibration clips to fill Whisper's 30 s window; 0 keeps them apart
+    heal: HealSettings | None = None  # distil the factors against the dense encoder afterwards (None: don't)
 
     def __post_init__(self) -> None:
         self.modules = tuple(self.modules)
+        if isinstance(self.heal, dict):
+            self.heal = HealSettings.from_dict(self.heal)
+        elif self.heal is not None and not isinstance(self.heal, HealSettings):
+            raise ValueError(f"heal = {self.heal!r}: give a mapping of heal settings (steps, lr, ...), or leave it out.")
         for key, value in self.thresholds.items():
             if key not in ("attention", "mlp", *LOW_RANK_MODULES):
                 raise ValueError(f"thresholds: unknown key {key!r}; use 'attention', 'mlp' or a module name.")

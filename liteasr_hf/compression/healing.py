@@ -1,0 +1,300 @@
+"""Healing: label-free distillation of a LiteWhisper encoder's factors against the dense encoder it came from.
+
+The factorization is the best answer per layer to its own objective; healing fits the compressed encoder to the
+dense one's behaviour across layers, with gradients, on unlabelled audio:
+
+1. block-wise, for each encoder layer in turn: only that layer's factors (and optionally its LayerNorms) train, so
+   that the compressed layer fed the compressed path's input reproduces the dense layer's output on the dense path's
+   input. The loss is the squared error per output channel divided by that channel's variance in the dense output,
+   so that the outlier direction of the last layers (most of their output variance) does not drown the rest;
+2. end to end: every factor trains so that the compressed encoder's final output matches the dense one's
+   (the same normalised squared error, or one minus the cosine per position).
+
+A held-out share of the windows decides when to stop: each stage keeps the parameters of its best held-out loss and
+stops after ``patience`` evaluations without improvement. A loss that becomes NaN or grows tenfold stops the run with
+:class:`HealingDiverged`. The student is changed in place; the teacher is left as it was.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, WhisperFeatureExtractor
+
+from ..models.lite_whisper.modeling_lite_whisper import LowRankLinear
+
+LOSSES = ("mse", "cosine")
+#: A loss this many times its first value (or NaN) means the learning rate is too high.
+DIVERGENCE_FACTOR = 10.0
+
+
+class HealingDiverged(ValueError):
+    """The distillation loss became NaN or grew tenfold: the learning rate is too high for this model."""
+
+
+@dataclass
+class HealSettings:
+    """How to heal; the ``heal:`` entry of a preset file."""
+
+    block_steps: int = 40  # gradient steps per encoder layer in the block-wise stage (0 skips it)
+    steps: int = 80  # gradient steps of the end-to-end stage (0 skips it)
+    lr: float = 1e-4
+    batch_size: int = 4
+    loss: str = "mse"  # end-to-end loss: "mse" (normalised per channel) or "cosine"
+    train_layer_norms: bool = False
+    holdout: float = 0.2  # share of the windows held out for early stopping
+    eval_every: int = 10
+    patience: int = 3
+    num_samples: int = 32  # 30 s windows of healing audio
+    warmup: float = 0.1  # share of each stage's steps with a linearly rising learning rate
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("block_steps", "steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"heal.{name} = {value!r}: give a number of gradient steps, 0 or more.")
+        if self.block_steps == 0 and self.steps == 0:
+            raise ValueError("heal.block_steps and heal.steps are both 0: there is nothing to train. Give either "
+                             "a positive number of steps, or leave out `heal` to skip healing.")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
+            raise ValueError(f"heal.lr = {self.lr!r}: a learning rate must lie in (0, 1) (1e-4 is a good start).")
+        for name in ("batch_size", "eval_every", "patience", "num_samples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"heal.{name} = {value!r}: must be a positive integer.")
+        if self.loss not in LOSSES:
+            raise ValueError(f"heal.loss = {self.loss!r}: use one of {', '.join(LOSSES)}.")
+        if not 0 < self.holdout < 1:
+            raise ValueError(f"heal.holdout = {self.holdout!r}: the held-out share must lie in (0, 1).")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"heal.warmup = {self.warmup!r}: must lie in [0, 1).")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "HealSettings":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"Unknown heal setting(s) {sorted(unknown)}; known: {sorted(known)}.")
+        return cls(**values)
+
+
+def healing_parameters(layer: nn.Module, train_layer_norms: bool) -> list[nn.Parameter]:
+    """The parameters healing trains in one encoder layer: every factor (``weight1``, ``weight2``, ``bias``) of its
+    factorized projections, and with ``train_layer_norms`` its LayerNorms."""
+    params = [p for m in layer.modules() if isinstance(m, LowRankLinear) for p in m.parameters()]
+    if train_layer_norms:
+        params += [p for m in layer.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()]
+    return params
+
+
+def _layer(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    out = layer(hidden, None)
+    return out[0] if isinstance(out, tuple) else out  # transformers 4 returns a tuple
+
+
+def _check_audio(windows: Sequence[np.ndarray]) -> None:
+    if not windows:
+        raise ValueError("No healing audio: give at least one clip (a folder, manifest or datasets split).")
+    peaks = [float(np.max(np.abs(w))) if w.size else 0.0 for w in windows]
+    if max(peaks) < 1e-4:
+        raise ValueError("The healing audio is silent (every sample below 1e-4 in magnitude): give recorded speech.")
+
+
+class _Stage:
+    """One training stage: optimiser, warm-up, held-out early stopping, divergence check, best parameters."""
+
+    def __init__(self, name: str, params: list[nn.Parameter], steps: int, settings: HealSettings,
+                 holdout_loss: Callable[[], float]):
+        self.name, self.params, self.steps, self.settings = name, params, steps, settings
+        self.holdout_loss = holdout_loss
+        self.optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+        warmup = max(1, int(settings.warmup * steps))
+
+        def factor(step: int) -> float:  # linear warm-up, then cosine decay to 0 at the last step
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.first_loss: float | None = None
+        self.best = holdout_loss()
+        self.initial_holdout = self.best
+        self.best_state = [p.detach().clone() for p in params]
+        self.stale = 0
+        self.done_steps = 0
+
+    def step(self, loss: torch.Tensor) -> bool:
+        """Apply one step of ``loss``; returns False once early stopping says to stop."""
+        value = float(loss.detach())
+        if self.first_loss is None:
+            self.first_loss = value
+        if not math.isfinite(value) or value > DIVERGENCE_FACTOR * self.first_loss:
+            raise HealingDiverged(
+                f"Healing diverged in {self.name} at step {self.done_steps + 1}: the loss went from "
+                f"{self.first_loss:.4g} to {value:.4g} with lr {self.settings.lr:g}. Lower heal.lr (e.g. to "
+                f"{self.settings.lr / 10:g}).")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.done_steps += 1
+        if self.done_steps % self.settings.eval_every == 0 or self.done_steps == self.steps:
+            held = self.holdout_loss()
+            if held < self.best:
+                self.best, self.stale = held, 0
+                self.best_state = [p.detach().clone() for p in self.params]
+            else:
+                self.stale += 1
+        return self.stale < self.settings.patience and self.done_steps < self.steps
+
+    def finish(self) -> dict:
+        """Put back the parameters of the best held-out loss; a summary of the stage."""
+        with torch.no_grad():
+            for param, best in zip(self.params, self.best_state):
+                param.copy_(best)
+        return {"stage": self.name, "steps": self.done_steps, "holdout_loss_before": round(self.initial_holdout, 6),
+                "holdout_loss_after": round(self.best, 6)}
+
+
+def _batches(indices: Sequence[int], batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
+    """Shuffled batches of ``indices``, forever."""
+    while True:
+        order = torch.randperm(len(indices), generator=generator).tolist()
+        for start in range(0, len(order), batch_size):
+            yield [indices[i] for i in order[start : start + batch_size]]
+
+
+def _normalised_mse(student: torch.Tensor, teacher: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return (((student - teacher) / scale) ** 2).mean()
+
+
+def _cosine(student: torch.Tensor, teacher: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return (1 - nn.functional.cosine_similarity(student, teacher, dim=-1)).mean()
+
+
+def _channel_scale(outputs: torch.Tensor) -> torch.Tensor:
+    """Per channel standard deviation of ``outputs`` ``(windows, positions, d)`` over windows and positions."""
+    flat = outputs.reshape(-1, outputs.shape[-1]).double()
+    return flat.std(dim=0).clamp_min(1e-6).to(outputs.dtype)
+
+
+def heal(
+    student: PreTrainedModel,
+    teacher: PreTrainedModel,
+    clips: Sequence[np.ndarray],
+    feature_extractor: WhisperFeatureExtractor,
+    settings: HealSettings | None = None,
+    progress: bool = True,
+) -> dict:
+    """Distil ``student``'s encoder factors (a LiteWhisper model) towards ``teacher``'s encoder (the dense Whisper it
+    was compressed from), in place. ``clips`` are 16 kHz mono arrays, packed into 30 s windows as calibration does.
+
+    Returns a report: per stage the steps taken and the held-out loss before and after, the time, and the peak
+    memory. Raises ``ValueError`` for empty or silent audio and :class:`HealingDiverged` when the loss blows up.
+    """
+    from .compressor import pack_clips
+
+    settings = settings or HealSettings()
+    windows = pack_clips(clips, 28.0)[: settings.num_samples]
+    _check_audio(windows)
+    if len(windows) < 2:
+        raise ValueError("Healing needs at least 2 windows of audio (one to train on, one held out); got 1.")
+    started = time.perf_counter()
+    s_encoder, t_encoder = student.get_encoder(), teacher.get_encoder()
+    device = s_encoder.conv1.weight.device
+    dtype = s_encoder.conv1.weight.dtype
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
+        "cpu", enabled=False)
+    generator = torch.Generator().manual_seed(settings.seed)
+    order = torch.randperm(len(windows), generator=generator).tolist()
+    n_holdout = max(1, round(settings.holdout * len(windows)))
+    holdout, train = order[:n_holdout], order[n_holdout:]
+
+    teacher.requires_grad_(False)
+    student.requires_grad_(False)
+    student.eval()  # no dropout: the teacher's behaviour is the target
+    with torch.no_grad():
+        features = torch.cat([feature_extractor(windows[i : i + settings.batch_size], sampling_rate=16000,
+                                                return_tensors="pt").input_features
+                              for i in range(0, len(windows), settings.batch_size)]).to(device=device, dtype=dtype)
+        t_hidden = torch.cat([t_encoder(features[i : i + settings.batch_size], output_hidden_states=True)
+                              .hidden_states[0] for i in range(0, len(windows), settings.batch_size)])
+    s_hidden = t_hidden.clone()  # the embeddings (convolutions, positions) are not factorized
+    stages = []
+    layers = range(len(s_encoder.layers))
+
+    def chunks(indices: Sequence[int]) -> Iterator[list[int]]:
+        for start in range(0, len(indices), settings.batch_size):
+            yield list(indices[start : start + settings.batch_size])
+
+    if settings.block_steps:
+        for layer in tqdm(layers, desc="Healing encoder layers", disable=not progress):
+            s_layer, t_layer = s_encoder.layers[layer], t_encoder.layers[layer]
+            params = healing_parameters(s_layer, settings.train_layer_norms)
+            with torch.no_grad():
+                target = torch.cat([_layer(t_layer, t_hidden[b]) for b in chunks(range(len(windows)))])
+            if params:
+                scale = _channel_scale(target[train])
+
+                def held(layer_module=s_layer, inputs=s_hidden, target=target, scale=scale) -> float:
+                    with torch.no_grad(), autocast:
+                        return float(sum(_normalised_mse(_layer(layer_module, inputs[b]), target[b], scale).float()
+                                         * len(b) for b in chunks(holdout)) / len(holdout))
+
+                for p in params:
+                    p.requires_grad_(True)
+                stage = _Stage(f"encoder layer {layer}", params, settings.block_steps, settings, held)
+                for batch in _batches(train, settings.batch_size, generator):
+                    with autocast:
+                        loss = _normalised_mse(_layer(s_layer, s_hidden[batch]), target[batch], scale).float()
+                    if not stage.step(loss):
+                        break
+                stages.append(stage.finish())
+                for p in params:
+                    p.requires_grad_(False)
+            with torch.no_grad():
+                s_hidden = torch.cat([_layer(s_layer, s_hidden[b]) for b in chunks(range(len(windows)))])
+                t_hidden = target
+    del s_hidden, t_hidden
+
+    if settings.steps:
+        with torch.no_grad():
+            target = torch.cat([t_encoder(features[b]).last_hidden_state for b in chunks(range(len(windows)))])
+        scale = _channel_scale(target[train])
+        loss_fn = _normalised_mse if settings.loss == "mse" else _cosine
+        params = [p for layer in s_encoder.layers for p in healing_parameters(layer, settings.train_layer_norms)]
+        if params:
+            def held_e2e() -> float:
+                with torch.no_grad(), autocast:
+                    return float(sum(loss_fn(s_encoder(features[b]).last_hidden_state, target[b], scale).float()
+                                     * len(b) for b in chunks(holdout)) / len(holdout))
+
+            for p in params:
+                p.requires_grad_(True)
+            stage = _Stage("end to end", params, settings.steps, settings, held_e2e)
+            bar = tqdm(total=settings.steps, desc="Healing end to end", disable=not progress)
+            for batch in _batches(train, settings.batch_size, generator):
+                with autocast:
+                    loss = loss_fn(s_encoder(features[batch]).last_hidden_state, target[batch], scale).float()
+                going = stage.step(loss)
+                bar.update()
+                if not going:
+                    break
+            bar.close()
+            stages.append(stage.finish())
+            for p in params:
+                p.requires_grad_(False)
+
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"settings": asdict(settings), "windows": {"train": len(train), "holdout": len(holdout)},
+            "stages": stages, "seconds": round(time.perf_counter() - started, 1), "peak_memory_bytes": int(peak)}

@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Heal an existing LiteWhisper model: distil its encoder factors against the dense Whisper it came from.
+
+    python scripts/heal.py --model models/lite-whisper-base-fast --output models/lite-whisper-base-fast-healed
+    python scripts/heal.py --model efficient-speech/lite-whisper-large-v3 --teacher openai/whisper-large-v3 \
+        --data mozilla-foundation/common_voice_17_0 --split train --num-samples 256 --output ...
+
+Label-free: the audio needs no text. The heal settings come from --preset/--config (its `heal:` entry), and the
+options below override them. The output folder appears only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from liteasr_hf.checkpoints.placement import DTYPES, Placement
+from liteasr_hf.compression.checkpoint import heal_checkpoint
+from liteasr_hf.compression.healing import LOSSES, HealSettings
+from liteasr_hf.compression.presets import load_settings
+from liteasr_hf.data.speech import SHIPPED_SPEECH_SET, SpeechSource
+
+OVERRIDES = ("block_steps", "steps", "lr", "batch_size", "loss", "num_samples", "holdout", "patience")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="LiteWhisper folder or Hub id")
+    p.add_argument("--teacher", default=None,
+                   help="the dense Whisper it was compressed from (default: as its compression_report.json says)")
+    p.add_argument("--output", required=True, help="folder to write")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--preset", help="preset in configs/ whose `heal:` settings to use")
+    group.add_argument("--config", help="preset YAML file whose `heal:` settings to use")
+    p.add_argument("--data", default=str(SHIPPED_SPEECH_SET), help="healing audio: folder, manifest or datasets name")
+    p.add_argument("--split", default="calibration")
+    p.add_argument("--audio-column", default="audio")
+    p.add_argument("--block-steps", type=int, default=None, help="steps per encoder layer (0 skips that stage)")
+    p.add_argument("--steps", type=int, default=None, help="end-to-end steps (0 skips that stage)")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--loss", choices=LOSSES, default=None, help="end-to-end loss")
+    p.add_argument("--num-samples", type=int, default=None, help="30 s windows of healing audio")
+    p.add_argument("--holdout", type=float, default=None, help="share of the windows held out for early stopping")
+    p.add_argument("--patience", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    return p.parse_args(argv)
+
+
+def heal_settings(args: argparse.Namespace) -> HealSettings:
+    """The preset's heal settings (or the defaults) with the command line's overrides."""
+    preset = args.config or args.preset
+    base = (load_settings(preset).heal if preset else None) or HealSettings()
+    overrides = {name: getattr(args, name) for name in OVERRIDES if getattr(args, name) is not None}
+    return HealSettings.from_dict({**dataclasses.asdict(base), **overrides})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = heal_settings(args)
+        audio = SpeechSource(args.data, split=args.split, audio_column=args.audio_column, text_column=None)
+        folder, report = heal_checkpoint(args.model, args.output, teacher=args.teacher, audio=audio,
+                                         settings=settings, placement=Placement(args.device, args.dtype),
+                                         overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: no folder written", file=sys.stderr)
+        return 130
+    for stage in report["stages"]:
+        print(f"{stage['stage']}: {stage['steps']} steps, held-out loss {stage['holdout_loss_before']:.4g} -> "
+              f"{stage['holdout_loss_after']:.4g}")
+    print(f"healed in {report['seconds']:.0f} s; wrote {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Healing (distillation of the factors against the dense encoder) on a small random Whisper: what trains, what
+stays, early stopping on held-out windows, and the errors for bad input and a diverging learning rate."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from test_modeling import TINY
+from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+from liteasr_hf.compression.compressor import CompressionSettings, compress
+from liteasr_hf.compression.healing import HealingDiverged, HealSettings, heal, healing_parameters
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """(dense teacher, its compression at low variance shares) of a small random Whisper, and noise clips."""
+    torch.manual_seed(0)
+    teacher = WhisperForConditionalGeneration(WhisperConfig(**TINY)).eval()
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal(16000 * 20).astype(np.float32) * 0.1 for _ in range(10)]  # one window each
+    settings = CompressionSettings(thresholds={"attention": 0.5, "mlp": 0.5}, num_samples=10, batch_size=2)
+    student = compress(copy.deepcopy(teacher), clips, WhisperFeatureExtractor(), settings, progress=False).model
+    assert any(student.config.low_rank_config)
+    return teacher, student, clips
+
+
+def _state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_heal_trains_only_the_factors_and_lowers_the_held_out_loss(pair):
+    teacher, compressed, clips = pair
+    student = copy.deepcopy(compressed)
+    teacher_before, student_before = _state(teacher), _state(student)
+    settings = HealSettings(block_steps=6, steps=6, lr=1e-3, batch_size=2, eval_every=2, patience=3, num_samples=10)
+    report = heal(student, teacher, clips, WhisperFeatureExtractor(), settings, progress=False)
+
+    assert all(torch.equal(v, teacher_before[k]) for k, v in teacher.state_dict().items())
+    factor_names = {n for n, p in student.named_parameters()
+                    if any(p is q for layer in student.get_encoder().layers for q in healing_parameters(layer, False))}
+    changed = {k for k, v in student.state_dict().items() if not torch.equal(v, student_before[k])}
+    assert changed and changed <= factor_names, changed - factor_names
+    assert not any(p.requires_grad for p in student.parameters()) and not any(p.requires_grad for p in
+                                                                              teacher.parameters())
+    factorized_layers = sum(1 for ranks in student.config.low_rank_config if ranks)
+    assert [s["stage"] for s in report["stages"]][-1] == "end to end"
+    assert len(report["stages"]) == factorized_layers + 1
+    assert report["windows"] == {"train": 8, "holdout": 2}
+    for stage in report["stages"]:
+        assert 0 < stage["steps"] <= 6
+        assert stage["holdout_loss_after"] <= stage["holdout_loss_before"]
+    # Each stage ends on its best held-out parameters, and healing did find better ones than the factorization's.
+    assert any(s["holdout_loss_after"] < s["holdout_loss_before"] for s in report["stages"])
+
+
+def test_layer_norms_train_only_when_asked(pair):
+    _, student, _ = pair
+    layer = student.get_encoder().layers[0]
+    factors = healing_parameters(layer, False)
+    with_norms = healing_parameters(layer, True)
+    assert len(with_norms) == len(factors) + 4  # two LayerNorms, weight and bias each
+
+
+def test_a_diverging_learning_rate_is_named(pair):
+    teacher, compressed, clips = pair
+    student = copy.deepcopy(compressed)
+    settings = HealSettings(block_steps=0, steps=20, lr=0.9, batch_size=2, eval_every=5, num_samples=10)
+    with pytest.raises(HealingDiverged, match=r"Healing diverged in end to end at step \d+: .* lr 0\.9\. Lower heal\.lr"):
+        heal(student, teacher, clips, WhisperFeatureExtractor(), settings, progress=False)
+
+
+@pytest.mark.parametrize("clips, message", [
+    ([], "No healing audio"),
+    ([np.zeros(16000 * 5, dtype=np.float32)] * 3, "The healing audio is silent"),
+])
+def test_empty_or_silent_audio_is_refused(pair, clips, message):
+    teacher, student, _ = pair
+    with pytest.raises(ValueError, match=message):
+        heal(copy.deepcopy(student), teacher, clips, WhisperFeatureExtractor(), HealSettings(), progress=False)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"steps": -1}, r"heal\.steps = -1: give a number of gradient steps"),
+    ({"steps": 0, "block_steps": 0}, "there is nothing to train"),
+    ({"lr": 0}, r"heal\.lr = 0: a learning rate must lie in \(0, 1\)"),
+    ({"loss": "l1"}, r"heal\.loss = 'l1': use one of mse, cosine"),
+    ({"holdout": 1.0}, r"heal\.holdout = 1\.0"),
+    ({"epochs": 3}, r"Unknown heal setting\(s\) \['epochs'\]"),
+])
+def test_bad_settings_name_the_field(values, message):
+    with pytest.raises(ValueError, match=message):
+        HealSettings.from_dict(values)
+
+
+# --- Real tiny.en, through the checkpoint-level entry points -----------------------------------------------------
+
+HEAL_QUICK = {"block_steps": 2, "steps": 2, "batch_size": 1, "eval_every": 1, "num_samples": 3}
+
+
+@pytest.fixture(scope="module")
+def healed_tiny_en(tiny_en_dir, tmp_path_factory):
+    """tiny.en compressed by its preset on 3 windows, then healed a few steps on the same audio."""
+    from liteasr_hf.compression.checkpoint import compress_checkpoint
+
+    root = tmp_path_factory.mktemp("heal")
+    plain, _ = compress_checkpoint(tiny_en_dir, root / "plain", preset="tiny", num_samples=3, progress=False)
+    healed, result = compress_checkpoint(tiny_en_dir, root / "healed", preset="tiny", num_samples=3, progress=False,
+                                         healing=True, heal=HEAL_QUICK)
+    return plain, healed, result
+
+
+def test_compress_with_healing_changes_only_the_factors_and_records_it(healed_tiny_en):
+    import json
+
+    from safetensors.torch import load_file
+
+    plain, healed, result = healed_tiny_en
+    report = json.loads((healed / "compression_report.json").read_text())
+    assert report["healing"]["windows"] == {"train": 2, "holdout": 1}
+    assert report["settings"]["heal"]["block_steps"] == 2 and report["healing"]["peak_memory_bytes"] > 0
+    before, after = load_file(plain / "model.safetensors"), load_file(healed / "model.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("model.encoder.layers.") and k.rsplit(".", 1)[1] in ("weight1", "weight2",
+                                                                                            "bias") for k in changed)
+    assert json.loads((plain / "config.json").read_text())["low_rank_config"] == result.model.config.low_rank_config
+
+
+def test_heal_checkpoint_heals_a_saved_folder_and_a_divergent_run_writes_nothing(healed_tiny_en, tiny_en_dir,
+                                                                                  tmp_path):
+    import json
+
+    from liteasr_hf.compression.checkpoint import heal_checkpoint
+
+    plain, _, _ = healed_tiny_en
+    folder, report = heal_checkpoint(plain, tmp_path / "again", teacher=tiny_en_dir,
+                                     settings=HealSettings(**HEAL_QUICK), progress=False)
+    saved = json.loads((folder / "compression_report.json").read_text())
+    assert saved["healing"]["stages"] == report["stages"] and saved["low_rank_config"]
+    assert (folder / "rank_plan.json").is_file() and (folder / "preprocessor_config.json").is_file()
+    with pytest.raises(HealingDiverged):
+        heal_checkpoint(plain, tmp_path / "diverged", teacher=tiny_en_dir, progress=False,
+                        settings=HealSettings(**{**HEAL_QUICK, "block_steps": 0, "steps": 20, "lr": 0.9}))
+    assert not (tmp_path / "diverged").exists()
