@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-transformers4 setup-vllm clients demo test test-transformers4 test-vllm test-slow gpu-wheels clean
+.PHONY: setup setup-transformers4 setup-vllm clients demo test test-main test-transformers4 test-vllm test-slow gpu-wheels clean
 
 setup: $(VENV)/.installed
 
@@ -68,11 +68,16 @@ $(NODE_CLIENT)/node_modules/.installed: $(NODE_CLIENT)/package.json $(NODE_CLIEN
 demo: setup
 	$(PY) scripts/compress.py --overwrite
 
-# The suite on the newest transformers 5.x, then the Hub-bound code's tests on transformers 4.57.6.
+# The suite on the newest transformers 5.x, then the Hub-bound code's tests on transformers 4.57.6, then the vLLM
+# plugin's tests. The two other environments are built while the first suite runs (pip mostly waits on disk and
+# network; the tests use the cores), which saves their set-up time on a fresh clone.
 test: setup clients
-	$(PY) -m pytest --durations=20
+	$(MAKE) --jobs=3 --output-sync=target test-main setup-transformers4 setup-vllm
 	$(MAKE) test-transformers4
 	$(MAKE) test-vllm
+
+test-main: setup
+	$(PY) -m pytest --durations=20
 
 # Loading (in process and as remote code), generate, the pipeline and rank-space attention on transformers 4.57.6:
 # the test files of the Hub-bound code, nothing deselected (about 1.5 min, 1 more on first use to build .venv-tf4).

@@ -98,17 +98,17 @@ def test_bad_settings_name_the_field(values, message):
 
 # --- Real tiny.en, through the checkpoint-level entry points -----------------------------------------------------
 
-HEAL_QUICK = {"block_steps": 2, "steps": 2, "batch_size": 1, "eval_every": 1, "num_samples": 3}
+HEAL_QUICK = {"block_steps": 2, "steps": 2, "batch_size": 1, "eval_every": 1, "num_samples": 2}
 
 
 @pytest.fixture(scope="module")
 def healed_tiny_en(tiny_en_dir, tmp_path_factory):
-    """tiny.en compressed by its preset on 3 windows, then healed a few steps on the same audio."""
+    """tiny.en compressed by its preset on 2 windows, then healed a few steps on the same audio."""
     from liteasr_hf.compression.checkpoint import compress_checkpoint
 
     root = tmp_path_factory.mktemp("heal")
-    plain, _ = compress_checkpoint(tiny_en_dir, root / "plain", preset="tiny", num_samples=3, progress=False)
-    healed, result = compress_checkpoint(tiny_en_dir, root / "healed", preset="tiny", num_samples=3, progress=False,
+    plain, _ = compress_checkpoint(tiny_en_dir, root / "plain", preset="tiny", num_samples=2, progress=False)
+    healed, result = compress_checkpoint(tiny_en_dir, root / "healed", preset="tiny", num_samples=2, progress=False,
                                          healing=True, heal=HEAL_QUICK)
     return plain, healed, result
 
@@ -120,7 +120,7 @@ def test_compress_with_healing_changes_only_the_factors_and_records_it(healed_ti
 
     plain, healed, result = healed_tiny_en
     report = json.loads((healed / "compression_report.json").read_text())
-    assert report["healing"]["windows"] == {"train": 2, "holdout": 1}
+    assert report["healing"]["windows"] == {"train": 1, "holdout": 1}
     assert report["settings"]["heal"]["block_steps"] == 2 and report["healing"]["peak_memory_bytes"] > 0
     before, after = load_file(plain / "model.safetensors"), load_file(healed / "model.safetensors")
     changed = {k for k in before if not torch.equal(before[k], after[k])}

@@ -200,6 +200,7 @@ def test_onnx_asr_transcribes_like_pytorch(exported, utterances, torch_texts, q8
         _assert_same(texts, expected, exact=quantization is None)
 
 
+@pytest.mark.slow  # 35 s on 2 cores; `make test-slow` runs it
 def test_stock_whisper_exports_with_external_data_and_matches_pytorch(tiny_en_dir, utterances, tmp_path,
                                                                        monkeypatch):
     from liteasr_hf.checkpoints.loading import load_model_and_processor
