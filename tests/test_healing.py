@@ -89,6 +89,7 @@ def test_empty_or_silent_audio_is_refused(pair, clips, message):
     ({"lr": 0}, r"heal\.lr = 0: a learning rate must lie in \(0, 1\)"),
     ({"loss": "l1"}, r"heal\.loss = 'l1': use one of mse, cosine"),
     ({"holdout": 1.0}, r"heal\.holdout = 1\.0"),
+    ({"pack_seconds": 45}, r"heal\.pack_seconds = 45: give seconds in \[0, 30\]"),
     ({"epochs": 3}, r"Unknown heal setting\(s\) \['epochs'\]"),
 ])
 def test_bad_settings_name_the_field(values, message):

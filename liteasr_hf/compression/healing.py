@@ -54,6 +54,7 @@ class HealSettings:
     eval_every: int = 10
     patience: int = 3
     num_samples: int = 32  # 30 s windows of healing audio
+    pack_seconds: float = 28.0  # join clips to fill the window as calibration does; 0: one clip per window
     warmup: float = 0.1  # share of each stage's steps with a linearly rising learning rate
     seed: int = 0
 
@@ -75,6 +76,9 @@ class HealSettings:
             raise ValueError(f"heal.loss = {self.loss!r}: use one of {', '.join(LOSSES)}.")
         if not 0 < self.holdout < 1:
             raise ValueError(f"heal.holdout = {self.holdout!r}: the held-out share must lie in (0, 1).")
+        if isinstance(self.pack_seconds, bool) or not isinstance(self.pack_seconds, (int, float)) or not (
+                0 <= self.pack_seconds <= 30):
+            raise ValueError(f"heal.pack_seconds = {self.pack_seconds!r}: give seconds in [0, 30] (0: no packing).")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"heal.warmup = {self.warmup!r}: must lie in [0, 1).")
 
@@ -204,7 +208,7 @@ def heal(
     from .compressor import pack_clips
 
     settings = settings or HealSettings()
-    windows = pack_clips(clips, 28.0)[: settings.num_samples]
+    windows = pack_clips(clips, settings.pack_seconds)[: settings.num_samples]
     _check_audio(windows)
     if len(windows) < 2:
         raise ValueError("Healing needs at least 2 windows of audio (one to train on, one held out); got 1.")
