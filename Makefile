@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-transformers4 setup-vllm clients demo test test-main test-transformers4 test-vllm test-slow gpu-wheels clean
+.PHONY: disk-check setup setup-transformers4 setup-vllm clients demo test test-main test-transformers4 test-vllm test-slow gpu-wheels clean
 
 setup: $(VENV)/.installed
 
@@ -71,10 +71,18 @@ demo: setup
 # The suite on the newest transformers 5.x, then the Hub-bound code's tests on transformers 4.57.6, then the vLLM
 # plugin's tests. The two other environments are built while the first suite runs (pip mostly waits on disk and
 # network; the tests use the cores), which saves their set-up time on a fresh clone.
-test: setup clients
+test: disk-check setup clients
 	$(MAKE) --jobs=3 --output-sync=target test-main setup-transformers4 setup-vllm
 	$(MAKE) test-transformers4
 	$(MAKE) test-vllm
+
+# A fresh `make test` fills about 11 GiB (the three environments 9.5, the Node client 0.5, test files 1): say so
+# before starting rather than fail later with "No space left on device" in the middle of a pip install.
+NEEDED_GIB ?= 11
+disk-check:
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	echo "Free disk space here: $$free GiB (a fresh make test needs about $(NEEDED_GIB) GiB)"; \
+	if [ $$free -lt 2 ]; then echo "Not enough disk space for make test: free some space here and run it again." >&2; exit 1; fi
 
 test-main: setup
 	$(PY) -m pytest --durations=20
