@@ -17,11 +17,12 @@ import sys
 
 from liteasr_hf.checkpoints.placement import DTYPES, Placement
 from liteasr_hf.compression.checkpoint import heal_checkpoint
-from liteasr_hf.compression.healing import LOSSES, HealSettings
+from liteasr_hf.compression.healing import LOSSES, WINDOWS, HealSettings
 from liteasr_hf.compression.presets import load_settings
-from liteasr_hf.data.speech import SHIPPED_SPEECH_SET, SpeechSource
+from liteasr_hf.data.speech import SpeechSource
 
-OVERRIDES = ("block_steps", "steps", "lr", "batch_size", "loss", "num_samples", "holdout", "patience")
+OVERRIDES = ("block_steps", "steps", "lr", "batch_size", "loss", "num_samples", "holdout", "patience", "windows",
+             "piece_seconds")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,15 +34,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--preset", help="preset in configs/ whose `heal:` settings to use")
     group.add_argument("--config", help="preset YAML file whose `heal:` settings to use")
-    p.add_argument("--data", default=str(SHIPPED_SPEECH_SET), help="healing audio: folder, manifest or datasets name")
-    p.add_argument("--split", default="calibration")
+    p.add_argument("--data", default=None, help="healing audio, unlabelled: folder, manifest or datasets name "
+                   "(default: the training split, liteasr_hf.data.training_set, built on first use)")
+    p.add_argument("--split", default=None)
     p.add_argument("--audio-column", default="audio")
     p.add_argument("--block-steps", type=int, default=None, help="steps per encoder layer (0 skips that stage)")
     p.add_argument("--steps", type=int, default=None, help="end-to-end steps (0 skips that stage)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--loss", choices=LOSSES, default=None, help="end-to-end loss")
-    p.add_argument("--num-samples", type=int, default=None, help="30 s windows of healing audio")
+    p.add_argument("--num-samples", type=int, default=None, help="windows of healing audio")
+    p.add_argument("--windows", choices=WINDOWS, default=None,
+                   help="pieces: one 2-8 s piece of a clip per window, padded as at inference; packed: clips joined")
+    p.add_argument("--piece-seconds", type=float, nargs=2, default=None, metavar=("SHORTEST", "LONGEST"))
     p.add_argument("--holdout", type=float, default=None, help="share of the windows held out for early stopping")
     p.add_argument("--patience", type=int, default=None)
     p.add_argument("--device", default="cpu")
@@ -62,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = heal_settings(args)
-        audio = SpeechSource(args.data, split=args.split, audio_column=args.audio_column, text_column=None)
+        audio = (SpeechSource(args.data, split=args.split, audio_column=args.audio_column, text_column=None)
+                 if args.data else None)
         folder, report = heal_checkpoint(args.model, args.output, teacher=args.teacher, audio=audio,
                                          settings=settings, placement=Placement(args.device, args.dtype),
                                          overwrite=args.overwrite)

@@ -12,7 +12,9 @@ from test_modeling import TINY
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
 from liteasr_hf.compression.compressor import CompressionSettings, compress
-from liteasr_hf.compression.healing import HealingDiverged, HealSettings, heal, healing_parameters
+from liteasr_hf.compression.healing import (HealingDiverged, HealSettings, cut_pieces, heal, healing_parameters,
+                                            healing_windows)
+from liteasr_hf.data.speech import SHIPPED_SPEECH_SET, SpeechSource
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +59,26 @@ def test_heal_trains_only_the_factors_and_lowers_the_held_out_loss(pair):
     assert any(s["holdout_loss_after"] < s["holdout_loss_before"] for s in report["stages"])
 
 
+def test_clips_are_cut_into_pieces_of_the_asked_lengths():
+    rng = np.random.default_rng(1)
+    clips = [rng.standard_normal(int(16000 * seconds)).astype(np.float32) for seconds in (20.0, 1.5, 9.3)]
+    pieces = cut_pieces(clips, (2.0, 8.0), seed=3)
+    assert any(p is clips[1] for p in pieces)  # a clip shorter than the shortest piece stays whole
+    for clip in (clips[0], clips[2]):
+        own = [p for p in pieces if p.base is clip]
+        assert len(own) >= 2 and all(2 * 16000 <= p.size <= 8 * 16000 for p in own[:-1])
+        assert 16000 <= own[-1].size <= 8 * 16000  # the remainder, kept when at least half the shortest piece
+        assert np.array_equal(np.concatenate(own), clip[: sum(p.size for p in own)])  # in order, nothing repeated
+        assert clip.size - sum(p.size for p in own) < 16000
+    assert [p.size for p in cut_pieces(clips, (2.0, 8.0), seed=3)] == [p.size for p in pieces]
+
+    settings = HealSettings(num_samples=4, windows="pieces")
+    windows = healing_windows(clips, settings)
+    assert len(windows) == 4 and all(w.size <= 8 * 16000 for w in windows)
+    packed = healing_windows(clips, HealSettings(num_samples=4, windows="packed", pack_seconds=28.0))
+    assert len(packed) == 2 and max(w.size for w in packed) > 20 * 16000
+
+
 def test_layer_norms_train_only_when_asked(pair):
     _, student, _ = pair
     layer = student.get_encoder().layers[0]
@@ -90,6 +112,8 @@ def test_empty_or_silent_audio_is_refused(pair, clips, message):
     ({"loss": "l1"}, r"heal\.loss = 'l1': use one of mse, cosine"),
     ({"holdout": 1.0}, r"heal\.holdout = 1\.0"),
     ({"pack_seconds": 45}, r"heal\.pack_seconds = 45: give seconds in \[0, 30\]"),
+    ({"windows": "whole"}, r"heal\.windows = 'whole': use one of pieces, packed"),
+    ({"piece_seconds": [8, 2]}, r"heal\.piece_seconds = \[8, 2\]: give \[shortest, longest\] seconds"),
     ({"epochs": 3}, r"Unknown heal setting\(s\) \['epochs'\]"),
 ])
 def test_bad_settings_name_the_field(values, message):
@@ -100,6 +124,8 @@ def test_bad_settings_name_the_field(values, message):
 # --- Real tiny.en, through the checkpoint-level entry points -----------------------------------------------------
 
 HEAL_QUICK = {"block_steps": 2, "steps": 2, "batch_size": 1, "eval_every": 1, "num_samples": 2}
+# The shipped calibration clips, not the default training split: building that takes minutes.
+SHIPPED_AUDIO = SpeechSource(SHIPPED_SPEECH_SET, split="calibration", text_column=None)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +136,7 @@ def healed_tiny_en(tiny_en_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("heal")
     plain, _ = compress_checkpoint(tiny_en_dir, root / "plain", preset="tiny", num_samples=2, progress=False)
     healed, result = compress_checkpoint(tiny_en_dir, root / "healed", preset="tiny", num_samples=2, progress=False,
-                                         healing=True, heal=HEAL_QUICK)
+                                         healing=True, healing_audio=SHIPPED_AUDIO, heal=HEAL_QUICK)
     return plain, healed, result
 
 
@@ -137,12 +163,12 @@ def test_heal_checkpoint_heals_a_saved_folder_and_a_divergent_run_writes_nothing
     from liteasr_hf.compression.checkpoint import heal_checkpoint
 
     plain, _, _ = healed_tiny_en
-    folder, report = heal_checkpoint(plain, tmp_path / "again", teacher=tiny_en_dir,
+    folder, report = heal_checkpoint(plain, tmp_path / "again", teacher=tiny_en_dir, audio=SHIPPED_AUDIO,
                                      settings=HealSettings(**HEAL_QUICK), progress=False)
     saved = json.loads((folder / "compression_report.json").read_text())
     assert saved["healing"]["stages"] == report["stages"] and saved["low_rank_config"]
     assert (folder / "rank_plan.json").is_file() and (folder / "preprocessor_config.json").is_file()
     with pytest.raises(HealingDiverged):
-        heal_checkpoint(plain, tmp_path / "diverged", teacher=tiny_en_dir, progress=False,
+        heal_checkpoint(plain, tmp_path / "diverged", teacher=tiny_en_dir, audio=SHIPPED_AUDIO, progress=False,
                         settings=HealSettings(**{**HEAL_QUICK, "block_steps": 0, "steps": 20, "lr": 0.9}))
     assert not (tmp_path / "diverged").exists()

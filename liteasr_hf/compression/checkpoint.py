@@ -11,6 +11,7 @@ from ..checkpoints.loading import load_model_and_processor
 from ..checkpoints.placement import Placement
 from ..checkpoints.saving import save_model_folder
 from ..data.speech import SHIPPED_SPEECH_SET, SpeechSource
+from ..data.training_set import training_source
 from ..portable import portable_command, portable_path
 from .compressor import CompressionResult, compress
 from .healing import HealSettings, heal
@@ -48,7 +49,7 @@ def compress_checkpoint(
     model card shows it). ``healing``: distil the factors against the dense model afterwards
     (:func:`~liteasr_hf.compression.healing.heal`) with the preset's ``heal`` settings (``None``: when the preset
     has them; ``True``: with defaults where it has none; ``False``: never), on ``healing_audio`` (default: the
-    calibration audio).
+    training split, :mod:`liteasr_hf.data.training_set`, built on first use).
 
     The folder holds the weights, config (remote code and pipeline), code files, processor files,
     ``generation_config.json``, ``compression_report.json`` and ``rank_plan.json``; it is written under a
@@ -84,7 +85,7 @@ def compress_checkpoint(
         heal_settings = None if healing is False else settings.heal or (HealSettings() if healing else None)
         if heal_settings is not None:
             result.report["healing"] = _heal(result, model, placement, processor, heal_settings,
-                                             healing_audio or calibration, progress)
+                                             healing_audio or training_source(progress), progress)
         if command:
             result.report["command"] = portable_command(command)
         if getattr(whisper, "hf_device_map", None):  # where accelerate placed the weights: GPUs, cpu, disk
@@ -103,7 +104,7 @@ def heal_checkpoint(
     output: str | os.PathLike,
     *,
     teacher: str | os.PathLike | None = None,
-    audio: SpeechSource = DEFAULT_CALIBRATION,
+    audio: SpeechSource | None = None,
     settings: HealSettings | None = None,
     placement: Placement = Placement(),
     overwrite: bool = False,
@@ -112,7 +113,8 @@ def heal_checkpoint(
     """Heal an existing LiteWhisper folder or Hub id and save the result to ``output``; returns it and the report.
 
     ``teacher`` is the dense Whisper it was compressed from (default: the ``source_model`` its
-    ``compression_report.json`` names). The output is the input folder's layout with healed factors and the
+    ``compression_report.json`` names); ``audio`` the speech to heal on (default: the training split). The output
+    is the input folder's layout with healed factors and the
     healing report added to ``compression_report.json``; it appears only when complete.
     """
     import json
@@ -130,6 +132,7 @@ def heal_checkpoint(
         raise ValueError(f"{model} does not say which Whisper it was compressed from (no compression_report.json "
                          "with source_model): pass the dense model as --teacher.")
     dense, _, _ = load_model_and_processor(teacher, device=placement.device, dtype=placement.dtype)
+    audio = audio or training_source(progress)
     utterances, failures = audio.load()
     healing = heal(student, dense, [u.audio for u in utterances], processor.feature_extractor, settings,
                    progress=progress)
