@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=None, help="keep this fraction of the encoder (overrides preset)")
     p.add_argument("--heal", action=argparse.BooleanOptionalAction, default=None,
                    help="distil the factors against the dense model afterwards (default: if the preset has `heal`)")
-    p.add_argument("--heal-data", default=None, help="healing audio, unlabelled (default: the training split, built on first use)")
+    p.add_argument("--heal-data", default=None,
+                   help="healing audio, unlabelled (default: the training split, built on first use)")
     p.add_argument("--heal-split", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")

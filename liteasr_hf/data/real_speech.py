@@ -2,8 +2,8 @@
 
 ``asterisk-core-sounds-en-wav`` holds 569 telephone prompts read by one professional speaker (Allison Smith,
 CC-BY-SA-3.0), 8 kHz WAV; ``asterisk-core-sounds-en`` holds the transcript of every prompt. Tones and silences are
-left out. The prompts of four words or more (and at most 30 s) are shuffled with one seed and half of them form the ``evaluation``
-split; every other prompt (the other half, and the short ones: digits, letters, single words) forms ``training``,
+left out. The prompts of four words or more (and at most 30 s) are shuffled with one seed and half of them form
+the ``evaluation`` split; every other prompt (the other half, and the short ones: digits, letters, single words) forms ``training``,
 so healing can hear real speech without ever hearing a prompt it is judged on.
 
 The folder (two audiofolders and a README with the attribution) is written atomically to
@@ -50,8 +50,9 @@ def fetch_debian_packages(packages: tuple[str, ...], destination: str | os.PathL
     with tempfile.TemporaryDirectory(prefix="liteasr-deb-") as tmp:
         result = subprocess.run(["apt-get", "download", *packages], cwd=tmp, capture_output=True, text=True)
         if result.returncode != 0:
-            raise EngineNotAvailableError(f"apt-get download {' '.join(packages)} failed: {result.stderr.strip()[-400:]}"
-                                          " (is the Debian archive reachable, and `apt-get update` done?)")
+            raise EngineNotAvailableError(
+                f"apt-get download {' '.join(packages)} failed: {result.stderr.strip()[-400:]} (is the Debian archive "
+                "reachable, and `apt-get update` done?)")
         for deb in sorted(Path(tmp).glob("*.deb")):
             subprocess.run(["dpkg-deb", "-x", str(deb), str(destination)], check=True)
     return destination

@@ -101,8 +101,8 @@ def build_training_set(
     """Write the training split to ``output/training`` (atomically) and return its metadata rows.
 
     ``max_piper_clips`` keeps the first clips of the plan only (for tests); ``real_speech`` is the folder of the
-    Asterisk prompts' splits (default: :func:`~.real_speech.real_speech_set`, fetched on first use). Raises ``EngineNotAvailableError``,
-    naming the packages, when Piper is not installed.
+    Asterisk prompts' splits (default: :func:`~.real_speech.real_speech_set`, fetched on first use). Raises
+    ``EngineNotAvailableError``, naming the packages, when Piper is not installed.
     """
     speech_set = Path(speech_set)
     sentences = read_harvard_sentences(sentences_file)

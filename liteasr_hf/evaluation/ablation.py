@@ -102,11 +102,13 @@ def run_healing_ablation(
     **overrides,
 ) -> dict:
     """Compress ``model`` to ``budget`` of its encoder parameters in each of ``variants``, evaluate the original and
-    every variant on ``evaluations`` (default: :func:`default_evaluations`), and write ``ablation.json`` and ``ablation.md`` to ``output``.
+    every variant on ``evaluations`` (default: :func:`default_evaluations`), and write ``ablation.json`` and
+    ``ablation.md`` to ``output``.
 
     ``paper``: the paper's recipe (the ``paper`` preset: one-shot, no outlier directions) at the same budget.
     ``ours``: ``preset`` (default: by model size) at the budget, not healed. ``ours+block``: that model healed
-    block-wise only; ``ours+block+e2e``: healed with ``heal`` (default :class:`HealSettings`). The model folders are
+    block-wise only; ``ours+block+e2e``: healed with ``heal`` (default :class:`HealSettings`), going on from
+    ``ours+block`` when that is made (its cost then counts both). The model folders are
     kept under ``output``; ``overrides`` go to :func:`~liteasr_hf.compression.checkpoint.compress_checkpoint` (e.g.
     ``num_samples``). Returns the report.
     """
@@ -138,11 +140,24 @@ def run_healing_ablation(
         timed("ours", lambda: (compress_checkpoint(model, output / "ours", preset=preset, budget=budget,
                                                    healing=False, overwrite=overwrite, progress=progress,
                                                    **overrides)[0], None))
-    for name, settings in (("ours+block", dataclasses.replace(heal, steps=0)), ("ours+block+e2e", heal)):
-        if name in variants and settings.block_steps + settings.steps > 0:
-            timed(name, lambda name=name, settings=settings: heal_checkpoint(
-                output / "ours", output / name.replace("+", "-"), teacher=model, audio=healing_audio,
-                settings=settings, overwrite=overwrite, progress=progress))
+    block_only = dataclasses.replace(heal, steps=0)
+    if "ours+block" in variants and heal.block_steps > 0:
+        timed("ours+block", lambda: heal_checkpoint(output / "ours", output / "ours-block", teacher=model,
+                                                    audio=healing_audio, settings=block_only, overwrite=overwrite,
+                                                    progress=progress))
+    if "ours+block+e2e" in variants:
+        # Healing is block-wise then end to end: when the block-wise model is there, go on from it.
+        start, settings = ("ours+block", dataclasses.replace(heal, block_steps=0)) if (
+            "ours+block" in folders and heal.steps > 0) else ("ours", heal)
+        timed("ours+block+e2e", lambda: heal_checkpoint(
+            folders[start], output / "ours-block-e2e", teacher=model, audio=healing_audio, settings=settings,
+            overwrite=overwrite, progress=progress))
+        if start == "ours+block":
+            first, total = costs["ours+block"], costs["ours+block+e2e"]
+            total.update(heal_seconds=round(first["heal_seconds"] + total["heal_seconds"], 1),
+                         heal_peak_memory_bytes=max(first["heal_peak_memory_bytes"], total["heal_peak_memory_bytes"]),
+                         stages=first["stages"] + total["stages"],
+                         seconds=round(first["seconds"] + total["seconds"], 1))
 
     groups = evaluation_groups(evaluations or default_evaluations(), progress=progress)
     _, processor, _ = load_model_and_processor(model)
