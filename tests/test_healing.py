@@ -38,7 +38,8 @@ def test_heal_trains_only_the_factors_and_lowers_the_held_out_loss(pair):
     teacher, compressed, clips = pair
     student = copy.deepcopy(compressed)
     teacher_before, student_before = _state(teacher), _state(student)
-    settings = HealSettings(block_steps=6, steps=6, lr=1e-3, batch_size=2, eval_every=2, patience=3, num_samples=10)
+    settings = HealSettings(block_steps=6, steps=6, lr=1e-3, batch_size=2, eval_every=2, patience=3, num_samples=10,
+                            holdout=0.2)
     report = heal(student, teacher, clips, WhisperFeatureExtractor(), settings, progress=False)
 
     assert all(torch.equal(v, teacher_before[k]) for k, v in teacher.state_dict().items())

@@ -45,14 +45,14 @@ class HealingDiverged(ValueError):
 class HealSettings:
     """How to heal; the ``heal:`` entry of a preset file."""
 
-    block_steps: int = 40  # gradient steps per encoder layer in the block-wise stage (0 skips it)
-    steps: int = 80  # gradient steps of the end-to-end stage (0 skips it)
+    block_steps: int = 20  # gradient steps per encoder layer in the block-wise stage (0 skips it)
+    steps: int = 60  # gradient steps of the end-to-end stage (0 skips it)
     lr: float = 1e-4
     batch_size: int = 4
     loss: str = "cosine"  # end-to-end loss: "cosine" (one minus the cosine per position) or "mse" (normalised)
     train_layer_norms: bool = False
-    holdout: float = 0.2  # share of the windows held out for early stopping
-    eval_every: int = 10
+    holdout: float = 0.1  # share of the windows held out for early stopping
+    eval_every: int = 20
     patience: int = 3
     num_samples: int = 160  # windows of healing audio (each padded to Whisper's 30 s)
     # "pieces": each window is one piece of piece_seconds cut at random from a clip and padded, as a short utterance
