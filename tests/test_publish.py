@@ -438,6 +438,25 @@ def multilingual_model(tiny_en_dir, tmp_path_factory) -> Path:
                              extra_files={"compression_report.json": report})
 
 
+def test_card_says_how_the_model_was_healed(lite_model, tmp_path):
+    folder = tmp_path / "lite-whisper-tiny"
+    shutil.copytree(lite_model, folder)
+    assert "- Healing:" not in build_model_card(folder, "org/lite-whisper-tiny").text
+    report_file = folder / "compression_report.json"
+    report = json.loads(report_file.read_text())
+    report["healing"] = {
+        "stages": [{"stage": f"encoder layer {i}", "steps": 20, "holdout_loss_before": 1.0, "holdout_loss_after": 0.5}
+                   for i in range(4)] + [{"stage": "end to end", "steps": 60, "holdout_loss_before": 0.0412,
+                                          "holdout_loss_after": 0.0131}],
+        "windows": {"train": 144, "holdout": 16}, "seconds": 312.0,
+        "data": {"data": "training-v2-seed0", "split": "training", "failed": 0}}
+    report_file.write_text(json.dumps(report))
+    text = build_model_card(folder, "org/lite-whisper-tiny").text
+    assert ("- Healing: after factorizing, the factors were distilled against openai/whisper-tiny.en's encoder, "
+            "label-free: block-wise (4 layers) 80 steps, end to end 60 steps (held-out encoder loss 0.0412 -> 0.0131 "
+            "at the end-to-end stage), on 160 windows of training-v2-seed0 (training), in 5.2 min.") in text
+
+
 def test_card_of_a_multilingual_base_names_the_tested_languages(multilingual_model, hub, tmp_path):
     enc = json.loads((multilingual_model / "compression_report.json").read_text())["encoder"]
     summaries = [

@@ -459,12 +459,31 @@ def build_model_card(
         calibration=report.get("calibration", {}),
         calibration_data=calibration_ref.label if calibration_ref else None,
         compression_seconds=report.get("total_seconds", report.get("seconds")),
+        healing=_healing_facts(report.get("healing")),
         compression_device=report.get("device"),
         onnx_files=[(name, f"{size / 2**20:.1f} MiB") for name, size in onnx_files],
         onnx_dtypes=_onnx_dtypes(onnx_files),
     )
     # Jinja leaves the lines of skipped blocks empty: keep at most one blank line between paragraphs.
     return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)))
+
+
+def _healing_facts(healing: Mapping | None) -> dict | None:
+    """What the card says about healing: the stages (encoder layers folded into one), losses, audio, time."""
+    if not healing:
+        return None
+    stages = healing["stages"]
+    layers = [s for s in stages if s["stage"].startswith("encoder layer")]
+    summary = ([{"stage": f"block-wise ({len(layers)} layers)", "steps": sum(s["steps"] for s in layers)}]
+               if layers else []) + [s for s in stages if not s["stage"].startswith("encoder layer")]
+    last = stages[-1]
+    data = healing.get("data") or {}
+    return {"stages": summary, "loss_before": f"{last['holdout_loss_before']:.4g}",
+            "loss_after": f"{last['holdout_loss_after']:.4g}",
+            "windows": sum(healing["windows"].values()),
+            "data": f"{data.get('data', 'unrecorded audio')} ({data.get('split')})" if data.get("split") else
+            data.get("data", "unrecorded audio"),
+            "minutes": f"{healing['seconds'] / 60:.1f}"}
 
 
 def _onnx_dtypes(onnx_files: Sequence[tuple[str, int]]) -> list[str]:
