@@ -13,7 +13,6 @@ The folder (two audiofolders and a README with the attribution) is written atomi
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import re
 import shutil
@@ -26,9 +25,10 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_directory
-from .conditioning import SAMPLE_RATE, normalize_level, to_mono_16k
+from .conditioning import normalize_level, to_mono_16k
 from .external import EngineNotAvailableError
 from .sources import Recording
+from .speech_set import write_clip, write_metadata
 
 REAL_SPEECH_VERSION = 1
 PACKAGES = ("asterisk-core-sounds-en-wav", "asterisk-core-sounds-en")
@@ -111,13 +111,10 @@ def build_real_speech_set(output: str | os.PathLike, source: str | os.PathLike |
                 for recording in tqdm(splits[split], desc=f"Asterisk prompts ({split})", unit="clip",
                                       disable=not progress):
                     audio, rate = sf.read(recording.path, dtype="float32")
-                    audio = normalize_level(to_mono_16k(audio, rate))
-                    sf.write(out / split / f"{recording.id}.flac", audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
-                    rows[split].append({"file_name": f"{recording.id}.flac", "id": recording.id, "text": recording.text,
-                                        "speaker": recording.speaker, "engine": "recording", "source": "asterisk",
-                                        "duration": round(audio.size / SAMPLE_RATE, 3)})
-                with open(out / split / "metadata.jsonl", "w", encoding="utf-8") as f:
-                    f.writelines(json.dumps(row) + "\n" for row in rows[split])
+                    rows[split].append(write_clip(out / split, recording.id, normalize_level(to_mono_16k(audio, rate)),
+                                                  {"text": recording.text, "speaker": recording.speaker,
+                                                   "engine": "recording", "source": "asterisk"}))
+                write_metadata(out / split, rows[split])
             minutes = {split: sum(r["duration"] for r in rows[split]) / 60 for split in SPLITS}
             (out / "README.md").write_text(
                 f"# Asterisk English prompts (recipe v{REAL_SPEECH_VERSION}, seed {seed})\n\n"

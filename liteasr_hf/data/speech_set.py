@@ -168,13 +168,15 @@ def synthesize_clip(clip: PlannedClip, sentences: Sequence[str]) -> tuple[np.nda
 # Files
 
 
-def _write_clip(folder: Path, clip_id: str, audio: np.ndarray, fields: dict) -> dict:
+def write_clip(folder: Path, clip_id: str, audio: np.ndarray, fields: dict) -> dict:
+    """Write ``audio`` as ``folder/<clip_id>.flac`` (16 kHz, 16-bit); its metadata row."""
     file_name = f"{clip_id}.flac"
     sf.write(folder / file_name, audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
     return {"file_name": file_name, "id": clip_id, **fields, "duration": round(len(audio) / SAMPLE_RATE, 3)}
 
 
-def _write_metadata(folder: Path, rows: list[dict]) -> None:
+def write_metadata(folder: Path, rows: list[dict]) -> None:
+    """Write ``rows`` as ``folder/metadata.jsonl``, one JSON object a line."""
     with open(folder / "metadata.jsonl", "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -399,13 +401,13 @@ def build_speech_set(
         for clip in tqdm(plan, desc="synthesizing", unit="clip"):
             audio, text = synthesize_clip(clip, sentences)
             fields = {"text": text, "speaker": clip.voice.speaker, "engine": clip.voice.engine, "source": "harvard"}
-            rows[clip.split].append(_write_clip(tmp / clip.split, clip.id, audio, fields))
+            rows[clip.split].append(write_clip(tmp / clip.split, clip.id, audio, fields))
         for recording in recordings:
             fields = {"text": recording.text, "speaker": recording.speaker, "engine": "recording",
                       "source": recording.source}  # fmt: skip
-            rows["evaluation"].append(_write_clip(tmp / "evaluation", recording.id, read_recording(recording), fields))
+            rows["evaluation"].append(write_clip(tmp / "evaluation", recording.id, read_recording(recording), fields))
         for split in SPLITS:
-            _write_metadata(tmp / split, rows[split])
+            write_metadata(tmp / split, rows[split])
         wer = None if whisper_model is None else word_error_rates(tmp / "evaluation", whisper_model)
         write_data_card(tmp, rows, voices, seed, wer, whisper_model, whisper_name)
     return rows

@@ -21,6 +21,7 @@ from ..checkpoints.loading import load_model_and_processor
 from ..compression.checkpoint import compress_checkpoint, heal_checkpoint
 from ..compression.healing import HealSettings
 from ..data.speech import SHIPPED_SPEECH_SET, SpeechSource
+from ..data.speech_set import read_metadata
 from .transcription import encoder_parameters, english_normalizer, score, transcribe
 
 VARIANTS = ("paper", "ours", "ours+block", "ours+block+e2e")
@@ -28,20 +29,16 @@ VARIANTS = ("paper", "ours", "ours+block", "ours+block+e2e")
 
 def real_recording_ids(source: SpeechSource) -> set[str]:
     """Ids of the clips whose ``engine`` is ``recording`` in a local audiofolder's metadata (empty otherwise)."""
-    metadata = Path(source.data) / (source.split or "") / "metadata.jsonl"
-    if not metadata.is_file():
+    folder = Path(source.data) / (source.split or "")
+    if not (folder / "metadata.jsonl").is_file():
         return set()
-    with open(metadata, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_metadata(folder)
     return {row.get("id", Path(row["file_name"]).stem) for row in rows if row.get("engine") == "recording"}
 
 
-def _wer(pairs) -> dict:
-    scored = [p for p in pairs if p.scored]
-    words = sum(p.reference_words for p in scored)
-    errors = sum(p.errors for p in scored)
-    return {"wer": round(100 * errors / words, 2) if words else None, "errors": errors, "reference_words": words,
-            "utterances": len(scored), "long_outputs": sum(p.long_output for p in pairs)}
+def _wer(pairs, stats) -> dict:
+    return {"wer": stats.wer, "errors": stats.errors, "reference_words": stats.reference_words,
+            "utterances": stats.n_scored, "long_outputs": sum(p.long_output for p in pairs)}
 
 
 def evaluation_groups(evaluations: dict[str, SpeechSource], progress: bool = True) -> dict[str, list]:
@@ -70,8 +67,7 @@ def evaluate_variant(model: str | os.PathLike, groups: dict[str, list], normaliz
     texts = dict(zip(unique, transcription.texts))
     result = {"encoder_params": encoder_parameters(whisper, positions=False), "wer": {}}
     for name, group in groups.items():
-        pairs, _ = score([u.text for u in group], [texts[id(u)] for u in group], normalizer)
-        result["wer"][name] = _wer(pairs)
+        result["wer"][name] = _wer(*score([u.text for u in group], [texts[id(u)] for u in group], normalizer))
     result["predictions"] = {u.id: texts[key] for key, u in unique.items()}
     del whisper
     return result
