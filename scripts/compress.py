@@ -14,6 +14,7 @@ from pathlib import Path
 
 from liteasr_hf.checkpoints.placement import DTYPES, Placement
 from liteasr_hf.compression.checkpoint import compress_checkpoint
+from liteasr_hf.compression.healing import describe_healing
 from liteasr_hf.data.speech import SHIPPED_SPEECH_SET, SpeechSource
 from liteasr_hf.evaluation.comparison import compare_original_and_compressed
 
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     growth = result.report.get("compression_rss_growth_mb")
     print(f"Compression took {result.report['total_seconds']:.1f} s, peak RSS {result.report['peak_rss_mb']:.0f} MB"
           + ("" if growth is None else f" (calibration and factorization: +{growth:.0f} MB over the loaded model)"))
+    if result.report.get("healing"):
+        print(describe_healing(result.report["healing"]))
     if args.evaluate:
         table = compare_original_and_compressed(
             args.model, folder, SpeechSource(args.eval_data, split=args.eval_split), device=args.device,

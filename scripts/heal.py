@@ -17,7 +17,7 @@ import sys
 
 from liteasr_hf.checkpoints.placement import DTYPES, Placement
 from liteasr_hf.compression.checkpoint import heal_checkpoint
-from liteasr_hf.compression.healing import LOSSES, WINDOWS, HealSettings
+from liteasr_hf.compression.healing import LOSSES, WINDOWS, HealSettings, describe_healing
 from liteasr_hf.compression.presets import load_settings
 from liteasr_hf.data.speech import SpeechSource
 
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     for stage in report["stages"]:
         print(f"{stage['stage']}: {stage['steps']} steps, held-out loss {stage['holdout_loss_before']:.4g} -> "
               f"{stage['holdout_loss_after']:.4g}")
-    print(f"healed in {report['seconds']:.0f} s; wrote {folder}")
+    print(describe_healing(report))
+    print(f"Wrote {folder}")
     return 0
 
 

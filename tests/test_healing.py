@@ -12,8 +12,8 @@ from test_modeling import TINY
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
 from liteasr_hf.compression.compressor import CompressionSettings, compress
-from liteasr_hf.compression.healing import (HealingDiverged, HealSettings, cut_pieces, heal, healing_parameters,
-                                            healing_windows)
+from liteasr_hf.compression.healing import (HealingDiverged, HealSettings, cut_pieces, describe_healing,
+                                            encoder_embeddings, heal, healing_parameters, healing_windows)
 from liteasr_hf.data.speech import SHIPPED_SPEECH_SET, SpeechSource
 
 
@@ -32,6 +32,17 @@ def pair():
 
 def _state(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_encoder_embeddings_are_the_first_layers_input_and_leave_no_hook(pair):
+    teacher, _, clips = pair
+    encoder = teacher.get_encoder()
+    features = WhisperFeatureExtractor()(clips[:2], sampling_rate=16000, return_tensors="pt").input_features
+    with torch.no_grad():
+        expected = encoder(features, output_hidden_states=True).hidden_states[0]
+        got = encoder_embeddings(encoder, features)
+    assert torch.equal(got, expected)
+    assert not encoder.layers[0]._forward_pre_hooks
 
 
 def test_heal_trains_only_the_factors_and_lowers_the_held_out_loss(pair):
@@ -155,6 +166,10 @@ def test_compress_with_healing_changes_only_the_factors_and_records_it(healed_ti
     assert changed and all(k.startswith("model.encoder.layers.") and k.rsplit(".", 1)[1] in ("weight1", "weight2",
                                                                                             "bias") for k in changed)
     assert json.loads((plain / "config.json").read_text())["low_rank_config"] == result.model.config.low_rank_config
+    line = describe_healing(report["healing"])
+    last = report["healing"]["stages"][-1]
+    assert line.startswith("Healing took ") and "on 1 windows (1 held out)" in line
+    assert f"{last['stage']}: held-out loss {last['holdout_loss_before']:.4g} -> " in line
 
 
 def test_heal_checkpoint_heals_a_saved_folder_and_a_divergent_run_writes_nothing(healed_tiny_en, tiny_en_dir,

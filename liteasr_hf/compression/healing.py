@@ -224,6 +224,36 @@ def _batches(indices: Sequence[int], batch_size: int, generator: torch.Generator
             yield [indices[i] for i in order[start : start + batch_size]]
 
 
+def _chunks(indices: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(indices), size):
+        yield list(indices[start : start + size])
+
+
+class _Embedded(Exception):
+    """Raised by a hook to stop an encoder's forward once its embeddings are known."""
+
+
+def encoder_embeddings(encoder: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """The input of a Whisper encoder's first layer (convolutions and positions): ``(batch, positions, d)``.
+
+    The encoder's own forward computes it (the code differs between transformers versions) and is stopped by a hook
+    at its first layer, so the layers do not run."""
+    captured = []
+
+    def stop(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        captured.append(args[0] if args else kwargs["hidden_states"])
+        raise _Embedded
+
+    handle = encoder.layers[0].register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        encoder(features)
+    except _Embedded:
+        pass
+    finally:
+        handle.remove()
+    return captured[0]
+
+
 def _normalised_mse(student: torch.Tensor, teacher: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (((student - teacher) / scale) ** 2).mean()
 
@@ -276,34 +306,37 @@ def heal(
         features = torch.cat([feature_extractor(windows[i : i + settings.batch_size], sampling_rate=16000,
                                                 return_tensors="pt").input_features
                               for i in range(0, len(windows), settings.batch_size)]).to(device=device, dtype=dtype)
-        t_hidden = torch.cat([t_encoder(features[i : i + settings.batch_size], output_hidden_states=True)
-                              .hidden_states[0] for i in range(0, len(windows), settings.batch_size)])
-    s_hidden = t_hidden.clone()  # the embeddings (convolutions, positions) are not factorized
+        # The teacher's hidden states go through every window, layer by layer, and end as the end-to-end target;
+        # the student's only through the windows the block-wise stage uses (the held-out ones and one batch a step).
+        t_hidden = torch.cat([encoder_embeddings(t_encoder, features[b]) for b in _chunks(range(len(windows)),
+                                                                                          settings.batch_size)])
+    block_ids = holdout + train[: settings.block_steps * settings.batch_size]
+    block_holdout, block_train = list(range(len(holdout))), list(range(len(holdout), len(block_ids)))
     stages = []
-    layers = range(len(s_encoder.layers))
 
     def chunks(indices: Sequence[int]) -> Iterator[list[int]]:
-        for start in range(0, len(indices), settings.batch_size):
-            yield list(indices[start : start + settings.batch_size])
+        return _chunks(indices, settings.batch_size)
 
     if settings.block_steps:
-        for layer in tqdm(layers, desc="Healing encoder layers", disable=not progress):
+        s_hidden = t_hidden[block_ids].clone()  # the embeddings (convolutions, positions) are not factorized
+        for layer in tqdm(range(len(s_encoder.layers)), desc="Healing encoder layers", disable=not progress):
             s_layer, t_layer = s_encoder.layers[layer], t_encoder.layers[layer]
             params = healing_parameters(s_layer, settings.train_layer_norms)
             with torch.no_grad():
-                target = torch.cat([_layer(t_layer, t_hidden[b]) for b in chunks(range(len(windows)))])
+                t_hidden = torch.cat([_layer(t_layer, t_hidden[b]) for b in chunks(range(len(windows)))])
+            target = t_hidden[block_ids]
             if params:
-                scale = _channel_scale(target[train])
+                scale = _channel_scale(target[block_train])
 
                 def held(layer_module=s_layer, inputs=s_hidden, target=target, scale=scale) -> float:
                     with torch.no_grad(), autocast:
                         return float(sum(_normalised_mse(_layer(layer_module, inputs[b]), target[b], scale).float()
-                                         * len(b) for b in chunks(holdout)) / len(holdout))
+                                         * len(b) for b in chunks(block_holdout)) / len(block_holdout))
 
                 for p in params:
                     p.requires_grad_(True)
                 stage = _Stage(f"encoder layer {layer}", params, settings.block_steps, settings, held)
-                for batch in _batches(train, settings.batch_size, generator):
+                for batch in _batches(block_train, settings.batch_size, generator):
                     with autocast:
                         loss = _normalised_mse(_layer(s_layer, s_hidden[batch]), target[batch], scale).float()
                     if not stage.step(loss):
@@ -312,13 +345,16 @@ def heal(
                 for p in params:
                     p.requires_grad_(False)
             with torch.no_grad():
-                s_hidden = torch.cat([_layer(s_layer, s_hidden[b]) for b in chunks(range(len(windows)))])
-                t_hidden = target
-    del s_hidden, t_hidden
+                s_hidden = torch.cat([_layer(s_layer, s_hidden[b]) for b in chunks(range(len(block_ids)))])
+        del s_hidden
 
     if settings.steps:
         with torch.no_grad():
-            target = torch.cat([t_encoder(features[b]).last_hidden_state for b in chunks(range(len(windows)))])
+            if settings.block_steps:  # t_hidden is the last layer's output: only the final LayerNorm is left
+                target = torch.cat([t_encoder.layer_norm(t_hidden[b]) for b in chunks(range(len(windows)))])
+            else:
+                target = torch.cat([t_encoder(features[b]).last_hidden_state for b in chunks(range(len(windows)))])
+        del t_hidden
         scale = _channel_scale(target[train])
         loss_fn = _normalised_mse if settings.loss == "mse" else _cosine
         params = [p for layer in s_encoder.layers for p in healing_parameters(layer, settings.train_layer_norms)]
@@ -348,3 +384,16 @@ def heal(
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"settings": asdict(settings), "windows": {"train": len(train), "holdout": len(holdout)},
             "stages": stages, "seconds": round(time.perf_counter() - started, 1), "peak_memory_bytes": int(peak)}
+
+
+def describe_healing(report: dict) -> str:
+    """One line for a person: how long :func:`heal` took, its peak memory, its windows, and what its last stage did
+    to the held-out loss."""
+    windows = report["windows"]
+    line = (f"Healing took {report['seconds'] / 60:.1f} min, peak {report['peak_memory_bytes'] / 2**30:.1f} GiB, on "
+            f"{windows['train']} windows ({windows['holdout']} held out)")
+    if report["stages"]:
+        last = report["stages"][-1]
+        line += (f"; {last['stage']}: held-out loss {last['holdout_loss_before']:.4g} -> "
+                 f"{last['holdout_loss_after']:.4g} in {last['steps']} steps")
+    return line
