@@ -172,6 +172,27 @@ def test_compress_with_healing_changes_only_the_factors_and_records_it(healed_ti
     assert f"{last['stage']}: held-out loss {last['holdout_loss_before']:.4g} -> " in line
 
 
+def test_an_offloaded_model_heals_exactly_like_a_resident_one(healed_tiny_en, tiny_en_dir, tmp_path):
+    # Every weight offloaded to disk (a CPU cap below the model's size): compression loads the encoder layer by layer,
+    # and the teacher is streamed in from its own offload folder on every forward. Placement must not change a bit.
+    from safetensors.torch import load_file
+
+    from liteasr_hf.checkpoints.placement import Placement
+    from liteasr_hf.compression.checkpoint import compress_checkpoint
+
+    _, resident, _ = healed_tiny_en
+    offloaded, result = compress_checkpoint(
+        tiny_en_dir, tmp_path / "healed", preset="tiny", num_samples=2, progress=False, healing=True,
+        healing_audio=SHIPPED_AUDIO, heal=HEAL_QUICK,
+        placement=Placement(device_map="auto", max_memory={"cpu": 40_000_000}, offload_folder=tmp_path / "offload"))
+    assert result.report["placement"] == ["disk"] and result.report["healing"]["stages"]
+    assert (tmp_path / "offload" / "teacher").is_dir()  # the teacher was offloaded too, beside the student's weights
+    a, b = load_file(resident / "model.safetensors"), load_file(offloaded / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+
+
 def test_heal_checkpoint_heals_a_saved_folder_and_a_divergent_run_writes_nothing(healed_tiny_en, tiny_en_dir,
                                                                                   tmp_path):
     import json

@@ -84,7 +84,7 @@ def compress_checkpoint(
         })
         heal_settings = None if healing is False else settings.heal or (HealSettings() if healing else None)
         if heal_settings is not None:
-            result.report["healing"] = _heal(result, model, placement, processor, heal_settings,
+            result.report["healing"] = _heal(result, model, placement, loading, processor, heal_settings,
                                              healing_audio or training_source(progress), progress)
         if command:
             result.report["command"] = portable_command(command)
@@ -147,12 +147,17 @@ def heal_checkpoint(
     return folder, healing
 
 
-def _heal(result: CompressionResult, model, placement: Placement, processor, settings: HealSettings,
+def _heal(result: CompressionResult, model, placement: Placement, loading: dict, processor, settings: HealSettings,
           audio: SpeechSource, progress: bool) -> dict:
-    """Heal ``result.model`` in place against a fresh copy of the dense ``model``; the healing report."""
-    if getattr(result.model, "hf_device_map", None):
-        raise ValueError("Healing a model placed with a device_map is not supported yet; heal on one device.")
-    teacher, _, _ = load_model_and_processor(model, device=placement.device, dtype=placement.dtype)
+    """Heal ``result.model`` in place against a fresh copy of the dense ``model``, placed as it was (``loading``:
+    the ``from_pretrained`` placement arguments); the healing report.
+
+    With a device_map the compressed encoder is resident (compression loaded it layer by layer) and spread as the
+    map says; the teacher is offloaded as the map says, to its own folder, and streamed in for its forward passes.
+    """
+    if "offload_folder" in loading:
+        loading = {**loading, "offload_folder": str(Path(loading["offload_folder"]) / "teacher")}
+    teacher, _, _ = load_model_and_processor(model, device=placement.device, dtype=placement.dtype, **loading)
     utterances, failures = audio.load()
     report = heal(result.model, teacher, [u.audio for u in utterances], processor.feature_extractor, settings,
                   progress=progress)

@@ -255,10 +255,12 @@ def encoder_embeddings(encoder: nn.Module, features: torch.Tensor) -> torch.Tens
 
 
 def _normalised_mse(student: torch.Tensor, teacher: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    teacher, scale = teacher.to(student.device), scale.to(student.device)  # a device_map spreads the layers
     return (((student - teacher) / scale) ** 2).mean()
 
 
 def _cosine(student: torch.Tensor, teacher: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    teacher = teacher.to(student.device)
     return (1 - nn.functional.cosine_similarity(student, teacher, dim=-1)).mean()
 
 
@@ -308,8 +310,8 @@ def heal(
                               for i in range(0, len(windows), settings.batch_size)]).to(device=device, dtype=dtype)
         # The teacher's hidden states go through every window, layer by layer, and end as the end-to-end target;
         # the student's only through the windows the block-wise stage uses (the held-out ones and one batch a step).
-        t_hidden = torch.cat([encoder_embeddings(t_encoder, features[b]) for b in _chunks(range(len(windows)),
-                                                                                          settings.batch_size)])
+        t_hidden = torch.cat([encoder_embeddings(t_encoder, features[b]).to(device)
+                              for b in _chunks(range(len(windows)), settings.batch_size)])
     block_ids = holdout + train[: settings.block_steps * settings.batch_size]
     block_holdout, block_train = list(range(len(holdout))), list(range(len(holdout), len(block_ids)))
     stages = []
@@ -323,7 +325,7 @@ def heal(
             s_layer, t_layer = s_encoder.layers[layer], t_encoder.layers[layer]
             params = healing_parameters(s_layer, settings.train_layer_norms)
             with torch.no_grad():
-                t_hidden = torch.cat([_layer(t_layer, t_hidden[b]) for b in chunks(range(len(windows)))])
+                t_hidden = torch.cat([_layer(t_layer, t_hidden[b]).to(device) for b in chunks(range(len(windows)))])
             target = t_hidden[block_ids]
             if params:
                 scale = _channel_scale(target[block_train])
@@ -345,15 +347,16 @@ def heal(
                 for p in params:
                     p.requires_grad_(False)
             with torch.no_grad():
-                s_hidden = torch.cat([_layer(s_layer, s_hidden[b]) for b in chunks(range(len(block_ids)))])
+                s_hidden = torch.cat([_layer(s_layer, s_hidden[b]).to(device) for b in chunks(range(len(block_ids)))])
         del s_hidden
 
     if settings.steps:
         with torch.no_grad():
             if settings.block_steps:  # t_hidden is the last layer's output: only the final LayerNorm is left
-                target = torch.cat([t_encoder.layer_norm(t_hidden[b]) for b in chunks(range(len(windows)))])
+                target = torch.cat([t_encoder.layer_norm(t_hidden[b]).to(device) for b in chunks(range(len(windows)))])
             else:
-                target = torch.cat([t_encoder(features[b]).last_hidden_state for b in chunks(range(len(windows)))])
+                target = torch.cat([t_encoder(features[b]).last_hidden_state.to(device)
+                                    for b in chunks(range(len(windows)))])
         del t_hidden
         scale = _channel_scale(target[train])
         loss_fn = _normalised_mse if settings.loss == "mse" else _cosine
