@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..parallel import Processes
+
 
 #: Float64 elements converted at once when accumulating (4 MB).
 CHUNK_ELEMENTS = 1 << 19
@@ -44,6 +46,16 @@ class OutputStatistics:
             self.count += y.shape[0]
             self.total += y.sum(0)
             self.outer.addmm_(y.t(), y)
+
+    def sum_over(self, processes: Processes) -> None:
+        """Replace these sums by their totals over all ``processes``, in place: sums of disjoint shards of the
+        calibration windows add up to the sums over all of them (float64, so the order costs ~1e-16)."""
+        if not processes.distributed:
+            return
+        count = torch.tensor([self.count], dtype=torch.float64, device=self.total.device)  # exact below 2**53
+        for tensor in (count, self.total, self.outer):
+            processes.sum_(tensor)
+        self.count = int(count.item())
 
     @property
     def mean(self) -> torch.Tensor:
