@@ -3,8 +3,8 @@
 A launcher starts the same script N times with ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (and ``MASTER_ADDR``,
 ``MASTER_PORT``) in the environment; :func:`process_group` joins them with ``torch.distributed`` (nccl on CUDA,
 gloo on CPU). Without a launcher it yields one process and initializes nothing, so a plain ``python script.py``
-runs exactly as it would without this module. Work is split by index (:meth:`Processes.shard`), float64 sums are
-added up across processes (:meth:`Processes.sum_`) and results gathered in the data's order
+runs exactly as it would without this module. Work is split by index (:meth:`Processes.shard`), sums are
+added up across processes (:meth:`Processes.sum_`, :meth:`Processes.fold`) and results gathered in the data's order
 (:meth:`Processes.gather`); only the main process writes.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -70,6 +70,27 @@ class Processes:
         if self.distributed:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
+
+    def fold(self, tensors: list[torch.Tensor], add: Callable[[list[torch.Tensor], list[torch.Tensor]], None]) -> None:
+        """Combine every process's ``tensors`` in rank order, in place, ending with the same result everywhere.
+
+        Process ``r`` receives what processes ``0..r-1`` combined, adds it to its own with ``add(own, received)``
+        and passes the result on; the last process sends the total to all. For sums that ``all_reduce`` would
+        round (see :class:`~liteasr_hf.compression.calibration.OutputStatistics`). Memory: one extra copy.
+        """
+        if not self.distributed:
+            return
+        if self.rank > 0:
+            received = [torch.empty_like(t) for t in tensors]
+            for tensor in received:
+                dist.recv(tensor, src=self.rank - 1)
+            add(tensors, received)
+            del received
+        if self.rank < self.world_size - 1:
+            for tensor in tensors:
+                dist.send(tensor, dst=self.rank + 1)
+        for tensor in tensors:
+            dist.broadcast(tensor, src=self.world_size - 1)
 
     def gather(self, value: object) -> list[object]:
         """``value`` of every process (picklable), by rank; on every process."""

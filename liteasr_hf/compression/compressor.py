@@ -217,7 +217,8 @@ def compress(
     # 1. Ranks from the dense model's spectra when they must be known up front (budget, or the paper's
     #    one-shot recipe, whose factors come from the same dense statistics).
     if not settings.sequential or (plan is None and settings.budget is not None):
-        stats_bytes = 8 * sum(_shape(config, m)[1] ** 2 for m in settings.modules) * config.encoder_layers
+        # float64 sums and their rounding errors (OutputStatistics): 16 bytes per element.
+        stats_bytes = 16 * sum(_shape(config, m)[1] ** 2 for m in settings.modules) * config.encoder_layers
         groups = [list(layers)] if stats_bytes <= _ONE_PASS_STATS_BYTES else [[l] for l in layers]
         for group in tqdm(groups, desc="Calibrating (dense model)", disable=not progress or len(groups) == 1):
             for key, stats in layer_statistics(group, "Calibrating (dense model)").items():
