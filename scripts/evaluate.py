@@ -6,6 +6,10 @@
     python scripts/evaluate.py --model openai/whisper-tiny --data openslr/librispeech_asr --config clean --split test
 
 Writes <model>__<data>-<split>.jsonl (one record per utterance) and .summary.json into --output.
+
+On several processes, each transcribing its share (the main process writes the results):
+
+    torchrun --nproc_per_node 2 scripts/evaluate.py --model models/lite-whisper-base-default --device cuda
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import sys
 from liteasr_hf.checkpoints.placement import DTYPES
 from liteasr_hf.data.speech import SHIPPED_SPEECH_SET
 from liteasr_hf.evaluation.transcription import compare_models, evaluate_model
+from liteasr_hf.parallel import Processes, process_group
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,6 +50,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    processes = Processes()
+    try:
+        with process_group(args.device) as processes:
+            return run(args, processes)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"error{processes.label}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted{processes.label}: the model being evaluated wrote no results", file=sys.stderr)
+        return 130
+
+
+def run(args: argparse.Namespace, processes: Processes) -> int:
+    """Evaluate as ``args`` say, on this process's share when there are several."""
     common = dict(
         data=args.data, split=args.split, config=args.config, text_column=args.text_column,
         audio_column=args.audio_column, id_column=args.id_column, num_samples=args.num_samples,
@@ -52,19 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         language=None if args.language.lower() == "none" else args.language,
         max_new_tokens=args.max_new_tokens, output=args.output, trust_remote_code=args.trust_remote_code,
     )
-    try:
-        if args.compare:
-            compare_models(args.compare, **common)
-        else:
-            summary = evaluate_model(args.model, **common)
-            keys = ("model", "n_scored", "n_failed", "wer", "rtfx", "encoder_params", "n_long_outputs")
+    if processes.distributed:  # not passed otherwise: a one-process run calls exactly what it always did
+        common["processes"] = processes
+    if args.compare:
+        compare_models(args.compare, **common)
+    else:
+        summary = evaluate_model(args.model, **common)
+        keys = ("model", "n_scored", "n_failed", "wer", "rtfx", "encoder_params", "n_long_outputs")
+        if processes.is_main:
             print(json.dumps({k: summary[k] for k in keys}, indent=2))
-    except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the model being evaluated wrote no results", file=sys.stderr)
-        return 130
     return 0
 
 

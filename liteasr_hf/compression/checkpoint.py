@@ -12,6 +12,7 @@ from ..checkpoints.placement import Placement
 from ..checkpoints.saving import save_model_folder
 from ..data.speech import SHIPPED_SPEECH_SET, SpeechSource
 from ..data.training_set import training_source
+from ..parallel import Processes
 from ..portable import portable_command, portable_path
 from .compressor import CompressionResult, compress
 from .healing import HealSettings, heal
@@ -36,6 +37,7 @@ def compress_checkpoint(
     command: str | None = None,
     healing: bool | None = None,
     healing_audio: SpeechSource | None = None,
+    processes: Processes | None = None,
     **overrides,
 ) -> tuple[Path, CompressionResult]:
     """Compress ``model`` (folder, Hub id or packaged alias) and save the LiteWhisper folder to ``output``.
@@ -49,7 +51,9 @@ def compress_checkpoint(
     model card shows it). ``healing``: distil the factors against the dense model afterwards
     (:func:`~liteasr_hf.compression.healing.heal`) with the preset's ``heal`` settings (``None``: when the preset
     has them; ``True``: with defaults where it has none; ``False``: never), on ``healing_audio`` (default: the
-    training split, :mod:`liteasr_hf.data.training_set`, built on first use).
+    training split, :mod:`liteasr_hf.data.training_set`, built on first use). ``processes``: the processes of a
+    data-parallel run (:func:`liteasr_hf.parallel.process_group`), each calling this with the same arguments; they
+    share the calibration windows, and only the main one writes, once all have finished.
 
     The folder holds the weights, config (remote code and pipeline), code files, processor files,
     ``generation_config.json``, ``compression_report.json`` and ``rank_plan.json``; it is written under a
@@ -58,24 +62,34 @@ def compress_checkpoint(
     output = Path(output)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; pass --overwrite or choose another --output.")
+    processes = processes or Processes()
+    if processes.distributed and placement.device_map is not None:
+        raise ValueError("A device_map (--device-map) spreads one model over devices; with several processes each "
+                         "holds the whole model: drop --device-map, or run one process.")
+    if processes.distributed and healing:
+        raise ValueError("Healing runs on one process only for now: compress with several processes and --no-heal, "
+                         "then heal the folder with scripts/heal.py in one process.")
     started = time.perf_counter()
     with placement.loading_kwargs() as loading:
-        whisper, processor, resolved = load_model_and_processor(model, device=placement.device,
-                                                                dtype=placement.dtype, **loading)
+        with processes.main_first():  # a packaged checkpoint is converted into a cache once, by the main process
+            whisper, processor, resolved = load_model_and_processor(model, device=placement.device,
+                                                                    dtype=placement.dtype, **loading)
         if getattr(whisper.config, "low_rank_config", None):
             raise ValueError(f"{model} is already a LiteWhisper model; compress the original Whisper checkpoint.")
         preset = preset or default_preset(whisper.config)
         settings = load_settings(preset, **overrides)
         rank_plan = RankPlan.load(plan, whisper.config) if plan is not None else None
 
-        utterances, failures = calibration.load()
+        with processes.main_first():  # a datasets name is downloaded and cached once
+            utterances, failures = calibration.load()
         if not utterances:
             raise ValueError(f"No usable calibration audio in {calibration.data} (split {calibration.split}); "
                              f"{len(failures)} item(s) failed to load.")
         clips = [u.audio for u in utterances]
 
         with RssPeak() as memory:
-            result = compress(whisper, clips, processor.feature_extractor, settings, plan=rank_plan, progress=progress)
+            result = compress(whisper, clips, processor.feature_extractor, settings, plan=rank_plan,
+                              progress=progress, processes=processes)
         result.report.update({
             "source_model": portable_path(model), "resolved_model": portable_path(resolved),
             "calibration_data": {"data": portable_path(calibration.data), "split": calibration.split,
@@ -83,6 +97,9 @@ def compress_checkpoint(
             "device": str(placement.device), "dtype": placement.dtype_name, "preset": _preset_label(preset),
         })
         heal_settings = None if healing is False else settings.heal or (HealSettings() if healing else None)
+        if heal_settings is not None and processes.distributed:
+            raise ValueError(f"The preset {_preset_label(preset)} heals, and healing runs on one process only for now: "
+                             "pass --no-heal (healing=False) here, then heal the folder with scripts/heal.py.")
         if heal_settings is not None:
             result.report["healing"] = _heal(result, model, placement, loading, processor, heal_settings,
                                              healing_audio or training_source(progress), progress)
@@ -95,7 +112,14 @@ def compress_checkpoint(
         if memory.growth_mb is not None:  # what calibration and factorization needed beyond the loaded model
             result.report["compression_rss_growth_mb"] = round(memory.growth_mb, 1)
         extra = {"compression_report.json": result.report, "rank_plan.json": asdict(result.plan)}
-        folder = save_model_folder(result.model, output, processor=processor, extra_files=extra, overwrite=overwrite)
+        # Every process has finished before anything is written: one that failed never reaches the barrier, and
+        # the launcher stops the others while they wait. The rest wait for the folder, so it exists on return.
+        processes.barrier()
+        folder = output.resolve()
+        if processes.is_main:
+            folder = save_model_folder(result.model, output, processor=processor, extra_files=extra,
+                                       overwrite=overwrite)
+        processes.barrier()
         return folder, result
 
 

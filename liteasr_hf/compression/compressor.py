@@ -4,6 +4,9 @@ Two calibration schemes:
 - ``sequential=False`` is the paper's recipe: every layer's statistics come from the dense model.
 - ``sequential=True`` (default): layer ``l`` is calibrated on the outputs of layers ``0..l-1`` already
   factorized, so each factorization sees, and corrects for, the error of the ones before it.
+
+On several processes (:mod:`liteasr_hf.parallel`) each calibrates on its share of the windows and the sums are
+added up per layer before any process factorizes it, so every process builds the same model.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneratio
 
 from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig, _module_shapes
 from ..models.lite_whisper.modeling_lite_whisper import LiteWhisperForConditionalGeneration
+from ..parallel import Processes
 from .calibration import OutputStatistics, collect_output_statistics, run_batches
 from .cost import encoder_cost, module_cost
 from .factorization import factorize_linear, set_submodule
@@ -144,6 +148,7 @@ def compress(
     settings: CompressionSettings | None = None,
     plan: RankPlan | None = None,
     progress: bool = True,
+    processes: Processes | None = None,
 ) -> CompressionResult:
     """Compress ``model``'s encoder with LiteASR; ``model`` is modified in place and consumed.
 
@@ -153,8 +158,11 @@ def compress(
         feature_extractor: the model's feature extractor (log-mel, padded to 30 s like at inference).
         settings: thresholds or budget, calibration scheme.
         plan: ranks chosen earlier (:meth:`RankPlan.load`); skips rank selection.
+        processes: the processes of a data-parallel run (:func:`liteasr_hf.parallel.process_group`); each is given
+            the same ``clips`` and calibrates on its share of the windows. Default: this process alone.
     """
     settings = settings or CompressionSettings()
+    processes = processes or Processes()
     config = model.config
     if plan is not None:
         plan.check(config)
@@ -162,6 +170,11 @@ def compress(
         raise ValueError("No calibration audio: give at least one clip.")
     started = time.perf_counter()
     windows = pack_clips(clips, settings.pack_seconds)[: settings.num_samples]
+    if len(windows) < processes.world_size:
+        raise ValueError(f"{len(windows)} calibration window(s) for {processes.world_size} processes: every process "
+                         "needs at least one; raise num_samples (--num-samples) or start fewer processes.")
+    mine = [windows[i] for i in processes.shard(len(windows))]
+    progress = progress and processes.is_main
     model.eval()
     encoder = model.model.encoder
     # Offloaded (accelerate device_map with "cpu"/"disk" entries): the input layers are loaded for good now,
@@ -173,8 +186,8 @@ def compress(
     layers = range(config.encoder_layers)
 
     def batches():
-        for start in range(0, len(windows), settings.batch_size):
-            chunk = windows[start : start + settings.batch_size]
+        for start in range(0, len(mine), settings.batch_size):
+            chunk = mine[start : start + settings.batch_size]
             feats = feature_extractor(chunk, sampling_rate=16000, return_tensors="pt").input_features
             yield feats.to(device=device, dtype=dtype)
 
@@ -182,7 +195,7 @@ def compress(
         def loop() -> None:
             with torch.inference_mode():
                 # Features are made batch by batch: nothing held grows with the number of windows.
-                total = -(-len(windows) // settings.batch_size)
+                total = -(-len(mine) // settings.batch_size)
                 batch_iter = tqdm(batches(), total=total, desc=desc, leave=False, disable=not progress)
                 run_batches(encoder, batch_iter, after_batch=release_freed_memory)
         return loop
@@ -192,14 +205,20 @@ def compress(
         named = {f"{l}.{m}": mod for (l, m), mod in hooked.items()}
         stats = collect_output_statistics(named, forward_loop(desc), stop_after=encoder.layers[max(selected)],
                                           stats_device=device)
+        if not rows_seen:  # this process's own share, before the sums over all processes
+            rows_seen.append(next(iter(stats.values())).count)
+        for module_stats in stats.values():
+            module_stats.sum_over(processes)
         return {(l, m): stats[f"{l}.{m}"] for (l, m) in hooked}
 
     components: dict[tuple[int, str], PrincipalComponents] = {}
+    rows_seen: list[int] = []  # output rows (windows x positions) this process calibrated on, first pass
 
     # 1. Ranks from the dense model's spectra when they must be known up front (budget, or the paper's
     #    one-shot recipe, whose factors come from the same dense statistics).
     if not settings.sequential or (plan is None and settings.budget is not None):
-        stats_bytes = 8 * sum(_shape(config, m)[1] ** 2 for m in settings.modules) * config.encoder_layers
+        # float64 sums and their rounding errors (OutputStatistics): 16 bytes per element.
+        stats_bytes = 16 * sum(_shape(config, m)[1] ** 2 for m in settings.modules) * config.encoder_layers
         groups = [list(layers)] if stats_bytes <= _ONE_PASS_STATS_BYTES else [[l] for l in layers]
         for group in tqdm(groups, desc="Calibrating (dense model)", disable=not progress or len(groups) == 1):
             for key, stats in layer_statistics(group, "Calibrating (dense model)").items():
@@ -245,6 +264,11 @@ def compress(
         if len(set(placement.values())) > 1:
             lite = dispatch_model(lite, device_map=placement)
     report = compression_report(config, plan, settings, windows, time.perf_counter() - started)
+    if processes.distributed:
+        # Counted from the statistics each process accumulated itself: evidence that each did only its share.
+        positions = config.max_source_positions
+        report["calibration"]["processes"] = processes.world_size
+        report["calibration"]["windows_per_process"] = [rows // positions for rows in processes.gather(rows_seen[0])]
     return CompressionResult(lite, plan, report)
 
 

@@ -33,6 +33,7 @@ from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 from ..atomic import atomic_write_text
 from ..data.audio import SAMPLING_RATE
 from ..data.speech import LoadFailure, Utterance, load_speech
+from ..parallel import Processes
 
 logger = logging.getLogger(__name__)
 
@@ -288,6 +289,7 @@ def evaluate_utterances(
     output: str | os.PathLike | None = None,
     progress: bool = True,
     trust_remote_code: bool = False,
+    processes: Processes | None = None,
 ) -> dict:
     """Transcribe ``utterances`` with ``model`` and return the summary; write the results to ``output`` if given.
 
@@ -296,7 +298,13 @@ def evaluate_utterances(
     load; they are reported in the summary. ``normalizer`` is ``(callable, description)``, by default
     :func:`english_normalizer` of the model's tokenizer. ``data``, ``split`` and ``config`` only label the output.
     Code shipped with a model runs only with ``trust_remote_code=True``.
+
+    ``processes`` (:func:`liteasr_hf.parallel.process_group`): each process is given the same utterances and
+    transcribes its share; the texts are gathered in the utterances' order, every process returns the same summary
+    and only the main one writes. ``rtfx`` is then the audio over the compute seconds summed over processes (what one
+    device does, comparable with a one-process run); ``rtfx_all_processes`` the audio over the slowest's seconds.
     """
+    processes = processes or Processes()
     if not utterances:
         raise ValueError(f"No utterances to evaluate ({len(failures)} failed to load).")
     if any(u.text is None for u in utterances):
@@ -308,13 +316,19 @@ def evaluate_utterances(
     else:
         from ..checkpoints.loading import load_model_and_processor
 
-        whisper, processor, name = load_model_and_processor(model, device=device, dtype=dtype,
-                                                            trust_remote_code=trust_remote_code)
+        with processes.main_first():  # a packaged checkpoint is converted into a cache once, by the main process
+            whisper, processor, name = load_model_and_processor(model, device=processes.device(device), dtype=dtype,
+                                                                trust_remote_code=trust_remote_code)
     norm, norm_source = normalizer or english_normalizer(processor.tokenizer)
 
-    transcription = transcribe(whisper, processor, [u.audio for u in utterances], batch_size=batch_size,
-                               language=language, max_new_tokens=max_new_tokens, warmup_batches=warmup_batches,
-                               progress=progress)
+    if processes.distributed:
+        transcription, shares = _transcribe_shared(whisper, processor, utterances, processes, batch_size=batch_size,
+                                                   language=language, max_new_tokens=max_new_tokens,
+                                                   warmup_batches=warmup_batches, progress=progress)
+    else:
+        transcription = transcribe(whisper, processor, [u.audio for u in utterances], batch_size=batch_size,
+                                   language=language, max_new_tokens=max_new_tokens, warmup_batches=warmup_batches,
+                                   progress=progress)
     pairs, stats = score([u.text for u in utterances], transcription.texts, norm)
     records = [
         {"id": u.id, "reference": u.text, "prediction": text, **asdict(pair), "long_output": pair.long_output,
@@ -351,9 +365,38 @@ def evaluate_utterances(
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **_versions(),
     }
-    if output is not None:
+    if processes.distributed:
+        summary.update(processes=processes.world_size, **shares,
+                       rtfx_all_processes=round(audio_seconds / max(shares["compute_seconds_per_process"]), 2)
+                       if max(shares["compute_seconds_per_process"]) else None)
+    if output is not None and processes.is_main:
         write_results(output, records, summary)
     return summary
+
+
+def _transcribe_shared(model: PreTrainedModel, processor: ProcessorMixin, utterances: Sequence[Utterance],
+                       processes: Processes, **kwargs) -> tuple[Transcription, dict]:
+    """:func:`transcribe` on this process's share of ``utterances``; the texts of all processes in the utterances'
+    order, their compute seconds summed, and how many utterances and seconds each process had."""
+    # Every other utterance by length, longest first: the shares have about the same audio, so no process waits
+    # long for the slowest, and each batches similar lengths as one process would.
+    by_length = sorted(range(len(utterances)), key=lambda i: -utterances[i].audio.size)
+    mine = by_length[processes.rank :: processes.world_size]
+    kwargs["progress"] = kwargs.get("progress", True) and processes.is_main
+    own = transcribe(model, processor, [utterances[i].audio for i in mine], **kwargs)
+    texts: list[str | None] = [None] * len(utterances)
+    counts, seconds = [], []
+    # A collective: a process that failed never sends its share, and the launcher stops the others here.
+    for indices, part, elapsed in processes.gather((mine, own.texts, own.compute_seconds)):
+        for i, text in zip(indices, part, strict=True):
+            texts[i] = text
+        counts.append(len(part))
+        seconds.append(elapsed)
+    missing = [utterances[i].id for i, text in enumerate(texts) if text is None]
+    if missing:
+        raise RuntimeError(f"No process transcribed {', '.join(missing[:5])}: the shares do not cover the data.")
+    shares = {"utterances_per_process": counts, "compute_seconds_per_process": [round(t, 3) for t in seconds]}
+    return Transcription(texts, sum(seconds)), shares
 
 
 def evaluate_model(
@@ -371,10 +414,11 @@ def evaluate_model(
 ) -> dict:
     """Load ``data`` (see :func:`~liteasr_hf.data.load_speech`) and evaluate ``model`` on it.
 
-    ``kwargs`` go to :func:`evaluate_utterances` (batch_size, device, dtype, language, max_new_tokens, ...).
+    ``kwargs`` go to :func:`evaluate_utterances` (batch_size, device, dtype, language, max_new_tokens, processes, ...).
     """
-    utterances, failures = load_speech(data, split=split, config=config, text_column=text_column,
-                                       audio_column=audio_column, id_column=id_column, max_samples=num_samples)
+    with (kwargs.get("processes") or Processes()).main_first():  # a datasets name is downloaded and cached once
+        utterances, failures = load_speech(data, split=split, config=config, text_column=text_column,
+                                           audio_column=audio_column, id_column=id_column, max_samples=num_samples)
     return evaluate_utterances(model, utterances, failures, data=str(data), split=split, config=config,
                                output=output, **kwargs)
 
@@ -397,16 +441,20 @@ def compare_models(
     (``show=False``: only write it to ``output``)."""
     if not models:
         raise ValueError("No models to compare.")
-    utterances, failures = load_speech(data, split=split, config=config, text_column=text_column,
-                                       audio_column=audio_column, id_column=id_column, max_samples=num_samples)
-    if "normalizer" not in kwargs:
-        kwargs["normalizer"] = english_normalizer(_load_tokenizer(models[0]))
+    processes = kwargs.get("processes") or Processes()
+    with processes.main_first():  # datasets and packaged checkpoints are cached once, by the main process
+        utterances, failures = load_speech(data, split=split, config=config, text_column=text_column,
+                                           audio_column=audio_column, id_column=id_column, max_samples=num_samples)
+        if "normalizer" not in kwargs:
+            kwargs["normalizer"] = english_normalizer(_load_tokenizer(models[0]))
     summaries = [
         evaluate_utterances(m, utterances, failures, data=str(data), split=split, config=config, output=output,
                             **kwargs)
         for m in models
     ]
     table = format_comparison(summaries)
+    if not processes.is_main:
+        return summaries
     if show:
         print(table)
     if output is not None:

@@ -1,0 +1,155 @@
+"""Compression and evaluation on two gloo processes (torchrun, accelerate launch) against one process, on the real
+tiny.en and the shipped speech set: the same model and transcripts, each process doing only its share, and a
+failure on one process stopping the run with nothing written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from liteasr_hf.compression.checkpoint import compress_checkpoint
+from liteasr_hf.evaluation.transcription import evaluate_model
+from liteasr_hf.parallel import Processes, launched, process_group
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEECH = ROOT / "data" / "speech"
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def launch(launcher: list[str], script: str | Path, *args: str | Path | int,
+           timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``script`` on two processes; the launchers give each one thread (OMP_NUM_THREADS=1)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("OMP_NUM_THREADS", None)  # torchrun sets 1 per process when it is unset
+    return subprocess.run([*launcher, str(script), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env=env)
+
+
+@pytest.fixture
+def one_thread():
+    """The one-process reference with one thread, as each launched process has: float32 matmuls then round alike."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_one_process_without_a_launcher_initializes_nothing(monkeypatch):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "ACCELERATE_USE_CPU", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    with process_group("cpu") as processes:
+        assert processes == Processes() and not processes.distributed and processes.is_main
+        assert not torch.distributed.is_initialized()
+        assert processes.gather("x") == ["x"] and processes.device("cuda") == "cuda"
+
+
+def test_shards_cover_every_item_once_with_sizes_one_apart():
+    for n in (2, 5, 16, 17):
+        for world in (1, 2, 3, 8):
+            if n < world:
+                continue
+            shards = [Processes(rank, world).shard(n) for rank in range(world)]
+            assert [i for shard in shards for i in shard] == list(range(n))
+            assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_accelerate_cpu_launch_that_runs_one_process_is_refused_with_the_command_that_works(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    with pytest.raises(ValueError, match=r"accelerate launch --cpu` started this script once.*--multi_gpu --num_proc"):
+        launched()
+
+
+def test_two_processes_compress_exactly_like_one(tiny_en_dir, tmp_path, one_thread):
+    # 2 windows: one batch of 2 on one process, a batch of 1 on each of two. Each window's sums are formed on their
+    # own and the sums are added exactly, so batching and sharding leave no trace in the model.
+    single, result = compress_checkpoint(tiny_en_dir, tmp_path / "one", preset="tiny", num_samples=2, progress=False)
+    two = tmp_path / "out" / "two"
+    run = launch(TORCHRUN, ROOT / "scripts" / "compress.py", "--model", tiny_en_dir, "--preset", "tiny",
+                 "--num-samples", 2, "--no-evaluate", "--output", two)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("Wrote ") == 1  # the main process alone reports (and writes)
+    assert [p.name for p in two.parent.iterdir()] == ["two"]  # no temporary folder left behind
+    report = json.loads((two / "compression_report.json").read_text())
+    assert report["calibration"]["windows"] == 2 and report["calibration"]["windows_per_process"] == [1, 1]
+    assert report["low_rank_config"] == result.plan.ranks
+    a, b = load_file(single / "model.safetensors"), load_file(two / "model.safetensors")
+    assert a.keys() == b.keys()
+    factors = [key for key in a if key.endswith(("weight1", "weight2"))]
+    assert len(factors) > 10
+    for key, tensor in a.items():
+        difference = (b[key] - tensor).abs().max() / tensor.abs().max().clamp_min(1e-30)
+        assert difference < 1e-6, (key, difference.item())
+
+
+def test_two_processes_evaluate_like_one(tiny_en_dir, tmp_path, one_thread):
+    # accelerate launch this time (the CPU command the README gives); the shards are every other utterance by length.
+    one = evaluate_model(tiny_en_dir, SPEECH, split="evaluation", num_samples=6, batch_size=4, output=tmp_path / "one",
+                         progress=False)
+    run = launch(ACCELERATE, ROOT / "scripts" / "evaluate.py", "--model", tiny_en_dir, "--num-samples", 6,
+                 "--batch-size", 4, "--device", "cpu", "--output", tmp_path / "two")
+    assert run.returncode == 0, run.stderr[-3000:]
+    files = sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "one").iterdir()) and len(files) == 2
+    summary = json.loads(next((tmp_path / "two").glob("*.summary.json")).read_text())
+    assert summary["processes"] == 2 and summary["utterances_per_process"] == [3, 3]
+    assert (summary["wer"], summary["errors"], summary["reference_words"]) == (one["wer"], one["errors"],
+                                                                               one["reference_words"])
+    records = [[json.loads(line) for line in (tmp_path / side).glob("*.jsonl").__next__().read_text().splitlines()]
+               for side in ("one", "two")]
+    assert [(r["id"], r["prediction"]) for r in records[1]] == [(r["id"], r["prediction"]) for r in records[0]]
+
+
+WORKER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+
+    from liteasr_hf.compression.checkpoint import compress_checkpoint
+    from liteasr_hf.data.speech import SpeechSource, load_speech
+    from liteasr_hf.evaluation.transcription import evaluate_utterances
+    from liteasr_hf.parallel import process_group
+
+    task, model, speech, output = sys.argv[1:5]
+    with process_group("cpu") as processes:
+        if task == "evaluate":
+            utterances, failures = load_speech(speech, split="evaluation", max_samples=4)
+            # The second longest goes to process 1; its samples, read as two channels, are not mono audio.
+            bad = sorted(utterances, key=lambda u: -u.audio.size)[1]
+            bad.audio = bad.audio[: bad.audio.size // 2 * 2].reshape(-1, 2)
+            evaluate_utterances(model, utterances, failures, output=output, progress=False, processes=processes)
+        else:  # process 1's calibration data is an empty folder
+            empty = Path(output).parent / "empty"
+            data = SpeechSource(speech if processes.is_main else empty, split="calibration", text_column=None)
+            compress_checkpoint(model, output, preset="tiny", num_samples=2, calibration=data, progress=False,
+                                processes=processes)
+""")
+
+
+@pytest.mark.parametrize("task, error", [
+    ("evaluate", "ValueError: operands could not be broadcast"),  # raised by the feature extractor on process 1
+    ("compress", "ValueError: .*empty/metadata.jsonl has no rows"),
+])
+def test_a_failure_on_one_process_stops_the_run_and_nothing_is_written(task, error, tiny_en_dir, tmp_path):
+    import re
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "metadata.jsonl").write_text("")
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    output = tmp_path / "out"
+    run = launch(TORCHRUN, worker, task, tiny_en_dir, SPEECH, output, timeout=240)
+    assert run.returncode != 0
+    assert re.search(rf"\[rank1\]: {error}", run.stderr), run.stderr[-3000:]
+    assert "rank      : 1" in run.stderr  # torchrun's report names the process that failed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "worker.py"]  # no output, no temporary folder
