@@ -92,6 +92,12 @@ class Processes:
         for tensor in tensors:
             dist.broadcast(tensor, src=self.world_size - 1)
 
+    def broadcast(self, tensor: torch.Tensor, src: int) -> torch.Tensor:
+        """Replace ``tensor`` (contiguous) on every process by process ``src``'s, in place."""
+        if self.distributed:
+            dist.broadcast(tensor, src=src)
+        return tensor
+
     def gather(self, value: object) -> list[object]:
         """``value`` of every process (picklable), by rank; on every process."""
         if not self.distributed:

@@ -20,6 +20,7 @@ from liteasr_hf.compression.checkpoint import heal_checkpoint
 from liteasr_hf.compression.healing import LOSSES, WINDOWS, HealSettings, describe_healing
 from liteasr_hf.compression.presets import load_settings
 from liteasr_hf.data.speech import SpeechSource
+from liteasr_hf.parallel import Processes, process_group
 
 OVERRIDES = ("block_steps", "steps", "lr", "batch_size", "loss", "num_samples", "holdout", "patience", "windows",
              "piece_seconds")
@@ -65,19 +66,25 @@ def heal_settings(args: argparse.Namespace) -> HealSettings:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    processes = Processes()
     try:
         settings = heal_settings(args)
         audio = (SpeechSource(args.data, split=args.split, audio_column=args.audio_column, text_column=None)
                  if args.data else None)
-        folder, report = heal_checkpoint(args.model, args.output, teacher=args.teacher, audio=audio,
-                                         settings=settings, placement=Placement(args.device, args.dtype),
-                                         overwrite=args.overwrite)
+        # Under torchrun / accelerate launch each process heals on its share of every batch; alone, one process.
+        with process_group(args.device) as processes:
+            folder, report = heal_checkpoint(args.model, args.output, teacher=args.teacher, audio=audio,
+                                             settings=settings, placement=Placement(processes.device(args.device),
+                                                                                    args.dtype),
+                                             overwrite=args.overwrite, processes=processes)
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error{processes.label}: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: no folder written", file=sys.stderr)
+        print(f"interrupted{processes.label}: no folder written", file=sys.stderr)
         return 130
+    if not processes.is_main:
+        return 0
     for stage in report["stages"]:
         print(f"{stage['stage']}: {stage['steps']} steps, held-out loss {stage['holdout_loss_before']:.4g} -> "
               f"{stage['holdout_loss_after']:.4g}")

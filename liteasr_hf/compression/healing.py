@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, WhisperFeatureExtractor
 
 from ..models.lite_whisper.modeling_lite_whisper import LowRankLinear
+from ..parallel import Processes
 
 LOSSES = ("mse", "cosine")
 WINDOWS = ("pieces", "packed")
@@ -164,8 +165,9 @@ class _Stage:
     """One training stage: optimiser, warm-up, held-out early stopping, divergence check, best parameters."""
 
     def __init__(self, name: str, params: list[nn.Parameter], steps: int, settings: HealSettings,
-                 holdout_loss: Callable[[], float]):
+                 holdout_loss: Callable[[], float], processes: Processes):
         self.name, self.params, self.steps, self.settings = name, params, steps, settings
+        self.processes = processes
         self.holdout_loss = holdout_loss
         self.optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
         warmup = max(1, int(settings.warmup * steps))
@@ -183,9 +185,10 @@ class _Stage:
         self.stale = 0
         self.done_steps = 0
 
-    def step(self, loss: torch.Tensor) -> bool:
-        """Apply one step of ``loss``; returns False once early stopping says to stop."""
-        value = float(loss.detach())
+    def step(self, loss: torch.Tensor | None) -> bool:
+        """Apply one step of ``loss``, this process's part of the batch's loss (``None``: no window of the batch
+        here); returns False once early stopping says to stop."""
+        value = _total(float(loss.detach()) if loss is not None else 0.0, self.processes)
         if self.first_loss is None:
             self.first_loss = value
         if not math.isfinite(value) or value > DIVERGENCE_FACTOR * self.first_loss:
@@ -194,7 +197,13 @@ class _Stage:
                 f"{self.first_loss:.4g} to {value:.4g} with lr {self.settings.lr:g}. Lower heal.lr (e.g. to "
                 f"{self.settings.lr / 10:g}).")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if loss is not None:
+            loss.backward()
+        if self.processes.distributed:  # the batch's gradient is the sum of the processes' parts
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+            flat = self.processes.sum_(torch.cat([g.reshape(-1) for g in grads]))
+            for param, grad in zip(self.params, flat.split([g.numel() for g in grads])):
+                param.grad = grad.view_as(param)
         self.optimizer.step()
         self.scheduler.step()
         self.done_steps += 1
@@ -227,6 +236,36 @@ def _batches(indices: Sequence[int], batch_size: int, generator: torch.Generator
 def _chunks(indices: Sequence[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(indices), size):
         yield list(indices[start : start + size])
+
+
+def _total(value: float, processes: Processes) -> float:
+    """``value`` summed over the processes (float64)."""
+    if not processes.distributed:
+        return value
+    return float(processes.sum_(torch.tensor([value], dtype=torch.float64)).item())
+
+
+def _part(batch: Sequence[int], processes: Processes) -> list[int]:
+    """This process's windows of a batch that all processes drew alike."""
+    return [batch[i] for i in processes.shard(len(batch))]
+
+
+def _by_shares(compute: Callable[[list[int]], torch.Tensor], n: int, tail: tuple[int, ...], batch_size: int,
+               processes: Processes, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``compute`` for the positions ``0..n-1`` (in batches of ``batch_size``), stacked ``(n, *tail)``: each process
+    computes its shard and receives the others' by broadcast, so every process ends with all rows."""
+    mine = processes.shard(n)
+    parts = [compute(chunk).to(device) for chunk in _chunks(list(mine), batch_size)]
+    if not processes.distributed:
+        return torch.cat(parts)
+    rows = torch.empty(n, *tail, device=device, dtype=dtype)
+    if parts:
+        rows[mine.start : mine.stop] = torch.cat(parts)
+    for rank in range(processes.world_size):
+        share = Processes(rank, processes.world_size).shard(n)
+        if len(share):
+            processes.broadcast(rows[share.start : share.stop], rank)
+    return rows
 
 
 class _Embedded(Exception):
@@ -277,6 +316,7 @@ def heal(
     feature_extractor: WhisperFeatureExtractor,
     settings: HealSettings | None = None,
     progress: bool = True,
+    processes: Processes | None = None,
 ) -> dict:
     """Distil ``student``'s encoder factors (a LiteWhisper model) towards ``teacher``'s encoder (the dense Whisper it
     was compressed from), in place. ``clips`` are 16 kHz mono arrays, made into windows by
@@ -284,8 +324,13 @@ def heal(
 
     Returns a report: per stage the steps taken and the held-out loss before and after, the time, and the peak
     memory. Raises ``ValueError`` for empty or silent audio and :class:`HealingDiverged` when the loss blows up.
+
+    ``processes``: the processes of a data-parallel run (:func:`liteasr_hf.parallel.process_group`), each calling this
+    with the same arguments and models: each computes its share of the hidden states and of every batch, the
+    gradients are summed, and all end with the same factors (as one process would, up to the order of the sums).
     """
     settings = settings or HealSettings()
+    processes = processes or Processes()
     windows = healing_windows(clips, settings)
     _check_audio(windows)
     if len(windows) < 2:
@@ -304,20 +349,43 @@ def heal(
     teacher.requires_grad_(False)
     student.requires_grad_(False)
     student.eval()  # no dropout: the teacher's behaviour is the target
+    # Several processes: every one draws the same windows, split and batches (same seed); each computes its shard of
+    # the hidden states and receives the rest, and its part of every batch, whose gradients are summed.
+    counts = {"trained": 0, "computed": 0}
+
+    def by_shares(compute: Callable[[list[int]], torch.Tensor], n: int) -> torch.Tensor:
+        counts["computed"] += len(processes.shard(n))
+        return _by_shares(compute, n, tail, settings.batch_size, processes, device, dtype)
+
+    def chunks(indices: Sequence[int]) -> Iterator[list[int]]:
+        return _chunks(indices, settings.batch_size)
+
+    def mean_over(indices: Sequence[int], loss: Callable[[list[int]], torch.Tensor]) -> float:
+        """The mean over ``indices`` of a per-batch mean ``loss``, each process adding its shard."""
+        with torch.no_grad(), autocast:
+            local = sum(float(loss(b).float()) * len(b) for b in chunks(_part(indices, processes)))
+        return _total(local, processes) / len(indices)
+
+    def part_loss(batch: list[int], loss: Callable[[list[int]], torch.Tensor]) -> torch.Tensor | None:
+        """This process's share of the batch's mean loss (None: none of the batch here)."""
+        part = _part(batch, processes)
+        counts["trained"] += len(part)
+        if not part:
+            return None
+        with autocast:
+            return loss(part).float() * (len(part) / len(batch))
+
     with torch.no_grad():
         features = torch.cat([feature_extractor(windows[i : i + settings.batch_size], sampling_rate=16000,
                                                 return_tensors="pt").input_features
                               for i in range(0, len(windows), settings.batch_size)]).to(device=device, dtype=dtype)
+        tail = (features.shape[-1] // 2, t_encoder.config.d_model)  # (positions, width) of the hidden states
         # The teacher's hidden states go through every window, layer by layer, and end as the end-to-end target;
         # the student's only through the windows the block-wise stage uses (the held-out ones and one batch a step).
-        t_hidden = torch.cat([encoder_embeddings(t_encoder, features[b]).to(device)
-                              for b in _chunks(range(len(windows)), settings.batch_size)])
+        t_hidden = by_shares(lambda b: encoder_embeddings(t_encoder, features[b]), len(windows))
     block_ids = holdout + train[: settings.block_steps * settings.batch_size]
     block_holdout, block_train = list(range(len(holdout))), list(range(len(holdout), len(block_ids)))
     stages = []
-
-    def chunks(indices: Sequence[int]) -> Iterator[list[int]]:
-        return _chunks(indices, settings.batch_size)
 
     if settings.block_steps:
         s_hidden = t_hidden[block_ids].clone()  # the embeddings (convolutions, positions) are not factorized
@@ -325,56 +393,50 @@ def heal(
             s_layer, t_layer = s_encoder.layers[layer], t_encoder.layers[layer]
             params = healing_parameters(s_layer, settings.train_layer_norms)
             with torch.no_grad():
-                t_hidden = torch.cat([_layer(t_layer, t_hidden[b]).to(device) for b in chunks(range(len(windows)))])
+                t_hidden = by_shares(lambda b: _layer(t_layer, t_hidden[b]), len(windows))
             target = t_hidden[block_ids]
             if params:
                 scale = _channel_scale(target[block_train])
 
-                def held(layer_module=s_layer, inputs=s_hidden, target=target, scale=scale) -> float:
-                    with torch.no_grad(), autocast:
-                        return float(sum(_normalised_mse(_layer(layer_module, inputs[b]), target[b], scale).float()
-                                         * len(b) for b in chunks(block_holdout)) / len(block_holdout))
+                def block_loss(b: list[int], layer_module=s_layer, inputs=s_hidden, target=target,
+                               scale=scale) -> torch.Tensor:
+                    return _normalised_mse(_layer(layer_module, inputs[b]), target[b], scale)
 
                 for p in params:
                     p.requires_grad_(True)
-                stage = _Stage(f"encoder layer {layer}", params, settings.block_steps, settings, held)
+                stage = _Stage(f"encoder layer {layer}", params, settings.block_steps, settings,
+                               lambda loss=block_loss: mean_over(block_holdout, loss), processes)
                 for batch in _batches(block_train, settings.batch_size, generator):
-                    with autocast:
-                        loss = _normalised_mse(_layer(s_layer, s_hidden[batch]), target[batch], scale).float()
-                    if not stage.step(loss):
+                    if not stage.step(part_loss(batch, block_loss)):
                         break
                 stages.append(stage.finish())
                 for p in params:
                     p.requires_grad_(False)
             with torch.no_grad():
-                s_hidden = torch.cat([_layer(s_layer, s_hidden[b]).to(device) for b in chunks(range(len(block_ids)))])
+                s_hidden = by_shares(lambda b: _layer(s_layer, s_hidden[b]), len(block_ids))
         del s_hidden
 
     if settings.steps:
         with torch.no_grad():
             if settings.block_steps:  # t_hidden is the last layer's output: only the final LayerNorm is left
-                target = torch.cat([t_encoder.layer_norm(t_hidden[b]).to(device) for b in chunks(range(len(windows)))])
+                target = by_shares(lambda b: t_encoder.layer_norm(t_hidden[b]), len(windows))
             else:
-                target = torch.cat([t_encoder(features[b]).last_hidden_state.to(device)
-                                    for b in chunks(range(len(windows)))])
+                target = by_shares(lambda b: t_encoder(features[b]).last_hidden_state, len(windows))
         del t_hidden
         scale = _channel_scale(target[train])
         loss_fn = _normalised_mse if settings.loss == "mse" else _cosine
         params = [p for layer in s_encoder.layers for p in healing_parameters(layer, settings.train_layer_norms)]
         if params:
-            def held_e2e() -> float:
-                with torch.no_grad(), autocast:
-                    return float(sum(loss_fn(s_encoder(features[b]).last_hidden_state, target[b], scale).float()
-                                     * len(b) for b in chunks(holdout)) / len(holdout))
+            def e2e_loss(b: list[int]) -> torch.Tensor:
+                return loss_fn(s_encoder(features[b]).last_hidden_state, target[b], scale)
 
             for p in params:
                 p.requires_grad_(True)
-            stage = _Stage("end to end", params, settings.steps, settings, held_e2e)
+            stage = _Stage("end to end", params, settings.steps, settings, lambda: mean_over(holdout, e2e_loss),
+                           processes)
             bar = tqdm(total=settings.steps, desc="Healing end to end", disable=not progress)
             for batch in _batches(train, settings.batch_size, generator):
-                with autocast:
-                    loss = loss_fn(s_encoder(features[batch]).last_hidden_state, target[batch], scale).float()
-                going = stage.step(loss)
+                going = stage.step(part_loss(batch, e2e_loss))
                 bar.update()
                 if not going:
                     break
@@ -385,8 +447,15 @@ def heal(
 
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"settings": asdict(settings), "windows": {"train": len(train), "holdout": len(holdout)},
-            "stages": stages, "seconds": round(time.perf_counter() - started, 1), "peak_memory_bytes": int(peak)}
+    report = {"settings": asdict(settings), "windows": {"train": len(train), "holdout": len(holdout)},
+              "stages": stages, "seconds": round(time.perf_counter() - started, 1), "peak_memory_bytes": int(peak)}
+    if processes.distributed:  # what each process did: its windows trained on and computed through a layer
+        for name, count in counts.items():
+            per_process = torch.zeros(processes.world_size, dtype=torch.int64)
+            per_process[processes.rank] = count
+            report[f"{name}_windows_per_process"] = processes.sum_(per_process).tolist()
+        report["processes"] = processes.world_size
+    return report
 
 
 def describe_healing(report: dict) -> str:
