@@ -20,6 +20,7 @@ from pathlib import Path
 from liteasr_hf.checkpoints.placement import DTYPES, Placement
 from liteasr_hf.compression.checkpoint import compress_checkpoint
 from liteasr_hf.compression.healing import describe_healing
+from liteasr_hf.data.calibration_set import WINDOWS as CALIBRATION_WINDOWS, calibration_with_real_speech
 from liteasr_hf.data.speech import SHIPPED_SPEECH_SET, SpeechSource
 from liteasr_hf.evaluation.comparison import compare_original_and_compressed
 from liteasr_hf.parallel import Processes, process_group
@@ -46,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plan", help="rank_plan.json from an earlier run: re-apply its ranks")
     p.add_argument("--calibration", default=str(SHIPPED_SPEECH_SET), help="local audiofolder/manifest or datasets name")
     p.add_argument("--calibration-split", default="calibration")
+    p.add_argument("--real-speech", action="store_true",
+                   help="calibrate on the shipped calibration split and the real Asterisk prompts' training half "
+                        "(fetched with apt-get download on first use), all 64 windows unless --num-samples says")
     p.add_argument("--calibration-config", default=None, help="datasets configuration name")
     p.add_argument("--audio-column", default="audio")
     p.add_argument("--num-samples", type=int, default=None, help="number of 30 s calibration windows")
@@ -114,6 +118,13 @@ def run(args: argparse.Namespace, preset: str | None, output: Path, processes: P
     """Compress as ``args`` say; on several processes, this one's part of the run."""
     calibration = SpeechSource(args.calibration, split=args.calibration_split, config=args.calibration_config,
                                audio_column=args.audio_column, text_column=None)
+    num_samples = args.num_samples
+    if args.real_speech:
+        if args.calibration != str(SHIPPED_SPEECH_SET):
+            raise ValueError("--real-speech brings its own calibration audio: drop --calibration, or --real-speech.")
+        with processes.main_first():  # fetched and built once
+            calibration = calibration_with_real_speech(progress=processes.is_main)
+        num_samples = num_samples or CALIBRATION_WINDOWS
     placement = Placement(processes.device(args.device), args.dtype, device_map=args.device_map,
                           max_memory=args.max_memory, offload_folder=args.offload_folder)
     healing_audio = (SpeechSource(args.heal_data, split=args.heal_split, audio_column=args.audio_column,
@@ -124,7 +135,7 @@ def run(args: argparse.Namespace, preset: str | None, output: Path, processes: P
     return compress_checkpoint(
         args.model, output, preset=preset, calibration=calibration, placement=placement, plan=args.plan,
         overwrite=args.overwrite, command=command, healing=args.heal, healing_audio=healing_audio,
-        num_samples=args.num_samples, budget=args.budget, **extra,
+        num_samples=num_samples, budget=args.budget, **extra,
     )
 
 

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from liteasr_hf.compression.compressor import pack_clips
+from liteasr_hf.data.calibration_set import WINDOWS as CALIBRATION_WINDOWS
+from liteasr_hf.data.calibration_set import calibration_with_real_speech
 from liteasr_hf.data.real_speech import (
     MIN_EVALUATION_WORDS,
     PACKAGES,
@@ -18,6 +21,8 @@ from liteasr_hf.data.real_speech import (
     real_speech_set,
     split_prompts,
 )
+from liteasr_hf.data.speech import SHIPPED_SPEECH_SET
+from liteasr_hf.data.speech_set import read_metadata
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +64,16 @@ def test_the_set_is_written_as_16_khz_audiofolders_and_cached(unpacked, tmp_path
     before = (root / "evaluation" / "metadata.jsonl").stat().st_mtime_ns
     assert real_speech_set(cache=tmp_path, progress=False) == root
     assert (root / "evaluation" / "metadata.jsonl").stat().st_mtime_ns == before
+
+    # Calibration with real speech: the shipped calibration clips, then the real training prompts; no evaluation clip.
+    source = calibration_with_real_speech(cache=tmp_path, progress=False)
+    clips = read_metadata(SHIPPED_SPEECH_SET / "calibration") + rows["training"]
+    assert [r["id"] for r in read_metadata(source.data / source.split)] == [r["id"] for r in clips]
+    assert not {r["id"] for r in clips} & {r["id"] for r in rows["evaluation"]}
+    utterances, failures = source.load(progress=False)
+    assert not failures and len(utterances) == len(clips)
+    windows = pack_clips([u.audio for u in utterances], 28.0)
+    assert len(windows) >= CALIBRATION_WINDOWS > 16  # the default 16 windows would miss the real prompts
 
 
 def test_a_folder_without_the_packages_is_named(tmp_path):
