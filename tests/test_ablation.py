@@ -34,6 +34,7 @@ def test_real_recordings_are_found_by_the_engine_column(small_evaluation):
     assert real_recording_ids(SpeechSource(SHIPPED_SPEECH_SET, split="evaluation")) >= real
 
 
+@pytest.mark.slow  # 86 s on 2 cores (compress, heal, four evaluations); `make test-slow` runs it
 def test_ablation_compresses_heals_and_scores_every_variant(tiny_en_dir, small_evaluation, tmp_path):
     source, _ = small_evaluation
     heal = HealSettings(block_steps=2, steps=2, batch_size=1, eval_every=1, num_samples=2)
