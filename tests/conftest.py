@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 # Without an NVIDIA GPU the Triton kernel runs in Triton's CPU interpreter, which must be chosen before triton
 # is first imported (torch and transformers import it on their own); it changes nothing else.
@@ -97,3 +98,13 @@ def long_audio():
     audio = np.concatenate(pieces)
     assert audio.size / 16000 > 60
     return audio
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (restored after): as each launched process has, so that float32 matmuls round
+    alike, and timings are not split across cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -46,13 +46,6 @@ def dense_and_lite() -> tuple[WhisperForConditionalGeneration, LiteWhisperForCon
     return dense, lite
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def load_script(name: str):
     spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")

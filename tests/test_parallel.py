@@ -35,14 +35,6 @@ def launch(launcher: list[str], script: str | Path, *args: str | Path | int,
                           cwd=ROOT, env=env)
 
 
-@pytest.fixture
-def one_thread():
-    """The one-process reference with one thread, as each launched process has: float32 matmuls then round alike."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_one_process_without_a_launcher_initializes_nothing(monkeypatch):
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "ACCELERATE_USE_CPU", "MASTER_ADDR"):

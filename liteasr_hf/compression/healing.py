@@ -31,6 +31,7 @@ from transformers import PreTrainedModel, WhisperFeatureExtractor
 
 from ..models.lite_whisper.modeling_lite_whisper import LowRankLinear
 from ..parallel import Processes
+from .calibration import StopForward
 
 LOSSES = ("mse", "cosine")
 WINDOWS = ("pieces", "packed")
@@ -268,10 +269,6 @@ def _by_shares(compute: Callable[[list[int]], torch.Tensor], n: int, tail: tuple
     return rows
 
 
-class _Embedded(Exception):
-    """Raised by a hook to stop an encoder's forward once its embeddings are known."""
-
-
 def encoder_embeddings(encoder: nn.Module, features: torch.Tensor) -> torch.Tensor:
     """The input of a Whisper encoder's first layer (convolutions and positions): ``(batch, positions, d)``.
 
@@ -281,12 +278,12 @@ def encoder_embeddings(encoder: nn.Module, features: torch.Tensor) -> torch.Tens
 
     def stop(module: nn.Module, args: tuple, kwargs: dict) -> None:
         captured.append(args[0] if args else kwargs["hidden_states"])
-        raise _Embedded
+        raise StopForward
 
     handle = encoder.layers[0].register_forward_pre_hook(stop, with_kwargs=True)
     try:
         encoder(features)
-    except _Embedded:
+    except StopForward:
         pass
     finally:
         handle.remove()
