@@ -161,6 +161,24 @@ def test_pack_clips_fills_windows_without_exceeding_them():
     assert len(packed) == 3
 
 
+def test_pack_clips_reads_no_clip_beyond_the_windows_it_keeps():
+    read = []
+
+    def clips():  # 5, 5, 5 s fill one 28 s window; 12 s starts the next, and closes the first
+        for i, seconds in enumerate((5, 5, 5, 12, 20, 3)):
+            read.append(i)
+            yield np.full(16000 * seconds, i + 1, dtype=np.float32)
+
+    first = pack_clips(clips(), max_seconds=28, gap_seconds=0.5, limit=1)
+    assert read == [0, 1, 2, 3] and len(first) == 1
+    everything = [np.full(16000 * s, i + 1, dtype=np.float32) for i, s in enumerate((5, 5, 5, 12, 20, 3))]
+    for limit in (1, 2, 3, 4):
+        windows = pack_clips(iter(everything), max_seconds=28, gap_seconds=0.5, limit=limit)
+        assert [w.tolist() for w in windows] == [w.tolist() for w in pack_clips(everything, 28, gap_seconds=0.5)[:limit]]
+    with pytest.raises(ValueError, match="limit must be at least 1 window, got 0"):
+        pack_clips(everything, 28, limit=0)
+
+
 def test_compress_a_random_whisper_end_to_end_with_both_schemes():
     config = WhisperConfig(**TINY)
     rng = np.random.default_rng(0)

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from liteasr_hf.compression.checkpoint import compress_checkpoint
+from liteasr_hf.data.speech import load_speech
 from liteasr_hf.evaluation.transcription import evaluate_model
 from liteasr_hf.parallel import Processes, launched, process_group
 
@@ -75,6 +76,9 @@ def test_two_processes_compress_exactly_like_one(tiny_en_dir, tmp_path, one_thre
     assert [p.name for p in two.parent.iterdir()] == ["two"]  # no temporary folder left behind
     report = json.loads((two / "compression_report.json").read_text())
     assert report["calibration"]["windows"] == 2 and report["calibration"]["windows_per_process"] == [1, 1]
+    # The eigendecompositions are split, widest first, and sent across: the dense pass's 24 (ranks from the budget)
+    # 12 and 12 with two fc1 each; each layer's 6 after it, fc1's (4x wider, 64x the work) against the other five.
+    assert report["calibration"]["eigendecompositions_per_process"] == [12 + 4 * 1, 12 + 4 * 5]
     assert report["low_rank_config"] == result.plan.ranks
     a, b = load_file(single / "model.safetensors"), load_file(two / "model.safetensors")
     assert a.keys() == b.keys()
@@ -85,22 +89,52 @@ def test_two_processes_compress_exactly_like_one(tiny_en_dir, tmp_path, one_thre
         assert difference < 1e-6, (key, difference.item())
 
 
+def speech_with_a_broken_file(folder: Path, n: int = 7, broken: int = 3) -> Path:
+    """The first ``n`` utterances of the shipped evaluation split, as an audiofolder whose row ``broken`` is a file
+    that is not audio (a LoadFailure)."""
+    folder.mkdir()
+    rows = [json.loads(line) for line in (SPEECH / "evaluation" / "metadata.jsonl").read_text().splitlines()[:n]]
+    for i, row in enumerate(rows):
+        target = folder / row["file_name"]
+        if i == broken:
+            target.write_bytes(b"not audio at all")
+        else:
+            target.symlink_to(SPEECH / "evaluation" / row["file_name"])
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
 def test_two_processes_evaluate_like_one(tiny_en_dir, tmp_path, one_thread):
-    # accelerate launch this time (the CPU command the README gives); the shards are every other utterance by length.
-    one = evaluate_model(tiny_en_dir, SPEECH, split="evaluation", num_samples=6, batch_size=4, output=tmp_path / "one",
-                         progress=False)
-    run = launch(ACCELERATE, ROOT / "scripts" / "evaluate.py", "--model", tiny_en_dir, "--num-samples", 6,
+    # accelerate launch this time (the CPU command the README gives). Each process decodes only its rows (0, 2, 4, 6 and
+    # 1, 3, 5; row 3 is not audio), and the records, failures and WER come out as one process's.
+    data = speech_with_a_broken_file(tmp_path / "speech")
+    one = evaluate_model(tiny_en_dir, data, batch_size=4, output=tmp_path / "one", progress=False)
+    assert one["n_failed"] == 1 and one["n_utterances"] == 6
+    run = launch(ACCELERATE, ROOT / "scripts" / "evaluate.py", "--model", tiny_en_dir, "--data", data,
                  "--batch-size", 4, "--device", "cpu", "--output", tmp_path / "two")
     assert run.returncode == 0, run.stderr[-3000:]
     files = sorted(p.name for p in (tmp_path / "two").iterdir())
     assert files == sorted(p.name for p in (tmp_path / "one").iterdir()) and len(files) == 2
     summary = json.loads(next((tmp_path / "two").glob("*.summary.json")).read_text())
-    assert summary["processes"] == 2 and summary["utterances_per_process"] == [3, 3]
+    assert summary["processes"] == 2 and summary["utterances_per_process"] == [4, 2]
+    assert summary["failed"] == one["failed"]
     assert (summary["wer"], summary["errors"], summary["reference_words"]) == (one["wer"], one["errors"],
                                                                                one["reference_words"])
     records = [[json.loads(line) for line in (tmp_path / side).glob("*.jsonl").__next__().read_text().splitlines()]
                for side in ("one", "two")]
     assert [(r["id"], r["prediction"]) for r in records[1]] == [(r["id"], r["prediction"]) for r in records[0]]
+
+
+def test_a_share_of_the_rows_decodes_only_those(tmp_path):
+    data = speech_with_a_broken_file(tmp_path / "speech")
+    whole, whole_failed = load_speech(data)
+    shares = [load_speech(data, share=(k, 3)) for k in range(3)]
+    assert [[u.index for u in utterances] for utterances, _ in shares] == [[0, 6], [1, 4], [2, 5]]
+    assert [f.index for _, failures in shares for f in failures] == [3] == [f.index for f in whole_failed]
+    merged = sorted((u for utterances, _ in shares for u in utterances), key=lambda u: u.index)
+    assert [(u.id, u.audio.size) for u in merged] == [(u.id, u.audio.size) for u in whole]
+    with pytest.raises(ValueError, match=r"share = \(3, 3\): give \(k, n\) with 0 <= k < n"):
+        load_speech(data, share=(3, 3))
 
 
 def test_two_processes_heal_like_one(tiny_en_dir, tmp_path, one_thread):

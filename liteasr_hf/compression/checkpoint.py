@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 from ..checkpoints.loading import load_model_and_processor
 from ..checkpoints.placement import Placement
 from ..checkpoints.saving import save_model_folder
-from ..data.speech import SHIPPED_SPEECH_SET, SpeechSource
+from ..data.speech import SHIPPED_SPEECH_SET, LoadFailure, SpeechSource, Utterance
 from ..data.training_set import training_source
 from ..parallel import Processes
 from ..portable import portable_command, portable_path
@@ -78,11 +80,15 @@ def compress_checkpoint(
         rank_plan = RankPlan.load(plan, whisper.config) if plan is not None else None
 
         with processes.main_first():  # a datasets name is downloaded and cached once
-            utterances, failures = calibration.load()
-        if not utterances:
+            rows = calibration.stream()
+        # Decoded as calibration packs them: rows beyond the windows it needs (settings.num_samples) are never read.
+        failures: list[LoadFailure] = []
+        clips = _audio_of(rows, failures)
+        first = next(clips, None)
+        if first is None:
             raise ValueError(f"No usable calibration audio in {calibration.data} (split {calibration.split}); "
                              f"{len(failures)} item(s) failed to load.")
-        clips = [u.audio for u in utterances]
+        clips = itertools.chain([first], clips)
 
         with RssPeak() as memory:
             result = compress(whisper, clips, processor.feature_extractor, settings, plan=rank_plan,
@@ -194,6 +200,15 @@ def _heal(result: CompressionResult, model, placement: Placement, loading: dict,
                   progress=progress, processes=processes)
     report["data"] = {"data": portable_path(audio.data), "split": audio.split, "failed": len(failures)}
     return report
+
+
+def _audio_of(rows: Iterable[Utterance | LoadFailure], failures: list[LoadFailure]) -> Iterator:
+    """The audio of the utterances among ``rows``; the failures are appended to ``failures`` as they are reached."""
+    for row in rows:
+        if isinstance(row, LoadFailure):
+            failures.append(row)
+        else:
+            yield row.audio
 
 
 def _preset_label(preset: str | os.PathLike) -> str:

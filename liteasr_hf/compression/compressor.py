@@ -11,8 +11,9 @@ added up per layer before any process factorizes it, so every process builds the
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -24,12 +25,12 @@ from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneratio
 from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig, _module_shapes
 from ..models.lite_whisper.modeling_lite_whisper import LiteWhisperForConditionalGeneration
 from ..parallel import Processes
-from .calibration import OutputStatistics, collect_output_statistics, run_batches
+from .calibration import collect_output_statistics, run_batches
 from .cost import encoder_cost, module_cost
 from .factorization import factorize_linear, set_submodule
 from .healing import HealSettings
 from .memory import release_freed_memory
-from .pca import PrincipalComponents, principal_components
+from .pca import PrincipalComponents, principal_components_of
 from .rank_selection import (
     RankPlan,
     module_kind,
@@ -102,24 +103,30 @@ class CompressionResult:
     report: dict
 
 
-def pack_clips(clips: Sequence[np.ndarray], max_seconds: float, sampling_rate: int = 16000,
-               gap_seconds: float = 0.4) -> list[np.ndarray]:
-    """Join consecutive clips (with short silences) into windows of at most ``max_seconds``.
+def pack_clips(clips: Iterable[np.ndarray], max_seconds: float, sampling_rate: int = 16000,
+               gap_seconds: float = 0.4, limit: int | None = None) -> list[np.ndarray]:
+    """Join consecutive clips (with short silences) into windows of at most ``max_seconds``; at most ``limit``
+    windows, taking no clip from ``clips`` beyond the one that starts window ``limit + 1`` (a lazy ``clips`` is
+    then decoded only as far as the windows need).
 
     Whisper pads every input to 30 s; calibrating on mostly-padding windows skews the statistics toward
     silence, so short clips are joined to fill the window the way real long-form audio does.
     """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1 window, got {limit}.")
     if max_seconds <= 0:
-        return list(clips)
-    limit = int(max_seconds * sampling_rate)
+        return list(itertools.islice(clips, limit))
+    size = int(max_seconds * sampling_rate)
     gap = np.zeros(int(gap_seconds * sampling_rate), dtype=np.float32)
     packed, current = [], []
     length = 0
     for clip in clips:
-        clip = np.asarray(clip, dtype=np.float32)[:limit]
+        clip = np.asarray(clip, dtype=np.float32)[:size]
         extra = clip.size + (gap.size if current else 0)
-        if current and length + extra > limit:
+        if current and length + extra > size:
             packed.append(np.concatenate(current))
+            if len(packed) == limit:
+                return packed
             current, length = [], 0
             extra = clip.size
         if current:
@@ -143,7 +150,7 @@ def _module_path(layer: int, module: str) -> str:
 
 def compress(
     model: WhisperForConditionalGeneration,
-    clips: Sequence[np.ndarray],
+    clips: Iterable[np.ndarray],
     feature_extractor: WhisperFeatureExtractor,
     settings: CompressionSettings | None = None,
     plan: RankPlan | None = None,
@@ -154,7 +161,8 @@ def compress(
 
     Args:
         model: a dense Whisper model, on the device and in the dtype calibration should run in.
-        clips: calibration audio, 16 kHz mono float arrays (packed to fill the window per ``settings``).
+        clips: calibration audio, 16 kHz mono float arrays (packed to fill the window per ``settings``); an
+            iterator is read only as far as ``settings.num_samples`` windows need.
         feature_extractor: the model's feature extractor (log-mel, padded to 30 s like at inference).
         settings: thresholds or budget, calibration scheme.
         plan: ranks chosen earlier (:meth:`RankPlan.load`); skips rank selection.
@@ -166,10 +174,10 @@ def compress(
     config = model.config
     if plan is not None:
         plan.check(config)
-    if not clips:
-        raise ValueError("No calibration audio: give at least one clip.")
     started = time.perf_counter()
-    windows = pack_clips(clips, settings.pack_seconds)[: settings.num_samples]
+    windows = pack_clips(clips, settings.pack_seconds, limit=settings.num_samples)
+    if not windows:
+        raise ValueError("No calibration audio: give at least one clip.")
     if len(windows) < processes.world_size:
         raise ValueError(f"{len(windows)} calibration window(s) for {processes.world_size} processes: every process "
                          "needs at least one; raise num_samples (--num-samples) or start fewer processes.")
@@ -200,7 +208,7 @@ def compress(
                 run_batches(encoder, batch_iter, after_batch=release_freed_memory)
         return loop
 
-    def layer_statistics(selected: Sequence[int], desc: str) -> dict[tuple[int, str], OutputStatistics]:
+    def layer_components(selected: Sequence[int], desc: str) -> dict[tuple[int, str], PrincipalComponents]:
         hooked = {(l, m): mod for l in selected for m, mod in _encoder_linears(model, l, settings.modules).items()}
         named = {f"{l}.{m}": mod for (l, m), mod in hooked.items()}
         stats = collect_output_statistics(named, forward_loop(desc), stop_after=encoder.layers[max(selected)],
@@ -209,10 +217,13 @@ def compress(
             rows_seen.append(next(iter(stats.values())).count)
         for module_stats in stats.values():
             module_stats.sum_over(processes)
-        return {(l, m): stats[f"{l}.{m}"] for (l, m) in hooked}
+        found, decomposed = principal_components_of({(l, m): stats[f"{l}.{m}"] for (l, m) in hooked}, processes)
+        eigendecompositions[0] += decomposed
+        return found
 
     components: dict[tuple[int, str], PrincipalComponents] = {}
     rows_seen: list[int] = []  # output rows (windows x positions) this process calibrated on, first pass
+    eigendecompositions = [0]  # how many this process computed (the others' it received)
 
     # 1. Ranks from the dense model's spectra when they must be known up front (budget, or the paper's
     #    one-shot recipe, whose factors come from the same dense statistics).
@@ -221,8 +232,7 @@ def compress(
         stats_bytes = 16 * sum(_shape(config, m)[1] ** 2 for m in settings.modules) * config.encoder_layers
         groups = [list(layers)] if stats_bytes <= _ONE_PASS_STATS_BYTES else [[l] for l in layers]
         for group in tqdm(groups, desc="Calibrating (dense model)", disable=not progress or len(groups) == 1):
-            for key, stats in layer_statistics(group, "Calibrating (dense model)").items():
-                components[key] = principal_components(stats)
+            components.update(layer_components(group, "Calibrating (dense model)"))
         if plan is None:
             plan = _plan(components, config, settings)
 
@@ -232,11 +242,11 @@ def compress(
     for layer in tqdm(layers, desc="Factorizing encoder layers", disable=not progress):
         make_resident(model, f"model.encoder.layers.{layer}")
         if settings.sequential:
-            stats = layer_statistics([layer], f"Calibrating layer {layer}")
-            layer_components = {m: principal_components(stats[(layer, m)]) for m in settings.modules}
+            found = layer_components([layer], f"Calibrating layer {layer}")
+            this_layer = {m: found[(layer, m)] for m in settings.modules}
         else:
-            layer_components = {m: components[(layer, m)] for m in settings.modules}
-        for module, pcs in layer_components.items():
+            this_layer = {m: components[(layer, m)] for m in settings.modules}
+        for module, pcs in this_layer.items():
             if plan is not None:
                 rank = plan.ranks[layer].get(module)
             else:
@@ -268,7 +278,9 @@ def compress(
         # Counted from the statistics each process accumulated itself: evidence that each did only its share.
         positions = config.max_source_positions
         report["calibration"]["processes"] = processes.world_size
-        report["calibration"]["windows_per_process"] = [rows // positions for rows in processes.gather(rows_seen[0])]
+        shares = processes.gather((rows_seen[0], eigendecompositions[0]))
+        report["calibration"]["windows_per_process"] = [rows // positions for rows, _ in shares]
+        report["calibration"]["eigendecompositions_per_process"] = [count for _, count in shares]
     return CompressionResult(lite, plan, report)
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
+from ..parallel import Processes
 from .calibration import OutputStatistics
+
+Key = TypeVar("Key", bound=Hashable)
 
 
 @dataclass
@@ -36,3 +41,36 @@ def principal_components(stats: OutputStatistics) -> PrincipalComponents:
         eigenvalues=eigenvalues[order].clamp_min(0).cpu(),
         eigenvectors=eigenvectors[:, order].cpu(),
     )
+
+
+def principal_components_of(stats: Mapping[Key, OutputStatistics],
+                            processes: Processes | None = None) -> tuple[dict[Key, PrincipalComponents], int]:
+    """:func:`principal_components` of every entry of ``stats`` (the same keys, in the same order, and the same
+    summed statistics on every process) and how many of them this process decomposed.
+
+    On several ``processes`` each one decomposes its share, the largest widths spread first over the least loaded
+    processes (an eigendecomposition costs ``d^3``), and sends the results to the others: the work is divided, and
+    every process gets the very same components, whatever rounding its own hardware would have given.
+    """
+    processes = processes or Processes()
+    if not processes.distributed:
+        return {key: principal_components(s) for key, s in stats.items()}, len(stats)
+    keys = list(stats)
+    load, owner = [0] * processes.world_size, {}
+    for key in sorted(keys, key=lambda k: -stats[k].total.numel()):  # stable: ties keep the keys' order
+        rank = min(range(processes.world_size), key=load.__getitem__)
+        owner[key] = rank
+        load[rank] += stats[key].total.numel() ** 3
+    own = {key: principal_components(stats[key]) for key in keys if owner[key] == processes.rank}
+    result = {}
+    for key in keys:
+        width, device = stats[key].total.numel(), stats[key].total.device  # nccl sends only the device's tensors
+        if key in own:
+            tensors = [t.to(device) for t in (own[key].mean, own[key].eigenvalues, own[key].eigenvectors)]
+        else:
+            tensors = [torch.empty(shape, dtype=torch.float64, device=device) for shape in ((width,), (width,),
+                                                                                           (width, width))]
+        for tensor in tensors:
+            processes.broadcast(tensor, owner[key])
+        result[key] = PrincipalComponents(*(t.cpu() for t in tensors))
+    return result, len(own)

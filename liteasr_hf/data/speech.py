@@ -38,6 +38,7 @@ class Utterance:
     audio: np.ndarray
     text: str | None
     duration: float  # seconds
+    index: int | None = None  # the row's position in the data (load_speech); orders the shares of several processes
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class LoadFailure:
 
     id: str
     reason: str
+    index: int | None = None  # the row's position in the data
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,11 @@ class SpeechSource:
         return load_speech(self.data, split=self.split, config=self.config, text_column=self.text_column,
                            audio_column=self.audio_column, max_samples=max_samples, progress=progress)
 
+    def stream(self, progress: bool = False) -> Iterator[Utterance | LoadFailure]:
+        """This source's rows one at a time, decoded as they are reached; see :func:`stream_speech`."""
+        return stream_speech(self.data, split=self.split, config=self.config, text_column=self.text_column,
+                             audio_column=self.audio_column, progress=progress)
+
 
 def load_speech(
     data: str | os.PathLike,
@@ -102,6 +109,7 @@ def load_speech(
     max_samples: int | None = None,
     streaming: bool = False,
     progress: bool = False,
+    share: tuple[int, int] | None = None,
 ) -> tuple[list[Utterance], list[LoadFailure]]:
     """Load ``data`` and return ``(utterances, failures)``, both in the data's own order.
 
@@ -116,31 +124,62 @@ def load_speech(
       ``load_dataset(data, config, split=split, streaming=streaming)``.
 
     ``text_column=None`` loads audio only (calibration). ``max_samples`` keeps the first items, before
-    decoding. Raises ``FileNotFoundError`` for a path that does not exist and ``ValueError`` for a missing
-    column or an unknown split, naming what is available.
+    decoding. ``share=(k, n)`` decodes only rows ``k, k + n, k + 2n, ...`` (of those ``max_samples`` keeps): one
+    process's share among ``n``, so that no process decodes, or holds, the whole data. Every utterance and failure
+    carries its row's ``index``. Raises ``FileNotFoundError`` for a path that does not exist and ``ValueError`` for a
+    missing column or an unknown split, naming what is available.
     """
-    if max_samples is not None and max_samples < 1:
-        raise ValueError(f"max_samples must be at least 1, got {max_samples}.")
-    items = _items(data, split, config, text_column, audio_column, id_column, streaming)
-    if max_samples is not None:
-        items = _take(items, max_samples)
-
     utterances: list[Utterance] = []
     failures: list[LoadFailure] = []
-    for item in tqdm(items, desc="Loading audio", unit="clip", disable=not progress):
+    for entry in stream_speech(data, split=split, config=config, text_column=text_column, audio_column=audio_column,
+                               id_column=id_column, max_samples=max_samples, streaming=streaming, progress=progress,
+                               share=share):
+        (failures if isinstance(entry, LoadFailure) else utterances).append(entry)
+    return utterances, failures
+
+
+def stream_speech(
+    data: str | os.PathLike,
+    split: str | None = None,
+    config: str | None = None,
+    text_column: str | None = "text",
+    audio_column: str = "audio",
+    id_column: str | None = None,
+    max_samples: int | None = None,
+    streaming: bool = False,
+    progress: bool = False,
+    share: tuple[int, int] | None = None,
+) -> Iterator[Utterance | LoadFailure]:
+    """:func:`load_speech` one row at a time: each row's audio is decoded when the iterator reaches it, so a reader
+    that needs only the first rows decodes only those. The data is opened (and a ``datasets`` name downloaded), and
+    its columns checked, at the call, before the first row."""
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples must be at least 1, got {max_samples}.")
+    if share is not None and not (len(share) == 2 and 0 <= share[0] < share[1]):
+        raise ValueError(f"share = {share!r}: give (k, n) with 0 <= k < n, the k-th of n processes.")
+    items = enumerate(_items(data, split, config, text_column, audio_column, id_column, streaming))
+    if max_samples is not None:
+        items = _take(items, max_samples)
+    if share is not None:
+        # Rows are skipped before decoding: this process reads only the audio of its own rows.
+        items = ((index, item) for index, item in items if index % share[1] == share[0])
+    return _decoded(items, progress)
+
+
+def _decoded(items: Iterable[tuple[int, _Item]], progress: bool) -> Iterator[Utterance | LoadFailure]:
+    for index, item in tqdm(items, desc="Loading audio", unit="clip", disable=not progress):
         try:
             if item.error is not None:
                 raise AudioError(item.error)
             audio = load_audio(item.audio, SAMPLING_RATE, name=item.id)
         except AudioError as err:
             logger.warning("Skipping %s: %s", item.id, err)
-            failures.append(LoadFailure(item.id, str(err)))
+            yield LoadFailure(item.id, str(err), index)
             continue
-        utterances.append(Utterance(item.id, audio, item.text, audio.size / SAMPLING_RATE))
-    return utterances, failures
+        yield Utterance(item.id, audio, item.text, audio.size / SAMPLING_RATE, index)
 
 
-def _take(items: Iterable[_Item], n: int) -> Iterator[_Item]:
+def _take(items: Iterable[tuple[int, _Item]], n: int) -> Iterator[tuple[int, _Item]]:
     for i, item in enumerate(items):
         if i >= n:
             return

@@ -290,6 +290,7 @@ def evaluate_utterances(
     progress: bool = True,
     trust_remote_code: bool = False,
     processes: Processes | None = None,
+    sharded: bool = False,
 ) -> dict:
     """Transcribe ``utterances`` with ``model`` and return the summary; write the results to ``output`` if given.
 
@@ -299,13 +300,17 @@ def evaluate_utterances(
     :func:`english_normalizer` of the model's tokenizer. ``data``, ``split`` and ``config`` only label the output.
     Code shipped with a model runs only with ``trust_remote_code=True``.
 
-    ``processes`` (:func:`liteasr_hf.parallel.process_group`): each process is given the same utterances and
-    transcribes its share; the texts are gathered in the utterances' order, every process returns the same summary
-    and only the main one writes. ``rtfx`` is then the audio over the compute seconds summed over processes (what one
-    device does, comparable with a one-process run); ``rtfx_all_processes`` the audio over the slowest's seconds.
+    ``processes`` (:func:`liteasr_hf.parallel.process_group`): each process transcribes its share; the texts are
+    gathered in the data's order, every process returns the same summary and only the main one writes. The share is
+    either picked here from the same ``utterances`` given to every process (every other one by length), or, with
+    ``sharded=True``, it is what each process was given: its own rows, loaded with ``load_speech(share=(rank,
+    world_size))``, with their failures (so that no process decodes all the audio). ``rtfx`` is then the audio over
+    the compute seconds summed over processes (what one device does, comparable with a one-process run);
+    ``rtfx_all_processes`` the audio over the slowest's seconds.
     """
     processes = processes or Processes()
-    if not utterances:
+    sharded = sharded and processes.distributed
+    if not utterances and not sharded:  # a share may be empty; the whole data is checked once gathered
         raise ValueError(f"No utterances to evaluate ({len(failures)} failed to load).")
     if any(u.text is None for u in utterances):
         raise ValueError("Evaluation needs reference texts; the utterances were loaded without a text column.")
@@ -321,21 +326,23 @@ def evaluate_utterances(
                                                                 trust_remote_code=trust_remote_code)
     norm, norm_source = normalizer or english_normalizer(processor.tokenizer)
 
+    options = dict(batch_size=batch_size, language=language, max_new_tokens=max_new_tokens,
+                   warmup_batches=warmup_batches, progress=progress)
     if processes.distributed:
-        transcription, shares = _transcribe_shared(whisper, processor, utterances, processes, batch_size=batch_size,
-                                                   language=language, max_new_tokens=max_new_tokens,
-                                                   warmup_batches=warmup_batches, progress=progress)
+        rows, failures, transcription, shares = _transcribe_shared(whisper, processor, utterances, failures, processes,
+                                                                   sharded, **options)
+        if not rows:
+            raise ValueError(f"No utterances to evaluate ({len(failures)} failed to load).")
     else:
-        transcription = transcribe(whisper, processor, [u.audio for u in utterances], batch_size=batch_size,
-                                   language=language, max_new_tokens=max_new_tokens, warmup_batches=warmup_batches,
-                                   progress=progress)
-    pairs, stats = score([u.text for u in utterances], transcription.texts, norm)
+        rows = [_Row(u.id, u.text, u.duration) for u in utterances]
+        transcription = transcribe(whisper, processor, [u.audio for u in utterances], **options)
+    pairs, stats = score([r.text for r in rows], transcription.texts, norm)
     records = [
-        {"id": u.id, "reference": u.text, "prediction": text, **asdict(pair), "long_output": pair.long_output,
-         "duration": round(u.duration, 3)}
-        for u, text, pair in zip(utterances, transcription.texts, pairs, strict=True)
+        {"id": row.id, "reference": row.text, "prediction": text, **asdict(pair), "long_output": pair.long_output,
+         "duration": round(row.duration, 3)}
+        for row, text, pair in zip(rows, transcription.texts, pairs, strict=True)
     ]
-    audio_seconds = sum(u.duration for u in utterances)
+    audio_seconds = sum(r.duration for r in rows)
     summary = {
         "model": str(model) if not isinstance(model, PreTrainedModel) else name,
         "model_path": name,
@@ -343,9 +350,9 @@ def evaluate_utterances(
         "data": str(data),
         "config": config,
         "split": split,
-        "n_utterances": len(utterances),
+        "n_utterances": len(rows),
         "n_failed": len(failures),
-        "failed": [asdict(f) for f in failures],
+        "failed": [{"id": f.id, "reason": f.reason} for f in failures],
         **asdict(stats),
         "empty_reference_ids": [r["id"] for r, p in zip(records, pairs, strict=True) if not p.scored],
         "n_long_outputs": sum(p.long_output for p in pairs),
@@ -374,29 +381,47 @@ def evaluate_utterances(
     return summary
 
 
+@dataclass(frozen=True)
+class _Row:
+    """What the results keep of an utterance once it is transcribed (its audio stays with the process that had it)."""
+
+    id: str
+    text: str
+    duration: float
+
+
 def _transcribe_shared(model: PreTrainedModel, processor: ProcessorMixin, utterances: Sequence[Utterance],
-                       processes: Processes, **kwargs) -> tuple[Transcription, dict]:
-    """:func:`transcribe` on this process's share of ``utterances``; the texts of all processes in the utterances'
-    order, their compute seconds summed, and how many utterances and seconds each process had."""
-    # Every other utterance by length, longest first: the shares have about the same audio, so no process waits
-    # long for the slowest, and each batches similar lengths as one process would.
-    by_length = sorted(range(len(utterances)), key=lambda i: -utterances[i].audio.size)
-    mine = by_length[processes.rank :: processes.world_size]
+                       failures: Sequence[LoadFailure], processes: Processes, sharded: bool,
+                       **kwargs) -> tuple[list[_Row], list[LoadFailure], Transcription, dict]:
+    """:func:`transcribe` on this process's share; the rows, failures and texts of all processes in the data's order,
+    their compute seconds summed, and how many utterances and seconds each process had.
+
+    ``sharded``: ``utterances`` and ``failures`` are this process's own rows, ordered by their ``index``; otherwise
+    every process has them all and takes every other one by length, longest first (the shares then hold about the
+    same audio, so no process waits long for the slowest, and each batches similar lengths as one process would)."""
+    if sharded:
+        mine = list(range(len(utterances)))
+        keys = [u.index if u.index is not None else i for i, u in enumerate(utterances)]
+    else:
+        mine = sorted(range(len(utterances)), key=lambda i: -utterances[i].audio.size)[processes.rank ::
+                                                                                        processes.world_size]
+        keys = list(range(len(utterances)))
     kwargs["progress"] = kwargs.get("progress", True) and processes.is_main
     own = transcribe(model, processor, [utterances[i].audio for i in mine], **kwargs)
-    texts: list[str | None] = [None] * len(utterances)
-    counts, seconds = [], []
+    rows = [(keys[i], _Row(utterances[i].id, utterances[i].text, utterances[i].duration), text)
+            for i, text in zip(mine, own.texts, strict=True)]
     # A collective: a process that failed never sends its share, and the launcher stops the others here.
-    for indices, part, elapsed in processes.gather((mine, own.texts, own.compute_seconds)):
-        for i, text in zip(indices, part, strict=True):
-            texts[i] = text
-        counts.append(len(part))
-        seconds.append(elapsed)
-    missing = [utterances[i].id for i, text in enumerate(texts) if text is None]
-    if missing:
-        raise RuntimeError(f"No process transcribed {', '.join(missing[:5])}: the shares do not cover the data.")
-    shares = {"utterances_per_process": counts, "compute_seconds_per_process": [round(t, 3) for t in seconds]}
-    return Transcription(texts, sum(seconds)), shares
+    gathered = processes.gather((rows, list(failures) if sharded else [], own.compute_seconds))
+    merged = sorted((entry for part, _, _ in gathered for entry in part), key=lambda entry: entry[0])
+    if not sharded and [key for key, _, _ in merged] != keys:
+        raise RuntimeError("The processes' shares do not cover the utterances once each.")
+    if sharded:
+        failures = sorted((f for _, part, _ in gathered for f in part), key=lambda f: f.index or 0)
+    seconds = [elapsed for _, _, elapsed in gathered]
+    shares = {"utterances_per_process": [len(part) for part, _, _ in gathered],
+              "compute_seconds_per_process": [round(t, 3) for t in seconds]}
+    return ([row for _, row, _ in merged], list(failures), Transcription([text for _, _, text in merged], sum(seconds)),
+            shares)
 
 
 def evaluate_model(
@@ -415,12 +440,26 @@ def evaluate_model(
     """Load ``data`` (see :func:`~liteasr_hf.data.load_speech`) and evaluate ``model`` on it.
 
     ``kwargs`` go to :func:`evaluate_utterances` (batch_size, device, dtype, language, max_new_tokens, processes, ...).
+    With several ``processes`` each one decodes only its share of the rows.
     """
-    with (kwargs.get("processes") or Processes()).main_first():  # a datasets name is downloaded and cached once
+    processes = kwargs.get("processes") or Processes()
+    with _caching_first(data, processes):
         utterances, failures = load_speech(data, split=split, config=config, text_column=text_column,
-                                           audio_column=audio_column, id_column=id_column, max_samples=num_samples)
+                                           audio_column=audio_column, id_column=id_column, max_samples=num_samples,
+                                           share=_share(processes))
     return evaluate_utterances(model, utterances, failures, data=str(data), split=split, config=config,
-                               output=output, **kwargs)
+                               output=output, sharded=processes.distributed, **kwargs)
+
+
+def _share(processes: Processes) -> tuple[int, int] | None:
+    """The rows this process decodes: ``load_speech``'s ``share``."""
+    return (processes.rank, processes.world_size) if processes.distributed else None
+
+
+def _caching_first(data: str | os.PathLike, processes: Processes) -> contextlib.AbstractContextManager:
+    """The main process first for a ``datasets`` name (it downloads and caches it once); a local path is read by all
+    processes at once."""
+    return contextlib.nullcontext() if Path(data).expanduser().exists() else processes.main_first()
 
 
 def compare_models(
@@ -442,14 +481,16 @@ def compare_models(
     if not models:
         raise ValueError("No models to compare.")
     processes = kwargs.get("processes") or Processes()
-    with processes.main_first():  # datasets and packaged checkpoints are cached once, by the main process
+    with _caching_first(data, processes):
         utterances, failures = load_speech(data, split=split, config=config, text_column=text_column,
-                                           audio_column=audio_column, id_column=id_column, max_samples=num_samples)
-        if "normalizer" not in kwargs:
+                                           audio_column=audio_column, id_column=id_column, max_samples=num_samples,
+                                           share=_share(processes))
+    if "normalizer" not in kwargs:
+        with processes.main_first():  # a packaged checkpoint is converted into a cache once, by the main process
             kwargs["normalizer"] = english_normalizer(_load_tokenizer(models[0]))
     summaries = [
         evaluate_utterances(m, utterances, failures, data=str(data), split=split, config=config, output=output,
-                            **kwargs)
+                            sharded=processes.distributed, **kwargs)
         for m in models
     ]
     table = format_comparison(summaries)
