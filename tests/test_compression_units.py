@@ -174,7 +174,8 @@ def test_pack_clips_reads_no_clip_beyond_the_windows_it_keeps():
     everything = [np.full(16000 * s, i + 1, dtype=np.float32) for i, s in enumerate((5, 5, 5, 12, 20, 3))]
     for limit in (1, 2, 3, 4):
         windows = pack_clips(iter(everything), max_seconds=28, gap_seconds=0.5, limit=limit)
-        assert [w.tolist() for w in windows] == [w.tolist() for w in pack_clips(everything, 28, gap_seconds=0.5)[:limit]]
+        expected = pack_clips(everything, 28, gap_seconds=0.5)[:limit]
+        assert [w.tolist() for w in windows] == [w.tolist() for w in expected]
     with pytest.raises(ValueError, match="limit must be at least 1 window, got 0"):
         pack_clips(everything, 28, limit=0)
 

@@ -1,6 +1,7 @@
 """CUDA-only checks: half-precision inference, the fused Triton kernel inside the model against PyTorch's
-rank-space path and Whisper's own attention, and torch.compile on the GPU. ``scripts/gpu_check.py`` runs this
-file on a GPU machine; without CUDA every test here is skipped (the CPU paths are tested elsewhere)."""
+rank-space path and Whisper's own attention, torch.compile, and compression and healing on the GPU.
+``scripts/gpu_check.py`` runs this file on a GPU machine; without CUDA every test here is skipped (the CPU paths are
+tested elsewhere)."""
 
 from __future__ import annotations
 
@@ -98,3 +99,44 @@ def test_compiled_encoder_on_cuda_matches_eager():
     encoder.compile()
     compiled = encode(m, feats)
     assert relative_error(compiled, eager) < 1e-2
+
+
+def test_compression_and_healing_run_on_the_gpu():
+    # Statistics and eigendecompositions in float64 on the device, then healing under bf16 autocast: the same ranks as
+    # on the CPU, an encoder that computes what the CPU's does, and a held-out loss that healing lowers.
+    import copy
+
+    import numpy as np
+    from test_modeling import TINY
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    from liteasr_hf.compression.compressor import CompressionSettings, compress
+    from liteasr_hf.compression.healing import HealSettings, heal
+
+    torch.manual_seed(0)
+    teacher = WhisperForConditionalGeneration(WhisperConfig(**TINY)).eval()
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal(16000 * 20).astype(np.float32) * 0.1 for _ in range(10)]
+    settings = CompressionSettings(thresholds={"attention": 0.5, "mlp": 0.5}, num_samples=10, batch_size=2)
+    on_cpu = compress(copy.deepcopy(teacher), clips, WhisperFeatureExtractor(), settings, progress=False)
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # cuDNN convolutions would round to 10 bits where the CPU keeps 23
+    try:
+        on_gpu = compress(copy.deepcopy(teacher).to("cuda"), clips, WhisperFeatureExtractor(), settings,
+                          progress=False)
+        assert on_gpu.plan.ranks == on_cpu.plan.ranks and any(on_gpu.plan.ranks)
+        assert all(p.device.type == "cuda" for p in on_gpu.model.parameters())
+        # Directions come out with either sign and, in a flat spectrum, mixed within near-equal eigenvalues:
+        # compare what the encoders compute, not their factors.
+        feats = WhisperFeatureExtractor()(clips[:2], sampling_rate=16000, return_tensors="pt").input_features
+        with torch.inference_mode():
+            expected = on_cpu.model.get_encoder()(feats).last_hidden_state
+            got = on_gpu.model.get_encoder()(feats.to("cuda")).last_hidden_state.cpu()
+        assert relative_error(got, expected) < 1e-3
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    report = heal(on_gpu.model, teacher.to("cuda"), clips, WhisperFeatureExtractor(),
+                  HealSettings(block_steps=6, steps=6, lr=1e-3, batch_size=2, eval_every=2, num_samples=10,
+                               holdout=0.2), progress=False)
+    assert any(s["holdout_loss_after"] < s["holdout_loss_before"] for s in report["stages"])
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in on_gpu.model.parameters())
