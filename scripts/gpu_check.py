@@ -10,8 +10,9 @@ timing, fp16/bf16 inference and generate, the fused kernel inside the model agai
 torch.compile, compression and healing on the GPU); then encoder benchmarks in fp16 at batch 1 and 16 of random-weight
 models with the real shapes of whisper-base, large-v3 and large-v3-turbo, dense and at each preset's size, with the
 Triton kernel on and off where rank-space attention runs, and the one-layer attention sweep at large-v3's size. Each
-step is a separate process with its own time limit, so one failure does not hide the others. Writes ``gpu_check.json`` (every step,
-its command, exit status and time) and ``summary.md`` (the benchmark tables) into --output.
+step is a separate process with its own time limit, so one failure does not hide the others. Writes
+``gpu_check.json`` (every step, its command, exit status and time) and ``summary.md`` (the benchmark tables) into
+--output.
 
 The GPU image has torch, transformers, triton and accelerate but no network: the few packages it lacks come as
 wheels made here with --prepare-wheels and installed there with --wheels (into a temporary folder, on PYTHONPATH).
