@@ -11,6 +11,7 @@ added up across processes (:meth:`Processes.sum_`, :meth:`Processes.fold`) and r
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -99,12 +100,22 @@ class Processes:
         return tensor
 
     def gather(self, value: object) -> list[object]:
-        """``value`` of every process (picklable), by rank; on every process."""
+        """``value`` of every process, by rank, on every process. ``value`` is JSON data (dicts, lists, strings,
+        numbers, None; tuples come back as lists): it travels as JSON bytes, never as a pickle, so nothing another
+        process (or whoever reaches the rendezvous port) sends can run code here."""
+        encoded = json.dumps(value, allow_nan=True).encode()
         if not self.distributed:
-            return [value]
-        values: list[object] = [None] * self.world_size
-        dist.all_gather_object(values, value)
-        return values
+            return [json.loads(encoded)]
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        size = torch.tensor([len(encoded)], dtype=torch.int64, device=device)
+        sizes = [torch.empty_like(size) for _ in range(self.world_size)]
+        dist.all_gather(sizes, size)
+        longest = max(int(n) for n in sizes)
+        data = torch.zeros(longest, dtype=torch.uint8, device=device)
+        data[: len(encoded)] = torch.frombuffer(bytearray(encoded), dtype=torch.uint8).to(device)
+        received = [torch.empty_like(data) for _ in range(self.world_size)]
+        dist.all_gather(received, data)
+        return [json.loads(r[: int(n)].cpu().numpy().tobytes()) for r, n in zip(received, sizes, strict=True)]
 
     def barrier(self) -> None:
         """Wait for all processes: one that failed earlier never arrives, and the launcher stops the run."""

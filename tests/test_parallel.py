@@ -44,6 +44,9 @@ def test_one_process_without_a_launcher_initializes_nothing(monkeypatch):
         assert processes == Processes() and not processes.distributed and processes.is_main
         assert not torch.distributed.is_initialized()
         assert processes.gather("x") == ["x"] and processes.device("cuda") == "cuda"
+        assert processes.gather((1, "a", [2.5, None])) == [[1, "a", [2.5, None]]]  # JSON, as between processes
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            processes.gather(object())  # what could only travel as a pickle does not travel
 
 
 def test_shards_cover_every_item_once_with_sizes_one_apart():

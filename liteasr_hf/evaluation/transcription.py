@@ -408,20 +408,22 @@ def _transcribe_shared(model: PreTrainedModel, processor: ProcessorMixin, uttera
         keys = list(range(len(utterances)))
     kwargs["progress"] = kwargs.get("progress", True) and processes.is_main
     own = transcribe(model, processor, [utterances[i].audio for i in mine], **kwargs)
-    rows = [(keys[i], _Row(utterances[i].id, utterances[i].text, utterances[i].duration), text)
+    rows = [(keys[i], utterances[i].id, utterances[i].text, utterances[i].duration, text)
             for i, text in zip(mine, own.texts, strict=True)]
+    lost = [(f.id, f.reason, f.index) for f in failures] if sharded else []
     # A collective: a process that failed never sends its share, and the launcher stops the others here.
-    gathered = processes.gather((rows, list(failures) if sharded else [], own.compute_seconds))
+    gathered = processes.gather((rows, lost, own.compute_seconds))
     merged = sorted((entry for part, _, _ in gathered for entry in part), key=lambda entry: entry[0])
-    if not sharded and [key for key, _, _ in merged] != keys:
+    if not sharded and [entry[0] for entry in merged] != keys:
         raise RuntimeError("The processes' shares do not cover the utterances once each.")
     if sharded:
-        failures = sorted((f for _, part, _ in gathered for f in part), key=lambda f: f.index or 0)
+        failures = sorted((LoadFailure(*f) for _, part, _ in gathered for f in part), key=lambda f: f.index or 0)
     seconds = [elapsed for _, _, elapsed in gathered]
     shares = {"utterances_per_process": [len(part) for part, _, _ in gathered],
               "compute_seconds_per_process": [round(t, 3) for t in seconds]}
-    return ([row for _, row, _ in merged], list(failures), Transcription([text for _, _, text in merged], sum(seconds)),
-            shares)
+    texts = [text for *_, text in merged]
+    return ([_Row(id_, text, duration) for _, id_, text, duration, _ in merged], list(failures),
+            Transcription(texts, sum(seconds)), shares)
 
 
 def evaluate_model(
