@@ -72,6 +72,12 @@ class Processes:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def total(self, value: float) -> float:
+        """``value`` summed over all processes (in float64), on every process."""
+        if not self.distributed:
+            return value
+        return float(self.sum_(torch.tensor([value], dtype=torch.float64, device=self._device())).item())
+
     def fold(self, tensors: list[torch.Tensor], add: Callable[[list[torch.Tensor], list[torch.Tensor]], None]) -> None:
         """Combine every process's ``tensors`` in rank order, in place, ending with the same result everywhere.
 
@@ -106,7 +112,7 @@ class Processes:
         encoded = json.dumps(value, allow_nan=True).encode()
         if not self.distributed:
             return [json.loads(encoded)]
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        device = self._device()
         size = torch.tensor([len(encoded)], dtype=torch.int64, device=device)
         sizes = [torch.empty_like(size) for _ in range(self.world_size)]
         dist.all_gather(sizes, size)
@@ -116,6 +122,11 @@ class Processes:
         received = [torch.empty_like(data) for _ in range(self.world_size)]
         dist.all_gather(received, data)
         return [json.loads(r[: int(n)].cpu().numpy().tobytes()) for r, n in zip(received, sizes, strict=True)]
+
+    def _device(self) -> torch.device:
+        """Where the process group's collectives take tensors: nccl only this process's GPU, gloo the CPU."""
+        cuda = dist.get_backend() == "nccl"
+        return torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
 
     def barrier(self) -> None:
         """Wait for all processes: one that failed earlier never arrives, and the launcher stops the run."""

@@ -189,7 +189,7 @@ class _Stage:
     def step(self, loss: torch.Tensor | None) -> bool:
         """Apply one step of ``loss``, this process's part of the batch's loss (``None``: no window of the batch
         here); returns False once early stopping says to stop."""
-        value = _total(float(loss.detach()) if loss is not None else 0.0, self.processes)
+        value = self.processes.total(float(loss.detach()) if loss is not None else 0.0)
         if self.first_loss is None:
             self.first_loss = value
         if not math.isfinite(value) or value > DIVERGENCE_FACTOR * self.first_loss:
@@ -237,13 +237,6 @@ def _batches(indices: Sequence[int], batch_size: int, generator: torch.Generator
 def _chunks(indices: Sequence[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(indices), size):
         yield list(indices[start : start + size])
-
-
-def _total(value: float, processes: Processes) -> float:
-    """``value`` summed over the processes (float64)."""
-    if not processes.distributed:
-        return value
-    return float(processes.sum_(torch.tensor([value], dtype=torch.float64)).item())
 
 
 def _part(batch: Sequence[int], processes: Processes) -> list[int]:
@@ -361,7 +354,7 @@ def heal(
         """The mean over ``indices`` of a per-batch mean ``loss``, each process adding its shard."""
         with torch.no_grad(), autocast:
             local = sum(float(loss(b).float()) * len(b) for b in chunks(_part(indices, processes)))
-        return _total(local, processes) / len(indices)
+        return processes.total(local) / len(indices)
 
     def part_loss(batch: list[int], loss: Callable[[list[int]], torch.Tensor]) -> torch.Tensor | None:
         """This process's share of the batch's mean loss (None: none of the batch here)."""
@@ -448,9 +441,7 @@ def heal(
               "stages": stages, "seconds": round(time.perf_counter() - started, 1), "peak_memory_bytes": int(peak)}
     if processes.distributed:  # what each process did: its windows trained on and computed through a layer
         for name, count in counts.items():
-            per_process = torch.zeros(processes.world_size, dtype=torch.int64)
-            per_process[processes.rank] = count
-            report[f"{name}_windows_per_process"] = processes.sum_(per_process).tolist()
+            report[f"{name}_windows_per_process"] = processes.gather(count)
         report["processes"] = processes.world_size
     return report
 
