@@ -21,7 +21,8 @@ from liteasr_hf.checkpoints.placement import DTYPES, Placement
 from liteasr_hf.compression.checkpoint import compress_checkpoint
 from liteasr_hf.compression.healing import describe_healing
 from liteasr_hf.data.calibration_set import WINDOWS as CALIBRATION_WINDOWS, calibration_with_real_speech
-from liteasr_hf.data.speech import SHIPPED_SPEECH_SET, SpeechSource
+from liteasr_hf.data.speech import SpeechSource
+from liteasr_hf.data.suite import EVALUATION_MANIFEST
 from liteasr_hf.evaluation.comparison import compare_original_and_compressed
 from liteasr_hf.parallel import Processes, process_group
 
@@ -45,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--preset", help="preset name in configs/ (e.g. base, base-fast, paper); default: by model size")
     group.add_argument("--config", help="path to a preset YAML file")
     p.add_argument("--plan", help="rank_plan.json from an earlier run: re-apply its ranks")
-    p.add_argument("--calibration", default=str(SHIPPED_SPEECH_SET), help="local audiofolder/manifest or datasets name")
+    p.add_argument("--calibration", default=None, help="local audiofolder/manifest or datasets name (default: the "
+                   "shipped real speakers, their augmented copies and the synthetic voices, mixed group by group)")
     p.add_argument("--calibration-split", default="calibration")
     p.add_argument("--real-speech", action="store_true",
                    help="calibrate on the shipped calibration split and the real Asterisk prompts' training half "
@@ -70,7 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
                    help="evaluate original and compressed model on --eval-data afterwards")
-    p.add_argument("--eval-data", default=str(SHIPPED_SPEECH_SET))
+    p.add_argument("--eval-data", default=str(EVALUATION_MANIFEST),
+                   help="evaluation speech (default: every shipped evaluation split, WER per speaker group)")
     p.add_argument("--eval-split", default="evaluation")
     p.add_argument("--batch-size", type=int, default=8, help="evaluation batch size")
     return p.parse_args(argv)
@@ -116,11 +119,11 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, preset: str | None, output: Path, processes: Processes,
         argv: list[str] | None) -> tuple[Path, object]:
     """Compress as ``args`` say; on several processes, this one's part of the run."""
-    calibration = SpeechSource(args.calibration, split=args.calibration_split, config=args.calibration_config,
-                               audio_column=args.audio_column, text_column=None)
+    calibration = (SpeechSource(args.calibration, split=args.calibration_split, config=args.calibration_config,
+                                audio_column=args.audio_column, text_column=None) if args.calibration else None)
     num_samples = args.num_samples
     if args.real_speech:
-        if args.calibration != str(SHIPPED_SPEECH_SET):
+        if args.calibration is not None:
             raise ValueError("--real-speech brings its own calibration audio: drop --calibration, or --real-speech.")
         with processes.main_first():  # fetched and built once
             calibration = calibration_with_real_speech(progress=processes.is_main)

@@ -19,7 +19,7 @@ import json
 import sys
 
 from liteasr_hf.checkpoints.placement import DTYPES
-from liteasr_hf.data.speech import SHIPPED_SPEECH_SET
+from liteasr_hf.data.suite import EVALUATION_MANIFEST
 from liteasr_hf.evaluation.transcription import compare_models, evaluate_model
 from liteasr_hf.parallel import Processes, process_group
 
@@ -29,8 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     models = p.add_mutually_exclusive_group(required=True)
     models.add_argument("--model", help="model folder, Hub id or packaged checkpoint (tiny.en, base)")
     models.add_argument("--compare", nargs="+", metavar="MODEL", help="several models on the same data, one table")
-    p.add_argument("--data", default=str(SHIPPED_SPEECH_SET),
-                   help="audiofolder, folder of splits, manifest or datasets name (default: the project's speech set)")
+    p.add_argument("--data", default=str(EVALUATION_MANIFEST),
+                   help="audiofolder, folder of splits, manifest or datasets name (default: every shipped evaluation "
+                        "split, real speakers and synthetic voices, with WER per speaker group)")
     p.add_argument("--config", default=None, help="datasets configuration name")
     p.add_argument("--split", default="evaluation")
     p.add_argument("--text-column", default="text")

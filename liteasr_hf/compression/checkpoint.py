@@ -13,7 +13,7 @@ from ..checkpoints.loading import load_model_and_processor
 from ..checkpoints.placement import Placement
 from ..checkpoints.saving import save_model_folder
 from ..data.speech import SHIPPED_SPEECH_SET, LoadFailure, SpeechSource, Utterance
-from ..data.training_set import training_source
+from ..data.suite import DEVELOPMENT, speaker_mix
 from ..parallel import Processes
 from ..portable import portable_command, portable_path
 from .compressor import CompressionResult, compress
@@ -22,8 +22,8 @@ from .memory import RssPeak, peak_rss_mb
 from .presets import PRESET_DIR, default_preset, load_settings
 from .rank_selection import RankPlan
 
-#: The shipped speech set's calibration split, audio only.
-DEFAULT_CALIBRATION = SpeechSource(SHIPPED_SPEECH_SET, split="calibration", text_column=None)
+#: The shipped synthetic voices' calibration split alone, audio only (the default before real speakers were shipped).
+SYNTHETIC_CALIBRATION = SpeechSource(SHIPPED_SPEECH_SET, split="calibration", text_column=None)
 
 
 def compress_checkpoint(
@@ -31,7 +31,7 @@ def compress_checkpoint(
     output: str | os.PathLike,
     *,
     preset: str | os.PathLike | None = None,
-    calibration: SpeechSource = DEFAULT_CALIBRATION,
+    calibration: SpeechSource | None = None,
     placement: Placement = Placement(),
     plan: str | os.PathLike | None = None,
     overwrite: bool = False,
@@ -39,13 +39,15 @@ def compress_checkpoint(
     command: str | None = None,
     healing: bool | None = None,
     healing_audio: SpeechSource | None = None,
+    healing_holdout: SpeechSource | None = None,
     processes: Processes | None = None,
     **overrides,
 ) -> tuple[Path, CompressionResult]:
     """Compress ``model`` (folder, Hub id or packaged alias) and save the LiteWhisper folder to ``output``.
 
     ``preset`` names a file in ``configs/`` or is a YAML path (default: by model size); ``calibration`` is the
-    audio to calibrate on (default: the shipped set's calibration split); ``placement`` where the model runs
+    audio to calibrate on (default: :func:`~liteasr_hf.data.suite.speaker_mix`, real speakers of every group, their
+    augmented copies and the synthetic voices, built on first use); ``placement`` where the model runs
     (device and dtype, or an accelerate ``device_map`` over GPUs, CPU memory and disk, in which case each encoder
     layer is loaded when its turn comes); ``plan`` a ``rank_plan.json`` whose ranks are re-applied;
     ``overrides`` are :class:`~liteasr_hf.compression.CompressionSettings` fields (``None`` ignored), e.g.
@@ -53,7 +55,8 @@ def compress_checkpoint(
     model card shows it). ``healing``: distil the factors against the dense model afterwards
     (:func:`~liteasr_hf.compression.healing.heal`) with the preset's ``heal`` settings (``None``: when the preset
     has them; ``True``: with defaults where it has none; ``False``: never), on ``healing_audio`` (default: the
-    training split, :mod:`liteasr_hf.data.training_set`, built on first use). ``processes``: the processes of a
+    calibration mix), stopping on ``healing_holdout`` (default with the default audio: the development speakers,
+    whom neither calibration nor evaluation hears; else a share of ``healing_audio``). ``processes``: the processes of a
     data-parallel run (:func:`liteasr_hf.parallel.process_group`), each calling this with the same arguments; they
     share the calibration windows, and only the main one writes, once all have finished.
 
@@ -79,7 +82,8 @@ def compress_checkpoint(
         settings = load_settings(preset, **overrides)
         rank_plan = RankPlan.load(plan, whisper.config) if plan is not None else None
 
-        with processes.main_first():  # a datasets name is downloaded and cached once
+        with processes.main_first():  # a datasets name is downloaded and cached once; the mix is built once
+            calibration = calibration or speaker_mix(progress=progress and processes.is_main)
             rows = calibration.stream()
         # Decoded as calibration packs them: rows beyond the windows it needs (settings.num_samples) are never read.
         failures: list[LoadFailure] = []
@@ -101,10 +105,11 @@ def compress_checkpoint(
         })
         heal_settings = None if healing is False else settings.heal or (HealSettings() if healing else None)
         if heal_settings is not None:
-            with processes.main_first():  # the training split is built on first use, once
-                audio = healing_audio or training_source(progress and processes.is_main)
+            with processes.main_first():  # the mix is built on first use, once
+                audio = healing_audio or speaker_mix(progress=progress and processes.is_main)
+            holdout = healing_holdout or (DEVELOPMENT if healing_audio is None else None)
             result.report["healing"] = _heal(result, model, placement, loading, processor, heal_settings, audio,
-                                             progress and processes.is_main, processes)
+                                             holdout, progress and processes.is_main, processes)
         if command:
             result.report["command"] = portable_command(command)
         if getattr(whisper, "hf_device_map", None):  # where accelerate placed the weights: GPUs, cpu, disk
@@ -131,6 +136,7 @@ def heal_checkpoint(
     *,
     teacher: str | os.PathLike | None = None,
     audio: SpeechSource | None = None,
+    holdout: SpeechSource | None = None,
     settings: HealSettings | None = None,
     placement: Placement = Placement(),
     overwrite: bool = False,
@@ -140,7 +146,8 @@ def heal_checkpoint(
     """Heal an existing LiteWhisper folder or Hub id and save the result to ``output``; returns it and the report.
 
     ``teacher`` is the dense Whisper it was compressed from (default: the ``source_model`` its
-    ``compression_report.json`` names); ``audio`` the speech to heal on (default: the training split). The output
+    ``compression_report.json`` names); ``audio`` the speech to heal on (default: the calibration mix) and
+    ``holdout`` the speech to stop on (default with the default audio: the development speakers). The output
     is the input folder's layout with healed factors and the
     healing report added to ``compression_report.json``; it appears only when complete. ``processes``: the processes
     of a data-parallel run, each calling this with the same arguments (see :func:`heal`); only the main one writes.
@@ -164,12 +171,15 @@ def heal_checkpoint(
                          "with source_model): pass the dense model as --teacher.")
     with processes.main_first():  # caches filled once: the teacher's conversion, the training split, a dataset
         dense, _, _ = load_model_and_processor(teacher, device=placement.device, dtype=placement.dtype)
-        audio = audio or training_source(progress)
+        holdout = holdout or (DEVELOPMENT if audio is None else None)
+        audio = audio or speaker_mix(progress=progress)
         utterances, failures = audio.load()
+        held = _holdout_clips(holdout)
     healing = heal(student, dense, [u.audio for u in utterances], processor.feature_extractor, settings,
-                   progress=progress, processes=processes)
+                   progress=progress, processes=processes, holdout_clips=held)
     healing.update({"teacher": portable_path(teacher),
-                    "data": {"data": portable_path(audio.data), "split": audio.split, "failed": len(failures)}})
+                    "data": {"data": portable_path(audio.data), "split": audio.split, "failed": len(failures)},
+                    "holdout_data": _describe(holdout)})
     report["healing"] = healing
     extra = {"compression_report.json": report}
     plan = Path(resolved) / "rank_plan.json"
@@ -184,7 +194,7 @@ def heal_checkpoint(
 
 
 def _heal(result: CompressionResult, model, placement: Placement, loading: dict, processor, settings: HealSettings,
-          audio: SpeechSource, progress: bool, processes: Processes) -> dict:
+          audio: SpeechSource, holdout: SpeechSource | None, progress: bool, processes: Processes) -> dict:
     """Heal ``result.model`` in place against a fresh copy of the dense ``model``, placed as it was (``loading``:
     the ``from_pretrained`` placement arguments); the healing report.
 
@@ -196,10 +206,27 @@ def _heal(result: CompressionResult, model, placement: Placement, loading: dict,
     teacher, _, _ = load_model_and_processor(model, device=placement.device, dtype=placement.dtype, **loading)
     with processes.main_first():  # a datasets name is downloaded and cached once
         utterances, failures = audio.load()
+        held = _holdout_clips(holdout)
     report = heal(result.model, teacher, [u.audio for u in utterances], processor.feature_extractor, settings,
-                  progress=progress, processes=processes)
+                  progress=progress, processes=processes, holdout_clips=held)
     report["data"] = {"data": portable_path(audio.data), "split": audio.split, "failed": len(failures)}
+    report["holdout_data"] = _describe(holdout)
     return report
+
+
+def _holdout_clips(holdout: SpeechSource | None) -> list | None:
+    """The audio of the speakers healing stops on, or None (then a share of the healing audio is held out)."""
+    if holdout is None:
+        return None
+    utterances, failures = holdout.load()
+    if not utterances:
+        raise ValueError(f"No usable audio in the healing hold-out {holdout.data} (split {holdout.split}); "
+                         f"{len(failures)} item(s) failed to load.")
+    return [u.audio for u in utterances]
+
+
+def _describe(source: SpeechSource | None) -> dict | None:
+    return None if source is None else {"data": portable_path(source.data), "split": source.split}
 
 
 def _audio_of(rows: Iterable[Utterance | LoadFailure], failures: list[LoadFailure]) -> Iterator:

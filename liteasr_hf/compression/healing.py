@@ -17,6 +17,7 @@ stops after ``patience`` evaluations without improvement. A loss that becomes Na
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import resource
 import time
@@ -307,10 +308,13 @@ def heal(
     settings: HealSettings | None = None,
     progress: bool = True,
     processes: Processes | None = None,
+    holdout_clips: Sequence[np.ndarray] | None = None,
 ) -> dict:
     """Distil ``student``'s encoder factors (a LiteWhisper model) towards ``teacher``'s encoder (the dense Whisper it
     was compressed from), in place. ``clips`` are 16 kHz mono arrays, made into windows by
-    :func:`healing_windows`.
+    :func:`healing_windows`. ``holdout_clips``: speech of other speakers to stop on (``settings.holdout`` of
+    ``settings.num_samples`` windows drawn from it); without it, that share of ``clips``' windows is held out. Stopping
+    on speakers that training never hears keeps healing from fitting its own voices.
 
     Returns a report: per stage the steps taken and the held-out loss before and after, the time, and the peak
     memory. Raises ``ValueError`` for empty or silent audio and :class:`HealingDiverged` when the loss blows up.
@@ -334,7 +338,13 @@ def heal(
     generator = torch.Generator().manual_seed(settings.seed)
     order = torch.randperm(len(windows), generator=generator).tolist()
     n_holdout = max(1, round(settings.holdout * len(windows)))
-    holdout, train = order[:n_holdout], order[n_holdout:]
+    if holdout_clips is not None:
+        held = healing_windows(holdout_clips, dataclasses.replace(settings, num_samples=n_holdout))
+        _check_audio(held)
+        holdout, train = list(range(len(windows), len(windows) + len(held))), order
+        windows = [*windows, *held]
+    else:
+        holdout, train = order[:n_holdout], order[n_holdout:]
 
     teacher.requires_grad_(False)
     student.requires_grad_(False)

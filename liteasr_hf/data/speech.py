@@ -28,6 +28,8 @@ MANIFEST_SUFFIXES = (".jsonl", ".csv")
 # Audio path columns of common manifests: NeMo (audio_filepath), audiofolder (file_name), others.
 MANIFEST_AUDIO_COLUMNS = ("audio_filepath", "file_name", "audio_path", "path", "file", "audio")
 _DISK_DATASET_MARKERS = ("dataset_dict.json", "state.json")  # written by Dataset(Dict).save_to_disk
+#: The optional column that says which speaker group a row belongs to (evaluation reports WER per group).
+GROUP_COLUMN = "group"
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Utterance:
     text: str | None
     duration: float  # seconds
     index: int | None = None  # the row's position in the data (load_speech); orders the shares of several processes
+    group: str | None = None  # the row's ``group`` column, e.g. "real non-native child": WER is also reported per group
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class _Item:
     audio: Any
     text: str | None
     error: str | None = None  # a row that is unusable before decoding (no audio path, no text)
+    group: str | None = None
 
 
 #: The speech set this project ships (``calibration`` and ``evaluation`` splits; see its README.md).
@@ -176,7 +180,7 @@ def _decoded(items: Iterable[tuple[int, _Item]], progress: bool) -> Iterator[Utt
             logger.warning("Skipping %s: %s", item.id, err)
             yield LoadFailure(item.id, str(err), index)
             continue
-        yield Utterance(item.id, audio, item.text, audio.size / SAMPLING_RATE, index)
+        yield Utterance(item.id, audio, item.text, audio.size / SAMPLING_RATE, index, item.group)
 
 
 def _take(items: Iterable[tuple[int, _Item]], n: int) -> Iterator[tuple[int, _Item]]:
@@ -287,7 +291,8 @@ def _row_items(rows, root, audio_key, text_column, id_column) -> Iterator[_Item]
         text, error = _text(row, text_column)
         if not file:
             error = f"row {index} has no audio path in {audio_key!r}"
-        yield _Item(item_id, root / file if file else None, text, error)
+        group = row.get(GROUP_COLUMN)
+        yield _Item(item_id, root / file if file else None, text, error, group if isinstance(group, str) else None)
 
 
 def _text(row: dict, text_column: str | None) -> tuple[str | None, str | None]:
@@ -359,4 +364,5 @@ def _dataset_row_items(dataset, audio_column, text_column, id_key) -> Iterator[_
         default_id = Path(path).stem if path else f"{index:06d}"
         item_id = _unique(str(row[id_key]) if id_key else default_id, index, seen)
         text, error = _text(row, text_column)
-        yield _Item(item_id, audio, text, error)
+        group = row.get(GROUP_COLUMN)
+        yield _Item(item_id, audio, text, error, group if isinstance(group, str) else None)

@@ -168,10 +168,16 @@ def synthesize_clip(clip: PlannedClip, sentences: Sequence[str]) -> tuple[np.nda
 # Files
 
 
-def write_clip(folder: Path, clip_id: str, audio: np.ndarray, fields: dict) -> dict:
-    """Write ``audio`` as ``folder/<clip_id>.flac`` (16 kHz, 16-bit); its metadata row."""
-    file_name = f"{clip_id}.flac"
-    sf.write(folder / file_name, audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+#: How :func:`write_clip` stores audio: FLAC (lossless, 16-bit) or Opus in Ogg (lossy, about a fifth of the size).
+CODECS = {"flac": (".flac", "FLAC", "PCM_16"), "opus": (".ogg", "OGG", "OPUS")}
+
+
+def write_clip(folder: Path, clip_id: str, audio: np.ndarray, fields: dict, codec: str = "flac") -> dict:
+    """Write ``audio`` as ``folder/<clip_id>.flac`` (16 kHz, 16-bit) or, with ``codec="opus"``, ``.ogg``; its
+    metadata row."""
+    suffix, container, subtype = CODECS[codec]
+    file_name = f"{clip_id}{suffix}"
+    sf.write(folder / file_name, audio, SAMPLE_RATE, format=container, subtype=subtype)
     return {"file_name": file_name, "id": clip_id, **fields, "duration": round(len(audio) / SAMPLE_RATE, 3)}
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from ..checkpoints.loading import load_model_and_processor
-from ..data.speech import SHIPPED_SPEECH_SET, SpeechSource
+from ..data.speech import SpeechSource
+from ..data.suite import EVALUATION_MANIFEST
 from .benchmark import encoder_latency
 from .transcription import ENCODER_SIZE_HEADERS, compare_models, encoder_size_cells
 
@@ -16,7 +17,7 @@ from .transcription import ENCODER_SIZE_HEADERS, compare_models, encoder_size_ce
 def compare_original_and_compressed(
     original: str | os.PathLike,
     compressed: str | os.PathLike,
-    data: SpeechSource = SpeechSource(SHIPPED_SPEECH_SET, split="evaluation"),
+    data: SpeechSource = SpeechSource(EVALUATION_MANIFEST),
     *,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -24,7 +25,8 @@ def compare_original_and_compressed(
     output: str | os.PathLike | None = None,
 ) -> str:
     """Evaluate both models on ``data`` and time their encoders; return one Markdown table of encoder
-    parameters, WER and encoder latency (batch 1, interleaved medians)."""
+    parameters, WER per speaker group (real speech first) and overall, and encoder latency (batch 1, interleaved
+    medians)."""
     # A quick look (batch 1, ten interleaved rounds); scripts/benchmark.py measures speed properly.
     models = [load_model_and_processor(m, device=device, dtype=dtype)[0]
               for m in (original, compressed)]
@@ -33,10 +35,13 @@ def compare_original_and_compressed(
     summaries = compare_models([str(original), str(compressed)], data.data, split=data.split, config=data.config,
                                text_column=data.text_column, audio_column=data.audio_column, device=device, dtype=dtype,
                                batch_size=batch_size, output=output, progress=True, show=False)
-    rows = [("model", *ENCODER_SIZE_HEADERS, "WER %", "outputs > 3x ref", "encoder latency")]
+    groups = list(summaries[0].get("groups", {}))
+    rows = [("model", *ENCODER_SIZE_HEADERS, *(f"WER {g}" for g in groups), "WER % (all)" if groups else "WER %",
+             "outputs > 3x ref", "encoder latency")]
     for summary, latency in zip(summaries, latencies):
         speedup = latencies[0] / latency
-        rows.append((Path(str(summary["model"])).name, *encoder_size_cells(summary, summaries[0]),
+        by_group = [f"{summary['groups'][g]['wer']:.2f}" if g in summary.get("groups", {}) else "-" for g in groups]
+        rows.append((Path(str(summary["model"])).name, *encoder_size_cells(summary, summaries[0]), *by_group,
                      f"{summary['wer']:.2f}", str(summary["n_long_outputs"]), f"{latency * 1000:.0f} ms ({speedup:.2f}x)"))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]

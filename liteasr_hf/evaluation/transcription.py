@@ -155,6 +155,23 @@ class Transcription:
     compute_seconds: float  # timed batches only (the warm-up batch is not counted)
 
 
+def group_word_error_rates(groups: Sequence[str | None], pairs: Sequence[PairScore]) -> dict[str, dict]:
+    """Corpus WER of each speaker group (rows without a group are left out), real speech first, then by name:
+    ``{group: {"wer", "errors", "reference_words", "utterances", "long_outputs"}}``."""
+    members: dict[str, list[PairScore]] = {}
+    for group, pair in zip(groups, pairs, strict=True):
+        if group:
+            members.setdefault(group, []).append(pair)
+    result = {}
+    for group in sorted(members, key=lambda g: (not g.startswith("real"), g)):
+        scored = [p for p in members[group] if p.scored]
+        words, errors = sum(p.reference_words for p in scored), sum(p.errors for p in scored)
+        result[group] = {"wer": round(100 * errors / words, 2) if words else float("nan"), "errors": errors,
+                         "reference_words": words, "utterances": len(scored),
+                         "long_outputs": sum(p.long_output for p in scored)}
+    return result
+
+
 def generation_kwargs(generation_config, language: str | None = "en", max_new_tokens: int | None = None) -> dict:
     """``generate`` arguments: language and task only for multilingual models (English-only ones reject them)."""
     kwargs: dict = {}
@@ -334,12 +351,12 @@ def evaluate_utterances(
         if not rows:
             raise ValueError(f"No utterances to evaluate ({len(failures)} failed to load).")
     else:
-        rows = [_Row(u.id, u.text, u.duration) for u in utterances]
+        rows = [_Row(u.id, u.text, u.duration, u.group) for u in utterances]
         transcription = transcribe(whisper, processor, [u.audio for u in utterances], **options)
     pairs, stats = score([r.text for r in rows], transcription.texts, norm)
     records = [
         {"id": row.id, "reference": row.text, "prediction": text, **asdict(pair), "long_output": pair.long_output,
-         "duration": round(row.duration, 3)}
+         "duration": round(row.duration, 3), **({"group": row.group} if row.group else {})}
         for row, text, pair in zip(rows, transcription.texts, pairs, strict=True)
     ]
     audio_seconds = sum(r.duration for r in rows)
@@ -354,6 +371,7 @@ def evaluate_utterances(
         "n_failed": len(failures),
         "failed": [{"id": f.id, "reason": f.reason} for f in failures],
         **asdict(stats),
+        "groups": group_word_error_rates([r.group for r in rows], pairs),
         "empty_reference_ids": [r["id"] for r, p in zip(records, pairs, strict=True) if not p.scored],
         "n_long_outputs": sum(p.long_output for p in pairs),
         "long_output_ids": [r["id"] for r, p in zip(records, pairs, strict=True) if p.long_output],
@@ -388,6 +406,7 @@ class _Row:
     id: str
     text: str
     duration: float
+    group: str | None = None
 
 
 def _transcribe_shared(model: PreTrainedModel, processor: ProcessorMixin, utterances: Sequence[Utterance],
@@ -408,7 +427,7 @@ def _transcribe_shared(model: PreTrainedModel, processor: ProcessorMixin, uttera
         keys = list(range(len(utterances)))
     kwargs["progress"] = kwargs.get("progress", True) and processes.is_main
     own = transcribe(model, processor, [utterances[i].audio for i in mine], **kwargs)
-    rows = [(keys[i], utterances[i].id, utterances[i].text, utterances[i].duration, text)
+    rows = [(keys[i], utterances[i].id, utterances[i].text, utterances[i].duration, utterances[i].group, text)
             for i, text in zip(mine, own.texts, strict=True)]
     lost = [(f.id, f.reason, f.index) for f in failures] if sharded else []
     # A collective: a process that failed never sends its share, and the launcher stops the others here.
@@ -422,7 +441,7 @@ def _transcribe_shared(model: PreTrainedModel, processor: ProcessorMixin, uttera
     shares = {"utterances_per_process": [len(part) for part, _, _ in gathered],
               "compute_seconds_per_process": [round(t, 3) for t in seconds]}
     texts = [text for *_, text in merged]
-    return ([_Row(id_, text, duration) for _, id_, text, duration, _ in merged], list(failures),
+    return ([_Row(id_, text, duration, group) for _, id_, text, duration, group, _ in merged], list(failures),
             Transcription(texts, sum(seconds)), shares)
 
 
@@ -563,13 +582,17 @@ ENCODER_SIZE_HEADERS = ("encoder params", "with positions")
 
 def format_comparison(summaries: Sequence[Mapping]) -> str:
     """One Markdown table: model, encoder parameters (without and with the position table; share of the first
-    row's), WER, RTFx."""
+    row's), WER per speaker group where the data names groups, overall WER, RTFx."""
     reference = summaries[0] if summaries else None
-    rows = [("model", *ENCODER_SIZE_HEADERS, "WER %", "RTFx", "long outputs")]
+    # Speaker groups (real speech first) before the overall WER: a gain that holds on one group only is no gain.
+    groups = list(dict.fromkeys(g for s in summaries for g in s.get("groups", {})))
+    rows = [("model", *ENCODER_SIZE_HEADERS, *(f"WER {g}" for g in groups), "WER % (all)" if groups else "WER %",
+             "RTFx", "long outputs")]
     for s in summaries:
         rtfx = f"{s['rtfx']:.1f}" if s.get("rtfx") is not None else "-"
+        by_group = [f"{s['groups'][g]['wer']:.2f}" if g in s.get("groups", {}) else "-" for g in groups]
         rows.append((Path(str(s["model"])).name or str(s["model"]), *encoder_size_cells(s, reference),
-                     f"{s['wer']:.2f}", rtfx, str(s.get("n_long_outputs", 0))))
+                     *by_group, f"{s['wer']:.2f}", rtfx, str(s.get("n_long_outputs", 0))))
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
     # The model name left-aligned, the figures right-aligned (":" in the separator row says so in Markdown).
     aligned = [[row[0].ljust(widths[0])] + [row[c].rjust(widths[c]) for c in range(1, len(row))] for row in rows]
