@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, required=True, help="share of the encoder parameters to keep")
     p.add_argument("--preset", default=None, help="our preset (default: by model size); its `heal:` is used")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    p.add_argument("--heal-data", default=None, help="healing audio (default: the training split)")
+    p.add_argument("--heal-data", default=None, help="healing audio (default: the calibration mix, stopping on the development speakers)")
     p.add_argument("--heal-split", default=None)
     p.add_argument("--data", default=None, help="evaluation speech (default: the shipped evaluation split and the "
                    "evaluation half of the Asterisk prompts, real speech fetched from Debian on first use)")

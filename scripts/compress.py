@@ -59,7 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--heal", action=argparse.BooleanOptionalAction, default=None,
                    help="distil the factors against the dense model afterwards (default: if the preset has `heal`)")
     p.add_argument("--heal-data", default=None,
-                   help="healing audio, unlabelled (default: the training split, built on first use)")
+                   help="healing audio, unlabelled (default: the calibration mix; it then stops on the development "
+                        "speakers)")
     p.add_argument("--heal-split", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")

@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--preset", help="preset in configs/ whose `heal:` settings to use")
     group.add_argument("--config", help="preset YAML file whose `heal:` settings to use")
     p.add_argument("--data", default=None, help="healing audio, unlabelled: folder, manifest or datasets name "
-                   "(default: the training split, liteasr_hf.data.training_set, built on first use)")
+                   "(default: the calibration mix of liteasr_hf.data.suite, built on first use; it stops on the development speakers)")
     p.add_argument("--split", default=None)
     p.add_argument("--audio-column", default="audio")
     p.add_argument("--block-steps", type=int, default=None, help="steps per encoder layer (0 skips that stage)")

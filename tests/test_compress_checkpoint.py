@@ -20,6 +20,7 @@ from liteasr_hf.compression.checkpoint import compress_checkpoint
 from liteasr_hf.compression.rank_selection import RankPlan
 from liteasr_hf.data.audio import SAMPLING_RATE, load_audio
 from liteasr_hf.data.speech import SpeechSource
+from liteasr_hf.data.suite import SPEAKER_MIX_PREFIX, SPEAKER_MIX_VERSION
 from liteasr_hf.evaluation.transcription import compare_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,8 +151,8 @@ def test_report_names_sources_without_machine_paths(compressed, tiny_en_dir):
     report = result.report
     # Published with the model: a local folder outside the working directory is named by its last part.
     assert report["resolved_model"] == report["source_model"] == Path(tiny_en_dir).name
-    data = report["calibration_data"]["data"]
-    assert not Path(data).is_absolute() and (Path.cwd() / data).resolve() == SPEECH.resolve() or data == "speech"
+    # The default calibration audio: the speaker mix, built in the cache and named by its folder alone.
+    assert report["calibration_data"]["data"] == f"{SPEAKER_MIX_PREFIX}{SPEAKER_MIX_VERSION}"
     assert report["preset"] == "tiny"  # the shipped preset, named as such
     assert report["command"] == (f"python scripts/compress.py --model {Path(tiny_en_dir).name} --config tiny.yaml "
                                  "--output lite-tiny-en")

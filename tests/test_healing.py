@@ -136,7 +136,7 @@ def test_bad_settings_name_the_field(values, message):
 # --- Real tiny.en, through the checkpoint-level entry points -----------------------------------------------------
 
 HEAL_QUICK = {"block_steps": 2, "steps": 2, "batch_size": 1, "eval_every": 1, "num_samples": 2}
-# The shipped calibration clips, not the default training split: building that takes minutes.
+# The shipped synthetic calibration clips: a few long clips, enough for a few healing steps.
 SHIPPED_AUDIO = SpeechSource(SHIPPED_SPEECH_SET, split="calibration", text_column=None)
 
 

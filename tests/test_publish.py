@@ -70,9 +70,11 @@ def expected_files(model_dir: Path) -> set[str]:
 
 
 def summary(model: Path | str, model_type: str, encoder_params: int, wer: float, rtfx: float,
-            data: str, config: str | None, split: str) -> dict:
-    """An evaluation summary with the fields scripts/evaluate.py writes."""
+            data: str, config: str | None, split: str, groups: dict[str, float] | None = None) -> dict:
+    """An evaluation summary with the fields scripts/evaluate.py writes (``groups``: WER per speaker group)."""
     return {
+        "groups": {g: {"wer": w, "errors": 1, "reference_words": 10, "utterances": 2, "long_outputs": 0}
+                   for g, w in (groups or {}).items()},
         "model": str(model), "model_path": str(model), "model_type": model_type, "data": data, "config": config,
         "split": split, "n_utterances": 165, "n_failed": 0, "failed": [], "wer": wer, "errors": 1, "substitutions": 1,
         "deletions": 0, "insertions": 0, "reference_words": 1316, "n_scored": 165, "n_empty_references": 0,
@@ -117,9 +119,11 @@ def lite_model(tiny_en_dir, tmp_path_factory) -> Path:
     enc = report["encoder"]
     for name, content in {
         "lite-whisper-tiny__speech-evaluation": summary(folder, "lite-whisper", enc["params_after"], 23.45, 6.1,
-                                                         str(SHIPPED_SPEECH_SET), None, "evaluation"),
+                                                         str(SHIPPED_SPEECH_SET), None, "evaluation",
+                                                         {"synthetic": 21.5, "real non-native child": 40.25}),
         "whisper-tiny.en__speech-evaluation": summary(tiny_en_dir, "whisper", enc["params_before"], 19.83, 5.3,
-                                                       str(SHIPPED_SPEECH_SET), None, "evaluation"),
+                                                       str(SHIPPED_SPEECH_SET), None, "evaluation",
+                                                       {"synthetic": 18.0, "real non-native child": 38.5}),
         "lite-whisper-tiny__librispeech": summary(folder, "lite-whisper", enc["params_after"], 31.2, 7.0, *LIBRISPEECH),
     }.items():
         (evaluation / f"{name}.summary.json").write_text(json.dumps(content, indent=2))
@@ -217,8 +221,13 @@ def test_card_metadata_is_valid_and_carries_the_evaluation_numbers(staged, lite_
             "table) |") in our_row
     assert f"without Whisper's fixed sinusoidal position\ntable (1500 x {SMALL['d_model']} values" in text
     # WER only: no RTFx column from two separate evaluation runs.
-    assert base_row.endswith("| 19.83 | not evaluated |")  # the base model has no LibriSpeech result
-    assert our_row.endswith("| 23.45 | 31.20 |")
+    # Per speaker group where the data names groups, real speech first, then the whole set.
+    header = next(line for line in text.splitlines() if line.startswith("| model |"))
+    assert header.endswith("| WER % (liteasr-hf speech set, evaluation, real non-native child) | WER % (liteasr-hf "
+                           "speech set, evaluation, synthetic) | WER % (liteasr-hf speech set, evaluation, all) | "
+                           "WER % (openslr/librispeech_asr, clean, test) |")
+    assert base_row.endswith("| 38.50 | 18.00 | 19.83 | not evaluated |")  # no LibriSpeech result for the base
+    assert our_row.endswith("| 40.25 | 21.50 | 23.45 | 31.20 |")
     assert "RTFx" not in text and "| 5.3 |" not in text and "| 6.1 |" not in text
     assert "**No speed comparison was supplied when this card was written.**" in text
     # English-only base: the language is English, and the card names what calibration and evaluation used.

@@ -169,7 +169,7 @@ def heal_checkpoint(
     if teacher is None:
         raise ValueError(f"{model} does not say which Whisper it was compressed from (no compression_report.json "
                          "with source_model): pass the dense model as --teacher.")
-    with processes.main_first():  # caches filled once: the teacher's conversion, the training split, a dataset
+    with processes.main_first():  # caches filled once: the teacher's conversion, the calibration mix, a dataset
         dense, _, _ = load_model_and_processor(teacher, device=placement.device, dtype=placement.dtype)
         holdout = holdout or (DEVELOPMENT if audio is None else None)
         audio = audio or speaker_mix(progress=progress)

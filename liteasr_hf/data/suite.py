@@ -38,6 +38,8 @@ EVALUATION_MANIFEST = DATA_ROOT / "evaluation.jsonl"
 DEVELOPMENT = SpeechSource(SPEECHOCEAN_SET, split="development")
 #: Bumped when the mix's recipe changes, so that a cached mix from an older one is not reused.
 SPEAKER_MIX_VERSION = 1
+#: The cached mix's folder name, without its version: model cards recognise the default calibration audio by it.
+SPEAKER_MIX_PREFIX = "speaker-mix-v"
 AUGMENTED = "augmented real"
 
 
@@ -131,7 +133,7 @@ def speaker_mix(cache: str | os.PathLike | None = None, progress: bool = True) -
     use and cached under ``<cache>/speech``; audio only."""
     from ..checkpoints.loading import cache_dir
 
-    folder = Path(cache or cache_dir()) / "speech" / f"speaker-mix-v{SPEAKER_MIX_VERSION}"
+    folder = Path(cache or cache_dir()) / "speech" / f"{SPEAKER_MIX_PREFIX}{SPEAKER_MIX_VERSION}"
     if not (folder / "calibration" / "metadata.jsonl").is_file():
         build_speaker_mix(folder, overwrite=folder.exists(), progress=progress)
     return SpeechSource(folder, split="calibration", text_column=None)

@@ -20,7 +20,8 @@ from ..atomic import atomic_write_text
 from ..checkpoints.loading import load_model_and_processor
 from ..compression.checkpoint import compress_checkpoint, heal_checkpoint
 from ..compression.healing import HealSettings
-from ..data.speech import SHIPPED_SPEECH_SET, SpeechSource
+from ..data.speech import SpeechSource
+from ..data.suite import EVALUATION_MANIFEST
 from ..data.speech_set import read_metadata
 from .transcription import encoder_parameters, english_normalizer, score, transcribe
 
@@ -42,14 +43,19 @@ def _wer(pairs, stats) -> dict:
 
 
 def evaluation_groups(evaluations: dict[str, SpeechSource], progress: bool = True) -> dict[str, list]:
-    """The utterances of each evaluation set, and of each set with real recordings marked, its ``synthetic`` and
-    ``real`` parts (``<name> synthetic``, ``<name> real``)."""
+    """The utterances of each evaluation set, and its parts: by speaker group where its rows name one (``<group>``,
+    real speech first), else, where its recordings are marked, ``<name> synthetic`` and ``<name> real``."""
     groups: dict[str, list] = {}
     for name, source in evaluations.items():
         utterances, failures = source.load(progress=progress)
         if failures:
             raise ValueError(f"{len(failures)} clip(s) of {source.data} failed to load: {failures[0]}")
+        named = sorted({u.group for u in utterances if u.group}, key=lambda g: (not g.startswith("real"), g))
+        for group in named:
+            groups[group] = [u for u in utterances if u.group == group]
         groups[name] = utterances
+        if named:
+            continue
         real_ids = real_recording_ids(source)
         if real_ids and len(real_ids) < len(utterances):
             groups[f"{name} synthetic"] = [u for u in utterances if u.id not in real_ids]
@@ -58,12 +64,12 @@ def evaluation_groups(evaluations: dict[str, SpeechSource], progress: bool = Tru
 
 
 def evaluate_variant(model: str | os.PathLike, groups: dict[str, list], normalizer, *, device: str = "cpu",
-                     batch_size: int = 8, progress: bool = True) -> dict:
+                     batch_size: int = 8, progress: bool = True, max_new_tokens: int | None = None) -> dict:
     """WER of ``model`` on each group of utterances (every utterance transcribed once); encoder parameters."""
     whisper, processor, _ = load_model_and_processor(model, device=device)
     unique = {id(u): u for group in groups.values() for u in group}
     transcription = transcribe(whisper, processor, [u.audio for u in unique.values()], batch_size=batch_size,
-                               progress=progress)
+                               progress=progress, max_new_tokens=max_new_tokens)
     texts = dict(zip(unique, transcription.texts))
     result = {"encoder_params": encoder_parameters(whisper, positions=False), "wer": {}}
     for name, group in groups.items():
@@ -74,11 +80,8 @@ def evaluate_variant(model: str | os.PathLike, groups: dict[str, list], normaliz
 
 
 def default_evaluations() -> dict[str, SpeechSource]:
-    """The shipped evaluation split, and the evaluation half of the Asterisk prompts (real speech, fetched once)."""
-    from ..data.real_speech import real_speech_set
-
-    return {"shipped": SpeechSource(SHIPPED_SPEECH_SET, split="evaluation"),
-            "asterisk": SpeechSource(real_speech_set(), split="evaluation")}
+    """Every shipped evaluation split (:data:`~liteasr_hf.data.suite.EVALUATION_MANIFEST`), by speaker group."""
+    return {"all": SpeechSource(EVALUATION_MANIFEST)}
 
 
 def run_healing_ablation(
@@ -181,7 +184,7 @@ def format_ablation(report: dict) -> str:
     names = list(report["evaluation"])
     rows = [("variant", "encoder params", *(f"WER {n} ({report['evaluation'][n]})" for n in names),
              "outputs > 3x ref", "healing")]
-    top = [n for n in names if " " not in n]  # whole sets, not their synthetic / real parts
+    top = [n for n in names if " " not in n]  # whole sets, not their parts (every part's name has a space)
     for name, r in results.items():
         healing = (f"{r['heal_seconds'] / 60:.1f} min, {r['heal_peak_memory_bytes'] / 2**30:.1f} GiB peak"
                    if "heal_seconds" in r else "-")

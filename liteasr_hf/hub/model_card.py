@@ -25,7 +25,7 @@ from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGU
 
 from ..checkpoints.ctranslate2_format import PACKAGED_ALIASES
 from ..compression.presets import PRESET_DIR, default_preset, load_settings
-from ..data.speech import SHIPPED_SPEECH_SET
+from ..data.suite import DATA_ROOT, SPEAKER_MIX_PREFIX
 from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES
 from ..portable import HUB_ID, portable_command, portable_value
 from .speed import SpeedComparison, load_benchmark, speed_comparison
@@ -59,11 +59,15 @@ class DatasetRef:
 
 
 def is_shipped_speech_set(data: str | os.PathLike) -> bool:
-    """Whether ``data`` is the speech set shipped with liteasr-hf (an absolute path, or one relative to the working
-    folder or to the repository root, as ``compression_report.json`` records it)."""
+    """Whether ``data`` is speech shipped with liteasr-hf: a folder or manifest under its ``data/`` (an absolute path,
+    or one relative to the working folder or to the repository root, as ``compression_report.json`` records it), or
+    the calibration mix built from them (:func:`~liteasr_hf.data.suite.speaker_mix`)."""
     path = Path(str(data)).expanduser()
-    shipped = SHIPPED_SPEECH_SET.resolve()
-    return path.resolve() == shipped or (not path.is_absolute() and (REPO_ROOT / path).resolve() == shipped)
+    if path.name.startswith(SPEAKER_MIX_PREFIX):
+        return True
+    shipped = DATA_ROOT.resolve()
+    candidates = [path.resolve()] + ([] if path.is_absolute() else [(REPO_ROOT / path).resolve()])
+    return any(c == shipped or shipped in c.parents for c in candidates if c.exists())
 
 
 def dataset_ref(data: str, config: str | None = None, split: str | None = None) -> DatasetRef:
@@ -260,7 +264,7 @@ def compress_command(report: Mapping, config: Mapping, base_model: str) -> tuple
     parts.append(f"--preset {preset}" if preset else "--config settings.yaml")
     parts += [f"{_PRESET_OVERRIDES[key]} {value}" for key, value in overrides.items() if value is not None]
     calibration = report.get("calibration_data") or {}
-    if calibration.get("data") and Path(str(calibration["data"])).resolve() != SHIPPED_SPEECH_SET.resolve():
+    if calibration.get("data") and not is_shipped_speech_set(calibration["data"]):
         ref = dataset_ref(calibration["data"])
         parts.append(f"--calibration {ref.type if ref.hub else 'YOUR_AUDIO_FOLDER'}")
     if calibration.get("config"):
@@ -358,10 +362,23 @@ def build_model_card(
     # taken from the summaries: two evaluation runs at different moments do not make a speed comparison.
     keys = sorted({(s["data"], s.get("config") or "", s["split"]) for s in [*ours, *theirs]})
     refs = [dataset_ref(data, config or None, split) for data, config, split in keys]
+    # Where the data names speaker groups, one column per group (real speech first), then the whole set.
+    columns: list[tuple[tuple, str | None]] = []
+    for key in keys:
+        found = {g for s in [*ours, *theirs] if (s["data"], s.get("config") or "", s["split"]) == key
+                 for g in s.get("groups") or {}}
+        columns += [(key, g) for g in sorted(found, key=lambda g: (not g.startswith("real"), g))] + [(key, None)]
 
     def results(rows: list[dict]) -> list[str]:
         by_key = {(s["data"], s.get("config") or "", s["split"]): s for s in rows}
-        return [_number(by_key[key]["wer"], ".2f") if key in by_key else "not evaluated" for key in keys]
+        cells = []
+        for key, group in columns:
+            summary = by_key.get(key)
+            if summary is None or (group is not None and group not in (summary.get("groups") or {})):
+                cells.append("not evaluated")
+            else:
+                cells.append(_number((summary["groups"][group] if group else summary)["wer"], ".2f"))
+        return cells
 
     encoder = report["encoder"]
     before, after = encoder_sizes(report, config)
@@ -376,7 +393,10 @@ def build_model_card(
         size_cells = [f"{_millions(encoder['params_before'])} (100%, with the position table)",
                       f"{_millions(encoder['params_after'])} ({share}, with the position table)"]
     header = ["model", "encoder params", "encoder FLOPs per 30 s window", "total params"]
-    header += [f"WER % ({ref.label})" for ref in refs]
+    labels = dict(zip(keys, (ref.label for ref in refs)))
+    grouped = {key for key, group in columns if group}
+    header += [f"WER % ({labels[key]}, {group or 'all'})" if key in grouped else f"WER % ({labels[key]})"
+               for key, group in columns]
     comparison = [
         [f"[{base}](https://huggingface.co/{base})", size_cells[0], f"{encoder['flops_before'] / 1e9:.1f}G (100%)",
          _millions(base_total), *results(theirs)],
