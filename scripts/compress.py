@@ -77,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="evaluation speech (default: every shipped evaluation split, WER per speaker group)")
     p.add_argument("--eval-split", default="evaluation")
     p.add_argument("--batch-size", type=int, default=8, help="evaluation batch size")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="evaluation: stop a transcription after this many tokens (a runaway output still counts)")
     return p.parse_args(argv)
 
 
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         # The main process alone, after the others are done: the comparison times encoders, which they would disturb.
         table = compare_original_and_compressed(
             args.model, folder, SpeechSource(args.eval_data, split=args.eval_split), device=args.device,
-            dtype=DTYPES[args.dtype], batch_size=args.batch_size, output=folder.parent / f"{folder.name}-evaluation",
+            dtype=DTYPES[args.dtype], batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+            output=folder.parent / f"{folder.name}-evaluation",
         )
         print(table)
     return 0

@@ -22,6 +22,7 @@ def compare_original_and_compressed(
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     batch_size: int = 8,
+    max_new_tokens: int | None = None,
     output: str | os.PathLike | None = None,
 ) -> str:
     """Evaluate both models on ``data`` and time their encoders; return one Markdown table of encoder
@@ -34,7 +35,8 @@ def compare_original_and_compressed(
     del models
     summaries = compare_models([str(original), str(compressed)], data.data, split=data.split, config=data.config,
                                text_column=data.text_column, audio_column=data.audio_column, device=device, dtype=dtype,
-                               batch_size=batch_size, output=output, progress=True, show=False)
+                               batch_size=batch_size, max_new_tokens=max_new_tokens, output=output, progress=True,
+                               show=False)
     groups = list(summaries[0].get("groups", {}))
     rows = [("model", *ENCODER_SIZE_HEADERS, *(f"WER {g}" for g in groups), "WER % (all)" if groups else "WER %",
              "outputs > 3x ref", "encoder latency")]
