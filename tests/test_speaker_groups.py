@@ -142,7 +142,6 @@ def test_bad_augmentations_name_the_problem(text, message):
 
 
 def test_healing_stops_on_held_out_speakers_and_trains_on_every_window():
-    from test_healing import pair as _pair  # noqa: F401  (the fixture's recipe, built here once)
     from test_modeling import TINY
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
@@ -185,14 +185,3 @@ DEFAULT_AUGMENTATIONS = tuple(Augmentation.parse(a) for a in (
     "speed0.9", "speed1.1", "child1.2", "child1.35", "noise20", "noise10", "noise5", "reverb0.3", "reverb0.7",
     "telephone"))
 
-
-def augment_each(clips: Sequence[np.ndarray], augmentations: Sequence[Augmentation], seed: int = 0
-                 ) -> list[tuple[Augmentation, np.ndarray]]:
-    """One augmented copy of every clip, the augmentations taken in turn (clip ``i`` gets
-    ``augmentations[i % len]``), each with its own generator drawn from ``seed``."""
-    if not augmentations:
-        return []
-    seeds = np.random.SeedSequence(seed).spawn(len(clips))
-    return [(augmentations[i % len(augmentations)],
-             augmentations[i % len(augmentations)](clip, np.random.default_rng(s)))
-            for i, (clip, s) in enumerate(zip(clips, seeds))]
