@@ -101,7 +101,7 @@ def test_folder_saved_before_the_layout_change_loads_with_its_own_remote_code(tm
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     got, expected = load_file(out), load_file(OLD_FOLDER / "expected.safetensors")
-    torch.testing.assert_close(got["logits"], expected["logits"], rtol=0, atol=0)
+    torch.testing.assert_close(got["logits"], expected["logits"], rtol=1e-5, atol=1e-6)  # CPU kernels differ by machine
     assert torch.equal(got["generated"], expected["generated"])
 
 
@@ -116,7 +116,7 @@ def test_folder_saved_before_the_layout_change_loads_with_our_classes():
     with torch.no_grad():
         logits = model(input_features=expected["input_features"], decoder_input_ids=expected["decoder_input_ids"]).logits
         generated = model.generate(expected["input_features"], max_new_tokens=5, do_sample=False)
-    torch.testing.assert_close(logits, expected["logits"], rtol=0, atol=0)
+    torch.testing.assert_close(logits, expected["logits"], rtol=1e-5, atol=1e-6)  # CPU kernels differ by machine
     assert torch.equal(generated, expected["generated"])
 
 

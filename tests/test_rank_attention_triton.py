@@ -274,20 +274,21 @@ def test_hub_import_check_passes_without_triton() -> None:
 @pytest.mark.skipif(not ON_CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("heads", [8, 20])
 def test_whisper_sized_kernel_is_correct_and_timed(kernel: ModuleType, heads: int) -> None:
-    """B=16, T=1500 (Whisper's encoder), RK=RV=32, fp16: the kernel against PyTorch SDPA (GQA, one kv head)."""
+    """B=16, T=1500 (Whisper's encoder), RK=RV=32, fp16: the kernel against PyTorch SDPA (GQA, one kv head). The
+    kernel's scale defaults to 1 (the model folds the attention scaling into q), SDPA's to 1/sqrt(RK): both say 1."""
     torch.manual_seed(0)
     batch, seq_len, rank = 16, 1500, 32
     q, k, v = make_inputs(batch, heads, seq_len, rank, rank, torch.float16, strided=False)
 
     def sdpa() -> torch.Tensor:  # [B, T, H * R], as the attention layer needs it
-        out = F.scaled_dot_product_attention(q, k[:, None], v[:, None], enable_gqa=True)
+        out = F.scaled_dot_product_attention(q, k[:, None], v[:, None], scale=1.0, enable_gqa=True)
         return out.transpose(1, 2).reshape(batch, seq_len, heads * rank)
 
     def fused() -> torch.Tensor:
         return kernel.rank_space_attention(q, k, v).view(batch, seq_len, heads * rank)
 
     q32, k32, v32 = q.float(), k[:, None].float(), v[:, None].float()
-    expected = F.scaled_dot_product_attention(q32, k32, v32, enable_gqa=True).transpose(1, 2).flatten(2)
+    expected = F.scaled_dot_product_attention(q32, k32, v32, scale=1.0, enable_gqa=True).transpose(1, 2).flatten(2)
     torch.testing.assert_close(fused().float(), expected, rtol=2e-3, atol=2e-3)
 
     timings = ", ".join(f"{name} {benchmark_ms(fn):.3f} ms" for name, fn in (("triton", fused), ("sdpa", sdpa)))

@@ -153,6 +153,20 @@ def test_folded_weights_follow_weight_changes_and_gradients_reach_the_factors():
             assert grad is not None and grad.abs().sum() > 0, (module, name)
 
 
+def test_a_model_made_under_inference_mode_runs_in_rank_space():
+    """Parameters created or moved under torch.inference_mode have no version counter; the fold cache copes."""
+    features = torch.randn(2, 80, 120, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        reference = model_with("full").get_encoder()(features).last_hidden_state
+    with torch.inference_mode():
+        model = model_with("rank_space").to(torch.float64).to(torch.float32)
+        assert all(p.is_inference() for p in model.parameters())
+        first = model.get_encoder()(features).last_hidden_state
+        second = model.get_encoder()(features).last_hidden_state  # from the cached fold
+    assert relative_error(first, reference) < 1e-5
+    assert torch.equal(first, second)
+
+
 def test_attention_path_round_trips_and_is_validated(tmp_path):
     paths = ["rank_space", "auto", "full"]
     model = model_with(paths)

@@ -244,7 +244,10 @@ class LiteWhisperAttention(WhisperAttention):
         params = [p for m in (self.q_proj, self.k_proj, self.v_proj) for p in m.parameters()]
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
             return self._fold(one_head_size)  # traced into the graph (no cache check to break it) / differentiable
-        key = (one_head_size, *((p.data_ptr(), p._version, p.dtype, p.device) for p in params))
+        # Inference tensors (a model moved or loaded under torch.inference_mode) keep no version counter; they
+        # cannot be changed in place outside inference mode, so their storage identifies them.
+        key = (one_head_size, *((p.data_ptr(), -1 if p.is_inference() else p._version, p.dtype, p.device)
+                                for p in params))
         if self._folded is None or self._folded[0] != key:
             with torch.no_grad():
                 self._folded = (key, self._fold(one_head_size))

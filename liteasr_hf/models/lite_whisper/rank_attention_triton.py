@@ -99,7 +99,9 @@ if triton is not None:
             kt = tl.load(kt_ptrs + start_n * stride_kt, mask=rk_in[:, None] & n_ok[None, :], other=0.0)
             v = tl.load(v_ptrs + start_n * stride_vt, mask=n_ok[:, None] & rv_in[None, :], other=0.0)
 
-            s = tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale_log2  # [BLOCK_M, BLOCK_N], fp32
+            # [BLOCK_M, BLOCK_N], fp32. torch.compile passes Python floats as fp64 scalars: the cast keeps the
+            # softmax, and so the accumulator below, in fp32 (tl.dot refuses an fp64 accumulator).
+            s = (tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale_log2).to(tl.float32)
             s = tl.where(n_ok[None, :], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             # While every key seen so far is masked the max is -inf; subtract 0 instead, so exp2 gives 0, not NaN.
