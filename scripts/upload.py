@@ -11,6 +11,8 @@
 
 The folder is staged (beside it, as <model>-hub, unless --staging-dir), checked (it must load with
 trust_remote_code in a clean process without liteasr_hf), then uploaded as one commit of the files that changed.
+The code files staged are this liteasr_hf's own; a folder whose code differs is refused unless --trust-remote-code.
+Only a folder that staging wrote is ever replaced as --staging-dir.
 The token is huggingface_hub's: HF_TOKEN, or the one `hf auth login` saved. It is never printed.
 """
 
@@ -52,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-check", action="store_true",
                    help="do not load the staged folder in a clean process before uploading")
     p.add_argument("--dry-run", action="store_true", help="stage, check and list what would be uploaded; no network")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="stage, run (in the check) and publish the folder's own code files where they differ from "
+                        "this liteasr_hf's (default: such a folder is refused; read its code first)")
     p.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or https://huggingface.co)")
     args = p.parse_args(argv)
     if args.batch:
@@ -115,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.batch:
             publish_batch(args.batch, endpoint=args.endpoint, dry_run=args.dry_run, check=not args.skip_check,
-                          on_result=lambda result: report(result, args.dry_run))
+                          on_result=lambda result: report(result, args.dry_run),
+                          trust_remote_code=args.trust_remote_code)
         else:
             result = publish(
                 args.model, args.repo_id, evaluation=[] if args.no_evaluation else args.evaluation,
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 datasets=args.datasets, benchmark=args.benchmark, onnx=args.onnx,
                 private=args.private, revision=args.revision,
                 create_pr=args.create_pr, commit_message=args.commit_message, endpoint=args.endpoint,
-                dry_run=args.dry_run, check=not args.skip_check,
+                dry_run=args.dry_run, check=not args.skip_check, trust_remote_code=args.trust_remote_code,
             )
             report(result, args.dry_run)
     except (ValueError, FileNotFoundError, FileExistsError) as err:

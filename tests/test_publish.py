@@ -38,6 +38,7 @@ from liteasr_hf.hub import (
     upload_staged_folder,
 )
 from liteasr_hf.hub.model_card import build_model_card, check_card, validate_card_on_hub
+from liteasr_hf.hub.staging import STAGING_MARKER
 from liteasr_hf.portable import portable_command
 
 # huggingface_hub's own LFS upload passes the file as `data=`, which its HTTP client deprecates.
@@ -181,7 +182,9 @@ def test_dry_run_stages_checks_and_touches_no_network(lite_model, hub, tmp_path,
 
 
 def test_staged_folder_holds_exactly_what_a_user_needs(staged, lite_model):
-    assert set(staged.files) == expected_files(lite_model) == {p.name for p in staged.path.iterdir()}
+    # Besides the staging marker, which is never uploaded:
+    assert set(staged.files) == expected_files(lite_model) == {p.name for p in staged.path.iterdir()} - {
+        STAGING_MARKER}
     for name in expected_files(lite_model) - {"README.md"}:  # copies, byte for byte
         assert (staged.path / name).read_bytes() == (lite_model / name).read_bytes(), name
     config = json.loads((staged.path / "config.json").read_text())

@@ -33,7 +33,7 @@ from transformers import (
 )
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-from ..atomic import atomic_directory
+from ..atomic import atomic_directory, check_distinct
 from .ctranslate2_format import read_model_bin, resolve_ctranslate2_source
 from .ctranslate2_weights import WhisperShape, whisper_state_dict
 from .saving import save_processor
@@ -244,9 +244,11 @@ def convert_ctranslate2(
     if dtype not in _DTYPES_OUT:
         raise ValueError(f"dtype must be one of {', '.join(map(str, _DTYPES_OUT))}, got {dtype}.")
     target = Path(output)
+    src = resolve_ctranslate2_source(source)
+    for part in src.parts:
+        check_distinct(target, part.parent, "the CTranslate2 checkpoint")
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target.resolve()} already exists; pass overwrite=True (--overwrite) or another path.")
-    src = resolve_ctranslate2_source(source)
     where = str(src.parts[0].parent)
     ckpt = read_model_bin(src.parts)
     shape, state_dict = whisper_state_dict(ckpt, where)

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
+from ..atomic import check_distinct
 from ..checkpoints.loading import load_model_and_processor
 from ..checkpoints.placement import Placement
 from ..checkpoints.saving import save_model_folder
@@ -65,6 +66,7 @@ def compress_checkpoint(
     temporary name and renamed at the end, so a failed or interrupted run leaves no partial folder.
     """
     output = Path(output)
+    check_distinct(output, model)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; pass --overwrite or choose another --output.")
     processes = processes or Processes()
@@ -155,6 +157,9 @@ def heal_checkpoint(
     import json
 
     output = Path(output)
+    check_distinct(output, model)
+    if teacher is not None:
+        check_distinct(output, teacher, "the teacher")
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; pass --overwrite or choose another --output.")
     processes = processes or Processes()

@@ -54,17 +54,19 @@ def publish(
     endpoint: str | None = None,
     dry_run: bool = False,
     check: bool = True,
+    trust_remote_code: bool = False,
 ) -> PublishResult:
     """Stage ``model_dir``, check that the staged folder loads with remote code (``check``), and unless
     ``dry_run`` upload it to ``repo_id``. A dry run makes no network request. See :func:`stage_folder` and
-    :func:`upload_staged_folder` for the arguments."""
+    :func:`upload_staged_folder` for the arguments; ``trust_remote_code`` stages (and so runs and publishes) a folder's
+    own code files where they differ from this liteasr_hf's, which are otherwise refused."""
     check_repo_id(repo_id)
     if create_pr and revision not in (None, "main"):
         raise ValueError("--create-pr opens a pull request against main; leave out --revision.")
     if not dry_run:
         resolve_token(token)  # fail before the (possibly long) staging when no token is set
     staged = stage_folder(model_dir, repo_id, staging_dir, evaluation, base_model, license, datasets, benchmark,
-                          onnx)
+                          onnx, trust_remote_code=trust_remote_code)
     if check:
         staged.check = check_staged_folder(staged.path)
     if dry_run:
@@ -135,12 +137,14 @@ def publish_batch(
     dry_run: bool = False,
     check: bool = True,
     on_result: Callable[[PublishResult], None] | None = None,
+    trust_remote_code: bool = False,
 ) -> list[PublishResult]:
     """Publish every variant of a batch file (see :func:`load_batch`).
 
     All variants are staged and checked before anything is uploaded, so bad input in any of them stops the batch
     with nothing published. Uploads then run one after another; if one fails, :class:`PublishError` says which
-    variants were published and which were not. ``on_result`` is called after each variant.
+    variants were published and which were not. ``on_result`` is called after each variant. ``trust_remote_code``
+    applies to every variant (see :func:`publish`).
     """
     jobs = load_batch(config_file)
     for job in jobs:
@@ -151,7 +155,7 @@ def publish_batch(
     for job in jobs:
         folder = stage_folder(job["model"], job["repo_id"], job.get("staging_dir"), job.get("evaluation"),
                               job.get("base_model"), job.get("license", DEFAULT_LICENSE), job.get("datasets", ()),
-                              job.get("benchmark"), job.get("onnx"))
+                              job.get("benchmark"), job.get("onnx"), trust_remote_code=trust_remote_code)
         if check:
             folder.check = check_staged_folder(folder.path)
         staged.append(folder)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from huggingface_hub import ModelCard
@@ -30,6 +32,10 @@ PROCESSOR_FILES = (
 AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForSpeechSeq2Seq")
 REPORT = "compression_report.json"
 CARD = "README.md"
+#: Written into every staging folder: only a folder that has it is replaced by a later staging run. Not uploaded.
+STAGING_MARKER = ".liteasr-staging.json"
+#: The package whose files are the Hub-bound code this version of liteasr_hf publishes.
+CODE_PACKAGE = "liteasr_hf.models.lite_whisper"
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -154,6 +160,17 @@ def _code_files(folder: Path, config: dict) -> list[str]:
     return sorted(files)
 
 
+def foreign_code_files(folder: str | os.PathLike, names: Sequence[str]) -> list[str]:
+    """The code files among ``names`` in ``folder`` that are not byte for byte this liteasr_hf's own."""
+    ours = resources.files(CODE_PACKAGE)
+    foreign = []
+    for name in names:
+        mine = ours / name
+        if not mine.is_file() or mine.read_bytes() != (Path(folder) / name).read_bytes():
+            foreign.append(name)
+    return foreign
+
+
 def _weight_files(folder: Path) -> list[str]:
     if (folder / "model.safetensors").is_file():
         return ["model.safetensors"]
@@ -213,13 +230,12 @@ def _check_staging_target(staging: Path, source: Path) -> None:
     if staging == source or source in staging.parents or staging in source.parents:
         raise ValueError(f"The staging folder {staging} must lie outside the model folder {source} (and not contain "
                          "it): staging never writes into the source.")
-    if staging.exists() and any(staging.iterdir()):
-        config = staging / "config.json"
-        staged_before = (staging / CARD).is_file() and config.is_file() and \
-            json.loads(config.read_text(encoding="utf-8")).get("model_type") == "lite-whisper"
-        if not staged_before:
-            raise FileExistsError(f"{staging} exists and is not an earlier staging folder; choose another "
-                                  "--staging-dir or remove it.")
+    if staging.exists() and (not staging.is_dir() or any(staging.iterdir())) and \
+            not (staging / STAGING_MARKER).is_file():
+        # Only a folder that staging wrote (it carries the marker) is replaced: a downloaded Hub repo or any other
+        # folder with content is the user's.
+        raise FileExistsError(f"{staging} exists and was not written by staging (no {STAGING_MARKER} in it); it is "
+                              "left as it is. Choose another --staging-dir, or move that folder away.")
 
 
 def stage_folder(
@@ -232,6 +248,7 @@ def stage_folder(
     datasets: Sequence[str] = (),
     benchmark: str | os.PathLike | None = None,
     onnx: str | os.PathLike | None = None,
+    trust_remote_code: bool = False,
 ) -> StagedFolder:
     """Copy the files a user needs from ``model_dir`` into ``staging_dir`` and write the model card there.
 
@@ -242,8 +259,13 @@ def stage_folder(
     ``evaluation``: summary files or folders (``None``: the ``<model>-evaluation`` folder if it exists; ``[]``: none,
     and the card says so). ``benchmark``: a ``scripts/benchmark.py`` report holding this model and its base model,
     for the card's speed comparison (``None``: the card says none was supplied). The staging folder is written
-    atomically and replaced whole on a later run; the model folder is only read. Raises ``ValueError`` /
+    atomically and replaced whole on a later run (only a folder staging wrote, which carries
+    :data:`STAGING_MARKER`, is ever replaced); the model folder is only read. Raises ``ValueError`` /
     ``FileNotFoundError`` for bad input, before writing anything.
+
+    The code files staged, which the check runs and the Hub serves, are this liteasr_hf's own. A folder whose code
+    files differ from them is refused unless ``trust_remote_code``: then its own code is staged, run by the check
+    and published, and a warning says so.
     """
     check_repo_id(repo_id)
     source = Path(model_dir)
@@ -252,17 +274,33 @@ def stage_folder(
     left_out = [name for name in left_out if name not in exported]
     staging = Path(staging_dir) if staging_dir is not None else default_staging_dir(source)
     _check_staging_target(staging, source)
+    code = [name for name in keep if name.endswith(".py")]
+    foreign = foreign_code_files(source, code)
+    if foreign and not trust_remote_code:
+        raise ValueError(
+            f"The code file(s) {', '.join(foreign)} in {source} differ from this liteasr_hf's: staging would publish "
+            "that code and the check would run it. Save the model again with this liteasr_hf (load it, then "
+            "liteasr_hf.checkpoints.save_model_folder) to publish our code, or, if you have read the folder's code "
+            "and mean to run and publish it, pass --trust-remote-code (trust_remote_code=True).")
+    if foreign:
+        warnings.warn(f"--trust-remote-code: the code file(s) {', '.join(foreign)} of {source}, which differ from "
+                      "liteasr_hf's, will run in the check and be published.", stacklevel=2)
+    code_source = {name: source / name if trust_remote_code else resources.files(CODE_PACKAGE) / name
+                   for name in code}
     explicit = evaluation is not None
     evaluation_paths = [Path(p) for p in evaluation] if explicit else default_evaluation(source)
     summaries = load_summaries(evaluation_paths)
     card = build_model_card(source, repo_id, summaries, explicit=explicit, base_model=base_model, license=license,
-                            datasets=datasets, code_files=[name for name in keep if name.endswith(".py")],
+                            datasets=datasets, code_files=code,
                             benchmark=benchmark,
                             onnx_files=[(name, path.stat().st_size) for name, path in exported.items()
                                         if name.startswith("onnx/") and name.endswith(ONNX_SUFFIXES)])
     check_card(card)
 
     notes = [f"{name} is not published (not needed to load or run the model)" for name in left_out]
+    if foreign:
+        notes.append(f"the folder's own code file(s) {', '.join(foreign)} (not liteasr_hf's) are staged and will "
+                     "be published (--trust-remote-code)")
     if not summaries:
         notes.append("no evaluation results: the card says the model was not evaluated")
     if benchmark is None:
@@ -271,7 +309,10 @@ def stage_folder(
     with atomic_directory(staging, overwrite=True) as tmp:
         for name in keep:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source / name, tmp / name)  # a copy: nothing done to the staged file reaches the source
+            if name in code_source:
+                (tmp / name).write_bytes(code_source[name].read_bytes())
+            else:  # a copy: nothing done to the staged file reaches the source
+                shutil.copyfile(source / name, tmp / name)
         for name, path in exported.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, tmp / name)
@@ -279,7 +320,10 @@ def stage_folder(
         # newline="\n": the card's bytes (and so its hash on the Hub) must not depend on the platform.
         with open(tmp / CARD, "w", encoding="utf-8", newline="\n") as f:
             f.write(str(card))
-    files = {str(p.relative_to(staging)): p.stat().st_size for p in sorted(staging.rglob("*")) if p.is_file()}
+        marker = {"source": str(source.resolve()), "repo_id": repo_id}
+        (tmp / STAGING_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    files = {str(p.relative_to(staging)): p.stat().st_size for p in sorted(staging.rglob("*"))
+             if p.is_file() and p.name != STAGING_MARKER}
     return StagedFolder(staging.resolve(), repo_id, files, card, [file for file, _ in summaries],
                         Path(benchmark) if benchmark is not None else None, notes)
 

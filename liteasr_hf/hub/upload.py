@@ -14,7 +14,7 @@ from huggingface_hub.hf_api import RepoFile
 
 from .model_card import check_card, validate_card_on_hub
 from .repo import check_repo_id, resolve_token
-from .staging import CARD
+from .staging import CARD, STAGING_MARKER
 
 
 class PublishError(RuntimeError):
@@ -89,7 +89,7 @@ def upload_staged_folder(
     card = check_card((folder / CARD).read_text(encoding="utf-8"))
     api = HfApi(endpoint=endpoint, token=token)
     branch = revision or "main"
-    local = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    local = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != STAGING_MARKER)
 
     step = "validating the model card's metadata"
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -19,7 +19,7 @@ import onnx
 import torch
 from tqdm.auto import tqdm
 
-from ...atomic import atomic_directory
+from ...atomic import atomic_directory, check_distinct, fault_point
 from ...portable import portable_path
 from .client_files import write_client_files
 from .graphs import DecoderGraph, EncoderGraph
@@ -30,7 +30,6 @@ from .quantization import check_quantizations, quantize_file, to_fp16
 OPSET = 18
 EXTERNAL_DATA = ("auto", "always", "never")
 GRAPH_ALLOWANCE = 64 * 2**20  # bytes of a model besides its weights, generously (tiny.en's decoder: 0.3 MB)
-WHISPER_TYPES = ("whisper", "lite-whisper")
 
 
 def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
@@ -138,18 +137,19 @@ def export_onnx(
     folder appears only when complete; an existing one is replaced only with ``overwrite``. ``external_data``:
     ``auto`` stores weights beside a file only when it would pass protobuf's 2 GiB, ``never`` refuses then.
     """
-    from ...checkpoints.loading import load_model_and_processor, resolve_model_path
+    from ...checkpoints.loading import WHISPER_TYPES, load_model_and_processor, read_config, resolve_model_path
 
     kinds = check_quantizations(quantize)
     if external_data not in EXTERNAL_DATA:
         raise ValueError(f"external_data={external_data!r}: choose from {', '.join(EXTERNAL_DATA)}.")
     output = Path(output)
+    check_distinct(output, model)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists: pass overwrite=True (--overwrite) to replace it.")
 
     path = Path(resolve_model_path(model))
     if path.is_dir():  # a local folder: refuse other models before loading anything
-        model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+        model_type = read_config(path).get("model_type")
         if model_type not in WHISPER_TYPES:
             raise ValueError(f"{model} is a {model_type!r} model, not Whisper or LiteWhisper: the ONNX export takes "
                              "Whisper and LiteWhisper folders.")
@@ -170,12 +170,16 @@ def export_onnx(
 
     steps = 3 + len(kinds) + int(fp16)  # the export, each variant (fp32 first), the client files
     bar = tqdm(total=steps, desc="Exporting to ONNX", unit="step", disable=not progress)
-    with atomic_directory(output, overwrite=overwrite) as folder, tempfile.TemporaryDirectory() as work:
-        work = Path(work)
+    with atomic_directory(output, overwrite=overwrite) as folder:
+        # Intermediate graphs (GBs for large models) live in the output's temporary folder, not the system's: a
+        # killed export leaves them where the next export to the same place removes them.
+        work = folder / ".work"
+        work.mkdir()
         onnx_dir = folder / SUBFOLDER
         onnx_dir.mkdir()
         bar.set_postfix_str("encoder and decoder graphs")
         graphs = export_graphs(whisper, work)
+        fault_point("onnx-graphs-exported")
         bar.update()
         layout = OnnxLayout.from_config(whisper.config)
         external = False
@@ -199,6 +203,7 @@ def export_onnx(
             "seconds": round(time.perf_counter() - started, 1),
         }
         (onnx_dir / "export_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        shutil.rmtree(work)
         bar.update()
     bar.close()
     return output
