@@ -20,6 +20,7 @@ from pathlib import Path
 from liteasr_hf.checkpoints.placement import DTYPES, Placement
 from liteasr_hf.compression.checkpoint import compress_checkpoint
 from liteasr_hf.compression.healing import describe_healing
+from liteasr_hf.compression.presets import load_settings
 from liteasr_hf.data.calibration_set import WINDOWS as CALIBRATION_WINDOWS, calibration_with_real_speech
 from liteasr_hf.data.speech import SpeechSource
 from liteasr_hf.data.suite import EVALUATION_MANIFEST
@@ -82,6 +83,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def check_args(args: argparse.Namespace, preset: str | None) -> None:
+    """What needs no model, checked before one is loaded: the flags' values (errors name the flag) and the preset."""
+    if args.budget is not None and not 0 < args.budget <= 1:
+        raise ValueError(f"--budget must be in (0, 1]; got {args.budget}. It is the fraction of the encoder to keep, "
+                         "e.g. 0.8.")
+    if args.num_samples is not None and args.num_samples < 1:
+        raise ValueError(f"--num-samples must be a positive number of calibration windows; got {args.num_samples}.")
+    if preset:  # a preset by size is known only once the model is
+        load_settings(preset, budget=args.budget, num_samples=args.num_samples)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     preset = args.config or args.preset
@@ -89,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output or f"models/lite-whisper-{name}-{Path(preset).stem if preset else 'default'}")
     processes = Processes()
     try:
+        check_args(args, preset)
         with process_group(args.device) as processes:
             folder, result = run(args, preset, output, processes, argv)
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:

@@ -32,17 +32,21 @@ def preset_path(name: str) -> Path:
 
 def load_settings(name_or_path: str | os.PathLike, **overrides) -> CompressionSettings:
     """Read a preset (by name or path) and apply ``overrides`` (keys of :class:`CompressionSettings`,
-    ``None`` values ignored). Errors name the file and the bad key."""
+    ``None`` values ignored). Errors name the bad key and where its value came from: the file, or the overrides."""
     path = preset_path(str(name_or_path))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        CompressionSettings.from_dict(given)  # on their own, over the defaults: a bad one is not the file's fault
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"override {err}") from err
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ValueError(f"{path} is not valid YAML: {err}") from err
     if not isinstance(values, dict):
         raise ValueError(f"{path} must hold a mapping of settings, got {type(values).__name__}.")
-    values.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return CompressionSettings.from_dict(values)
+        return CompressionSettings.from_dict({**values, **given})
     except (ValueError, TypeError) as err:
         raise ValueError(f"{path}: {err}") from err
 
