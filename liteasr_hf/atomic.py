@@ -205,6 +205,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private (0600): give it the mode a plain write would
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

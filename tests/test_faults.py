@@ -307,3 +307,12 @@ def test_onnx_export_keeps_its_intermediate_graphs_beside_the_output(lite_model,
     with pytest.warns(UserWarning, match="left by an interrupted run"):
         clean_leftovers(tmp_path / "onnx")
     assert not (tmp_path / partial).exists()
+
+
+def test_files_written_atomically_get_the_usual_permissions(tmp_path):
+    from liteasr_hf.atomic import atomic_write_text
+
+    atomic_write_text(tmp_path / "report.md", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o666 & ~umask
