@@ -95,7 +95,7 @@ test-main: setup
 # tests/test_cross_version.py writes a folder with .venv's transformers 5 and reads it here.
 test-transformers4: setup setup-transformers4
 	$(PY4) -m pytest tests/test_modeling.py tests/test_pipeline.py tests/test_rank_space_attention.py tests/test_layout.py \
-		tests/test_published.py tests/test_cross_version.py
+		tests/test_published.py tests/test_cross_version.py tests/test_faults_pipeline.py
 
 # LiteWhisper served by vLLM: a real server on 127.0.0.1, offline LLM.generate, a published-layout folder, bad
 # input (about 5 minutes, 1.5 more on first use to build .venv-vllm).
