@@ -227,8 +227,10 @@ def test_bad_input_is_refused_with_no_output(tiny_en_dir, tmp_path, monkeypatch)
     (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ValueError, match="'bert' model, not Whisper or LiteWhisper"):
         export_onnx(other, out, progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        export_onnx(tmp_path, out, progress=False)
+        export_onnx(empty, out, progress=False)
     # a model over protobuf's limit (the limit lowered to tiny.en's size) with external data refused
     monkeypatch.setattr(export_module, "PROTOBUF_LIMIT", 20 * 2**20)
     with pytest.raises(ValueError, match=r"over the 2 GiB limit of one ONNX file without external data. Export with"):
