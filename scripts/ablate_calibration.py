@@ -15,7 +15,7 @@ import sys
 
 from liteasr_hf.data.speech import SpeechSource
 from liteasr_hf.evaluation.ablation import format_ablation
-from liteasr_hf.evaluation.calibration_ablation import INGREDIENTS, run_calibration_ablation
+from liteasr_hf.evaluation.calibration_ablation import INGREDIENTS, run_calibration_ablation, variant_slug
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="base", help="the dense Whisper: folder, Hub id or packaged checkpoint")
     p.add_argument("--budget", type=float, required=True, help="share of the encoder parameters to keep")
     p.add_argument("--preset", default=None, help="our preset (default: by model size)")
-    p.add_argument("--variants", nargs="+", choices=list(INGREDIENTS), default=list(INGREDIENTS))
+    slugs = {variant_slug(name): name for name in INGREDIENTS}
+    p.add_argument("--variants", nargs="+", choices=list(slugs), default=list(slugs),
+                   help="what to calibrate on: %(choices)s (default: all)")
     p.add_argument("--data", default=None, help="evaluation speech (default: the development speakers)")
     p.add_argument("--split", default=None)
     p.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens (runaway outputs)")
@@ -34,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         report = run_calibration_ablation(
-            args.model, args.output, budget=args.budget, preset=args.preset, variants=tuple(args.variants),
+            args.model, args.output, budget=args.budget, preset=args.preset,
+            variants=tuple(slugs[v] for v in args.variants),
             evaluations={"data": SpeechSource(args.data, split=args.split)} if args.data else None,
             device=args.device, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
             overwrite=args.overwrite)

@@ -35,6 +35,11 @@ INGREDIENTS: dict[str, tuple[dict[str, SpeechSource], bool]] = {
 }
 
 
+def variant_slug(name: str) -> str:
+    """A variant's name as a folder and command-line name: ``real + augmented`` -> ``real-augmented``."""
+    return name.split(" (")[0].replace(" + ", "-").replace(" ", "-")
+
+
 def run_calibration_ablation(
     model: str | os.PathLike,
     output: str | os.PathLike,
@@ -64,7 +69,7 @@ def run_calibration_ablation(
     folders, seconds = {}, {}
     for name in variants:
         sources, augment = INGREDIENTS[name]
-        slug = name.split(" (")[0].replace(" + ", "-").replace(" ", "-")
+        slug = variant_slug(name)
         audio = output / "calibration" / slug
         if not (audio / "calibration" / "metadata.jsonl").is_file():
             build_speaker_mix(audio, sources, augmentations=DEFAULT_AUGMENTATIONS if augment else (),
