@@ -108,7 +108,7 @@ def clean_leftovers(target: str | os.PathLike) -> list[str]:
     if target.parent.is_dir():
         for entry in target.parent.iterdir():
             match = pattern.fullmatch(entry.name)
-            if match and entry.is_dir() and not entry.is_symlink() and not _process_alive(int(match.group(1))):
+            if match and entry.is_dir() and not entry.is_symlink() and not process_alive(int(match.group(1))):
                 shutil.rmtree(entry, ignore_errors=True)
                 done.append(f"removed {entry}, left by an interrupted run (process {match.group(1)})")
     for message in done:
@@ -151,7 +151,8 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(a), None, str(b))
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (someone else's counts)."""
     if pid == os.getpid():
         return True
     try:
@@ -161,6 +162,21 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+@contextlib.contextmanager
+def scratch_directory(name: str) -> Iterator[Path]:
+    """A temporary folder in the system's temporary folder, ``liteasr-<name>-<pid>-<random>``, removed when the block
+    ends. Those that killed processes left (SIGKILL skips every cleanup) are removed first, with a warning."""
+    root = Path(tempfile.gettempdir())
+    pattern = re.compile(rf"liteasr-{re.escape(name)}-(\d+)-[^/]+")
+    for entry in root.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if match and entry.is_dir() and not entry.is_symlink() and not process_alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+            warnings.warn(f"removed {entry}, left by an interrupted run (process {match.group(1)})", stacklevel=3)
+    with tempfile.TemporaryDirectory(prefix=f"liteasr-{name}-{os.getpid()}-") as folder:
+        yield Path(folder)
 
 
 def fault_point(step: str) -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import sys
 import textwrap
 from pathlib import Path
@@ -316,3 +317,21 @@ def test_files_written_atomically_get_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_an_offload_folder_left_by_a_killed_run_is_removed_by_the_next(tmp_path, monkeypatch):
+    """Disk offload (--device-map) works in the system's temporary folder: a SIGKILL leaves it, the next run
+    removes it (and leaves a running process's alone)."""
+    from liteasr_hf.checkpoints.placement import Placement
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"liteasr-offload-{gone.stdout.strip()}-abc123"
+    (stale / "weights").mkdir(parents=True)
+    running = tmp_path / f"liteasr-offload-{os.getppid()}-def456"
+    running.mkdir()
+    with pytest.warns(UserWarning, match=f"removed {stale}, left by an interrupted run"):
+        with Placement(device_map="cpu").loading_kwargs() as kwargs:
+            folder = Path(kwargs["offload_folder"])
+            assert folder.parent == tmp_path and folder.name.startswith(f"liteasr-offload-{os.getpid()}-")
+    assert not stale.exists() and running.is_dir() and not folder.exists()

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+
+from ..atomic import scratch_directory
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -61,7 +62,7 @@ class Placement:
         with contextlib.ExitStack() as stack:
             folder = self.offload_folder
             if folder is None:  # only used where the map sends weights to disk
-                folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="liteasr-offload-"))
+                folder = stack.enter_context(scratch_directory("offload"))
             yield {"device_map": self.device_map, "max_memory": self.max_memory, "offload_folder": str(folder)}
 
     @property
