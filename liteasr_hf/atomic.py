@@ -104,13 +104,8 @@ def clean_leftovers(target: str | os.PathLike) -> list[str]:
         else:
             shutil.rmtree(old, ignore_errors=True)
             done.append(f"removed {old}, left by an earlier run interrupted after replacing {target.name}")
-    pattern = re.compile(re.escape(partial_name(target)) + r"(\d+)\.[^.]+\.partial")
-    if target.parent.is_dir():
-        for entry in target.parent.iterdir():
-            match = pattern.fullmatch(entry.name)
-            if match and entry.is_dir() and not entry.is_symlink() and not process_alive(int(match.group(1))):
-                shutil.rmtree(entry, ignore_errors=True)
-                done.append(f"removed {entry}, left by an interrupted run (process {match.group(1)})")
+    pattern = re.escape(partial_name(target)) + r"(\d+)\.[^.]+\.partial"
+    done += _remove_dead_writers(target.parent, pattern)
     for message in done:
         warnings.warn(message, stacklevel=3)
     return done
@@ -151,6 +146,20 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(a), None, str(b))
 
 
+def _remove_dead_writers(folder: Path, pattern: str) -> list[str]:
+    """Remove the folders in ``folder`` whose whole name matches ``pattern`` (group 1: the writer's process id) and
+    whose writer no longer runs; returns what was removed, as messages."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = re.fullmatch(pattern, entry.name)
+        if match and entry.is_dir() and not entry.is_symlink() and not process_alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(f"removed {entry}, left by an interrupted run (process {match.group(1)})")
+    return removed
+
+
 def process_alive(pid: int) -> bool:
     """Whether a process with this id runs on this machine (someone else's counts)."""
     if pid == os.getpid():
@@ -168,13 +177,8 @@ def process_alive(pid: int) -> bool:
 def scratch_directory(name: str) -> Iterator[Path]:
     """A temporary folder in the system's temporary folder, ``liteasr-<name>-<pid>-<random>``, removed when the block
     ends. Those that killed processes left (SIGKILL skips every cleanup) are removed first, with a warning."""
-    root = Path(tempfile.gettempdir())
-    pattern = re.compile(rf"liteasr-{re.escape(name)}-(\d+)-[^/]+")
-    for entry in root.iterdir():
-        match = pattern.fullmatch(entry.name)
-        if match and entry.is_dir() and not entry.is_symlink() and not process_alive(int(match.group(1))):
-            shutil.rmtree(entry, ignore_errors=True)
-            warnings.warn(f"removed {entry}, left by an interrupted run (process {match.group(1)})", stacklevel=3)
+    for message in _remove_dead_writers(Path(tempfile.gettempdir()), rf"liteasr-{re.escape(name)}-(\d+)-[^/]+"):
+        warnings.warn(message, stacklevel=3)
     with tempfile.TemporaryDirectory(prefix=f"liteasr-{name}-{os.getpid()}-") as folder:
         yield Path(folder)
 
