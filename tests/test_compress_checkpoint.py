@@ -29,13 +29,19 @@ SPEECH = ROOT / "data" / "speech"
 CLIP = ROOT / "tests" / "data" / "sense_and_sensibility_01_austen_64kb-0870.flac"
 
 
+CALIBRATION_WINDOWS = 16
+
+
 @pytest.fixture(scope="module")
 def compressed(tiny_en_dir, tmp_path_factory) -> tuple[Path, object]:
     output = tmp_path_factory.mktemp("compress") / "lite-tiny-en"
     # The shipped preset given as a path to its file, and the command line a user with local folders would record.
-    command = f"python scripts/compress.py --model {tiny_en_dir} --config {ROOT}/configs/tiny.yaml --output {output}"
+    # 16 calibration windows rather than the preset's 64: a quarter of the time, and the tests below check the
+    # folder, the report and a loose quality bound, not the preset's accuracy (the evaluation on real speakers does).
+    command = (f"python scripts/compress.py --model {tiny_en_dir} --config {ROOT}/configs/tiny.yaml "
+               f"--num-samples {CALIBRATION_WINDOWS} --output {output}")
     return compress_checkpoint(tiny_en_dir, output, preset=ROOT / "configs" / "tiny.yaml", progress=False,
-                               command=command)
+                               num_samples=CALIBRATION_WINDOWS, command=command)
 
 
 def test_folder_is_complete_and_reports_the_compression(compressed, tiny_en_dir):
@@ -58,7 +64,8 @@ def test_folder_is_complete_and_reports_the_compression(compressed, tiny_en_dir)
     # The outlier direction of the last fc2 is kept: it is never cut to the smallest rank.
     last_fc2 = report["layers"][-1]["fc2"]["rank"]
     assert last_fc2 is None or last_fc2 > 16
-    assert report["calibration"]["windows"] == load_settings("tiny").num_samples and report["peak_rss_mb"] > 0
+    assert report["calibration"]["windows"] == CALIBRATION_WINDOWS != load_settings("tiny").num_samples
+    assert report["peak_rss_mb"] > 0
 
 
 def test_compressed_model_loads_with_remote_code_and_transcribes(compressed):
@@ -111,7 +118,7 @@ def test_interrupted_run_leaves_no_output_folder(tiny_en_dir, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "scripts" / "compress.py"), "--model", str(tiny_en_dir), "--preset", "tiny",
-         "--output", str(out), "--no-evaluate"],
+         "--output", str(out), "--no-evaluate", "--num-samples", "4"],
         stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         # A shell that starts jobs in the background ignores SIGINT in them, and Python keeps an ignored SIGINT;
         # give the child the default disposition, as a terminal's Ctrl-C would find it.
@@ -156,7 +163,7 @@ def test_report_names_sources_without_machine_paths(compressed, tiny_en_dir):
     assert report["calibration_data"]["data"] == f"{SPEAKER_MIX_PREFIX}{SPEAKER_MIX_VERSION}"
     assert report["preset"] == "tiny"  # the shipped preset, named as such
     assert report["command"] == (f"python scripts/compress.py --model {Path(tiny_en_dir).name} --config tiny.yaml "
-                                 "--output lite-tiny-en")
+                                 f"--num-samples {CALIBRATION_WINDOWS} --output lite-tiny-en")
 
 
 @pytest.mark.parametrize("kwargs, message", [
