@@ -31,7 +31,7 @@ def resolve_model_path(source: str | os.PathLike) -> str:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(
                 f"{path} is not a Transformers model folder (no config.json). For a CTranslate2 checkpoint, convert "
-                "it first: python scripts/convert_ctranslate2.py --source DIR --output OUT."
+                "it first: liteasr convert-ctranslate2 --source DIR --output OUT."
             )
         read_config(path)  # a damaged config.json is named here, before transformers calls the folder unreadable
         return str(path)

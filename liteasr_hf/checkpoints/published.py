@@ -53,7 +53,7 @@ def missing_processor_message(source: str | os.PathLike, config: PretrainedConfi
         f"{source} has no tokenizer or feature extractor (the published lite-whisper repos carry none). Take them "
         f"from the Whisper checkpoint it was compressed from, {stock}: pass "
         f"tokenizer={stock!r}, feature_extractor={stock!r} to pipeline(), or write a complete folder once with "
-        f"python scripts/upgrade_published.py --model {source} --output OUT (--processor DIR for a local copy)."
+        f"liteasr upgrade-published --model {source} --output OUT (--processor DIR for a local copy)."
     )
 
 

@@ -1,4 +1,5 @@
-"""Compression presets: readable YAML files in ``configs/`` that hold :class:`CompressionSettings`."""
+"""Compression presets: readable YAML files in ``configs/`` (shipped with the package, :mod:`liteasr_hf.shipped`)
+that hold :class:`CompressionSettings`."""
 
 from __future__ import annotations
 
@@ -7,10 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from ..shipped import PRESET_DIR
 from .compressor import CompressionSettings
-
-#: The repository's ``configs/`` folder (presets are looked up there by name).
-PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def preset_path(name: str) -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..shipped import DATA_ROOT
 from .audio import SAMPLING_RATE, AudioError, load_audio
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class _Item:
 
 
 #: The speech set this project ships (``calibration`` and ``evaluation`` splits; see its README.md).
-SHIPPED_SPEECH_SET = Path(__file__).resolve().parents[2] / "data" / "speech"
+SHIPPED_SPEECH_SET = DATA_ROOT / "speech"
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,10 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_directory, atomic_write_text
 from .augmentation import DEFAULT_AUGMENTATIONS, Augmentation
+from ..shipped import DATA_ROOT
 from .speech import SHIPPED_SPEECH_SET, SpeechSource, load_speech
 from .speech_set import read_metadata, write_clip, write_metadata
 
-DATA_ROOT = SHIPPED_SPEECH_SET.parent
 SPEECHOCEAN_SET = DATA_ROOT / "speechocean762"
 #: Every shipped evaluation row, with its group: the default data of evaluation and of ``compress.py``'s comparison.
 EVALUATION_MANIFEST = DATA_ROOT / "evaluation.jsonl"

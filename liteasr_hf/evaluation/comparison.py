@@ -28,7 +28,7 @@ def compare_original_and_compressed(
     """Evaluate both models on ``data`` and time their encoders; return one Markdown table of encoder
     parameters, WER per speaker group (real speech first) and overall, and encoder latency (batch 1, interleaved
     medians)."""
-    # A quick look (batch 1, ten interleaved rounds); scripts/benchmark.py measures speed properly.
+    # A quick look (batch 1, ten interleaved rounds); liteasr benchmark measures speed properly.
     models = [load_model_and_processor(m, device=device, dtype=dtype)[0]
               for m in (original, compressed)]
     latencies = encoder_latency(models, batch_size=1, repeats=10)

@@ -54,7 +54,7 @@ def load_points(
     benchmark: str | os.PathLike | Mapping,
     batch_size: int | None = None,
 ) -> list[ParetoPoint]:
-    """One point per evaluation summary (``*.summary.json`` written by ``scripts/evaluate.py``), with the
+    """One point per evaluation summary (``*.summary.json`` written by ``liteasr evaluate``), with the
     encoder latency of the same model at ``batch_size`` (default: the benchmark's smallest) from the benchmark
     report. Every summary must have a benchmark row and every benchmarked model a summary; the summaries must
     come from the same evaluation data. Raises ``ValueError`` naming what does not match."""
@@ -107,7 +107,7 @@ def load_points(
     without = [m for m, _ in benchmarked if m not in matched]
     if without:
         raise ValueError(f"No evaluation summary for the benchmarked model(s) {', '.join(without)}; "
-                         "evaluate them (scripts/evaluate.py) and pass their .summary.json.")
+                         "evaluate them (liteasr evaluate) and pass their .summary.json.")
     return points
 
 

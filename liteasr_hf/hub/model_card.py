@@ -24,22 +24,19 @@ from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_st
 from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
 
 from ..checkpoints.ctranslate2_format import PACKAGED_ALIASES
-from ..compression.presets import PRESET_DIR, default_preset, load_settings
-from ..data.suite import DATA_ROOT, SPEAKER_MIX_PREFIX
+from ..compression.presets import default_preset, load_settings
+from ..data.suite import SPEAKER_MIX_PREFIX
 from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES
 from ..portable import HUB_ID, portable_command, portable_value
+from ..shipped import CARD_TEMPLATE, DATA_ROOT, PRESET_DIR, shipped_root
 from .speed import SpeedComparison, load_benchmark, speed_comparison
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-#: The card template (Jinja, rendered by ``ModelCard.from_template``).
-CARD_TEMPLATE = REPO_ROOT / "model_cards" / "lite_whisper.md"
-#: The speech set shipped with liteasr-hf; cards name it rather than print a local path.
 TASK = "automatic-speech-recognition"
 DEFAULT_LICENSE = "apache-2.0"  # Whisper's license; a compressed Whisper is a derivative of it
 TAGS = ("whisper", "lite-whisper", "liteasr", "low-rank", "compression", "audio", "custom_code")
-# Settings that scripts/compress.py overrides on top of a preset with its own flags.
+# Settings that liteasr compress overrides on top of a preset with its own flags.
 _PRESET_OVERRIDES = {"num_samples": "--num-samples", "budget": "--budget"}
-#: scripts/compress.py options whose value is always a local path, never a Hub id.
+#: liteasr compress options whose value is always a local path, never a Hub id.
 ENGLISH_ONLY_VOCAB = 51864  # the .en models' vocabulary (the multilingual ones have 51865 or more)
 
 
@@ -60,13 +57,14 @@ class DatasetRef:
 
 def is_shipped_speech_set(data: str | os.PathLike) -> bool:
     """Whether ``data`` is speech shipped with liteasr-hf: a folder or manifest under its ``data/`` (an absolute path,
-    or one relative to the working folder or to the repository root, as ``compression_report.json`` records it), or
+    or one relative to the working folder or to the repository root (:func:`~liteasr_hf.shipped.shipped_root` in an
+    installed package), as ``compression_report.json`` records it), or
     the calibration mix built from them (:func:`~liteasr_hf.data.suite.speaker_mix`)."""
     path = Path(str(data)).expanduser()
     if path.name.startswith(SPEAKER_MIX_PREFIX):
         return True
     shipped = DATA_ROOT.resolve()
-    candidates = [path.resolve()] + ([] if path.is_absolute() else [(REPO_ROOT / path).resolve()])
+    candidates = [path.resolve()] + ([] if path.is_absolute() else [(shipped_root() / path).resolve()])
     return any(c == shipped or shipped in c.parents for c in candidates if c.exists())
 
 
@@ -87,7 +85,7 @@ def dataset_ref(data: str, config: str | None = None, split: str | None = None) 
 
 def load_summaries(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, dict]]:
     """Read evaluation summaries: ``*.summary.json`` files, or folders holding them (as written by
-    ``scripts/evaluate.py`` and ``scripts/compress.py``). A path that does not exist is an error."""
+    ``liteasr evaluate`` and ``liteasr compress``). A path that does not exist is an error."""
     found: list[tuple[Path, dict]] = []
     for raw in paths:
         path = Path(raw)
@@ -96,13 +94,13 @@ def load_summaries(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, dict]
             if not files:
                 raise FileNotFoundError(
                     f"Evaluation folder {path} holds no *.summary.json file; point --evaluation at the folder "
-                    "scripts/evaluate.py wrote (--output) or at a .summary.json file."
+                    "liteasr evaluate wrote (--output) or at a .summary.json file."
                 )
         elif path.is_file():
             files = [path]
         else:
             raise FileNotFoundError(
-                f"Evaluation file {path} does not exist. Run scripts/evaluate.py --model MODEL --output DIR first, "
+                f"Evaluation file {path} does not exist. Run liteasr evaluate --model MODEL --output DIR first, "
                 "or publish without results (--no-evaluation) and the card will say the model was not evaluated."
             )
         for file in files:
@@ -112,7 +110,7 @@ def load_summaries(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, dict]
                 raise ValueError(f"{file} is not valid JSON: {err}") from err
             missing = [k for k in ("wer", "data", "split", "encoder_params", "model_type") if k not in summary]
             if not isinstance(summary, dict) or missing:
-                raise ValueError(f"{file} is not an evaluation summary from scripts/evaluate.py (missing {missing}).")
+                raise ValueError(f"{file} is not an evaluation summary from liteasr evaluate (missing {missing}).")
             found.append((file, summary))
     return found
 
@@ -240,7 +238,7 @@ def match_preset(settings: Mapping, default: str | None) -> tuple[str | None, di
 
 
 def compress_command(report: Mapping, config: Mapping, base_model: str) -> tuple[str, str | None, str | None]:
-    """The ``scripts/compress.py`` command that makes this model again (its local paths reduced to their last
+    """The ``liteasr compress`` command that makes this model again (its local paths reduced to their last
     component, :func:`portable_command`), the preset in ``configs/`` it used (or None), and the name of the settings
     file it reads when it used none (or None)."""
     if report.get("command"):
@@ -249,7 +247,7 @@ def compress_command(report: Mapping, config: Mapping, base_model: str) -> tuple
             name = portable_value(preset, path_only=True)
             path = Path(preset).expanduser()
             shipped = (PRESET_DIR / name).is_file() and (PRESET_DIR / name).resolve() in {
-                path.resolve(), (REPO_ROOT / path).resolve()}
+                path.resolve(), (shipped_root() / path).resolve()}
             return portable_command(str(report["command"])), (Path(name).stem if shipped else None), \
                 (None if shipped else name)
         return portable_command(str(report["command"])), preset or None, None
@@ -260,7 +258,7 @@ def compress_command(report: Mapping, config: Mapping, base_model: str) -> tuple
     except (KeyError, ValueError):
         default = None
     preset, overrides = match_preset(report.get("settings", {}), default)
-    parts = ["python scripts/compress.py", f"--model {model}"]
+    parts = ["liteasr compress", f"--model {model}"]
     parts.append(f"--preset {preset}" if preset else "--config settings.yaml")
     parts += [f"{_PRESET_OVERRIDES[key]} {value}" for key, value in overrides.items() if value is not None]
     calibration = report.get("calibration_data") or {}
@@ -344,7 +342,7 @@ def build_model_card(
     (see :func:`match_summaries`). ``datasets`` adds Hub dataset ids to the metadata (for example the Hub copy of
     a set evaluated from a local folder); Hub ids of the calibration and evaluation data are added on their own.
     ``code_files`` are the Python files published with the model (default: those in ``model_dir``).
-    ``benchmark``: a report of ``scripts/benchmark.py`` holding this model and its base model, from which the card's
+    ``benchmark``: a report of ``liteasr benchmark`` holding this model and its base model, from which the card's
     speed comparison is taken (``None``: the card says no speed comparison was supplied); one that lacks either
     model raises ``ValueError``.
     """

@@ -111,7 +111,7 @@ def load_batch(config_file: str | os.PathLike) -> list[dict]:
             if not isinstance(job.get(key), str):
                 raise ValueError(f"{path}: variants[{i}] needs '{key}' (a string).")
         if job.get("benchmark") is not None and not isinstance(job["benchmark"], str):
-            raise ValueError(f"{path}: variants[{i}].benchmark must be one file (a scripts/benchmark.py report).")
+            raise ValueError(f"{path}: variants[{i}].benchmark must be one file (a liteasr benchmark report).")
         for key in ("private", "create_pr"):
             # A quoted "false" would be truthy: only YAML booleans are accepted.
             if not isinstance(job.get(key, False), bool):

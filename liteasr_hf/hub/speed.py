@@ -1,5 +1,5 @@
 """The model card's speed comparison: a LiteWhisper model against its base model, both read from one report of
-``scripts/benchmark.py`` (:func:`~liteasr_hf.evaluation.benchmark.run_benchmark`), in which the two ran interleaved
+``liteasr benchmark`` (:func:`~liteasr_hf.evaluation.benchmark.run_benchmark`), in which the two ran interleaved
 on one machine. Speeds from separate runs (two evaluation summaries, say) are never set against each other: a shared
 machine that is busier during one run than the other makes such a ratio meaningless.
 """
@@ -18,11 +18,11 @@ _REQUIRED = ("reference", "models", "encoder", "end_to_end", "settings")
 
 
 def load_benchmark(path: str | os.PathLike) -> dict:
-    """Read a benchmark report written by ``scripts/benchmark.py --output FILE``."""
+    """Read a benchmark report written by ``liteasr benchmark --output FILE``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"Benchmark report {path} does not exist. Run python scripts/benchmark.py --models BASE_MODEL MODEL "
+            f"Benchmark report {path} does not exist. Run liteasr benchmark --models BASE_MODEL MODEL "
             "--output FILE first, or publish without --benchmark (the card then says no speed comparison was made)."
         )
     try:
@@ -31,7 +31,7 @@ def load_benchmark(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
     missing = [key for key in _REQUIRED if not isinstance(report, dict) or key not in report]
     if missing:
-        raise ValueError(f"{path} is not a report of scripts/benchmark.py (missing {missing}).")
+        raise ValueError(f"{path} is not a report of liteasr benchmark (missing {missing}).")
     return report
 
 
@@ -137,7 +137,7 @@ def speed_comparison(benchmark: Mapping, source: str | os.PathLike, model_dir: s
     if missing:
         raise ValueError(
             f"Benchmark {source} does not contain {' nor '.join(missing)}: it holds {held}. A speed comparison on "
-            "the card must come from one run with both models; run python scripts/benchmark.py --models "
+            "the card must come from one run with both models; run liteasr benchmark --models "
             f"{base_model} {model_dir} --output FILE, or publish without --benchmark."
         )
     for entry, role, expected in ((ours, "this model", encoder["params_after"]),

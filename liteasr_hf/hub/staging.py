@@ -54,16 +54,16 @@ def model_files(model_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
     folder = Path(model_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"Model folder {folder} does not exist; pass the --output folder of "
-                                "scripts/compress.py.")
+                                "liteasr compress.")
     if not (folder / "config.json").is_file():
         raise ValueError(f"{folder} has no config.json: it is not a model folder. Pass the folder that "
-                         "scripts/compress.py wrote (its --output).")
+                         "liteasr compress wrote (its --output).")
     config = _read_json(folder / "config.json", "model configuration")
     model_type = config.get("model_type")
     if model_type != "lite-whisper":
         raise ValueError(
             f"{folder} holds a {model_type!r} model, not a LiteWhisper model (config.json model_type must be "
-            f"'lite-whisper'). Compress it first: python scripts/compress.py --model {folder} --output OUT."
+            f"'lite-whisper'). Compress it first: liteasr compress --model {folder} --output OUT."
         )
     auto_map = config.get("auto_map") or {}
     missing = [name for name in AUTO_CLASSES if name not in auto_map]
@@ -94,12 +94,12 @@ def model_files(model_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
         raise ValueError(f"{folder} has no complete processor (tokenizer and feature extractor files); save it with "
                          "the model: liteasr_hf.checkpoints.save_model_folder(model, OUT, processor=processor).")
     if not (folder / REPORT).is_file():
-        raise ValueError(f"{folder} has no {REPORT}: publish folders written by scripts/compress.py, whose report "
+        raise ValueError(f"{folder} has no {REPORT}: publish folders written by liteasr compress, whose report "
                          "the model card is built from.")
     report = _read_json(folder / REPORT, "compression report")
     if not {"params_before", "params_after", "flops_before", "flops_after"} <= set(report.get("encoder") or {}):
         raise ValueError(f"{folder / REPORT} lacks the encoder's parameter and FLOP counts; compress again with "
-                         "scripts/compress.py to get a complete report.")
+                         "liteasr compress to get a complete report.")
 
     keep = sorted({*weights, "config.json", "generation_config.json", REPORT, *code, *processor})
     left_out = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
@@ -115,7 +115,7 @@ ONNX_VOCABULARY = ("vocab.json", "added_tokens.json")
 def onnx_files(model_dir: str | os.PathLike, onnx: str | os.PathLike | None = None) -> dict[str, Path]:
     """The files of an ONNX export to publish with ``model_dir``: repo path -> source file (empty without export).
 
-    ``onnx``: a folder written by ``scripts/export_onnx.py`` (``None``: the model folder's own ``onnx/``, if any).
+    ``onnx``: a folder written by ``liteasr export-onnx`` (``None``: the model folder's own ``onnx/``, if any).
     The export must come from this model: the same model type and ``low_rank_config``, or ``ValueError``.
     """
     model_dir = Path(model_dir)
@@ -125,7 +125,7 @@ def onnx_files(model_dir: str | os.PathLike, onnx: str | os.PathLike | None = No
         return {}
     if not all((subfolder / f"{graph}.onnx").is_file() for graph in ("encoder_model", "decoder_model_merged")):
         raise ValueError(f"{root} is not an ONNX export: it needs onnx/encoder_model.onnx and "
-                         "onnx/decoder_model_merged.onnx. Write one with scripts/export_onnx.py --model "
+                         "onnx/decoder_model_merged.onnx. Write one with liteasr export-onnx --model "
                          f"{model_dir} --output DIR.")
     if onnx is not None:
         ours = _read_json(model_dir / "config.json", "model configuration")
@@ -134,7 +134,7 @@ def onnx_files(model_dir: str | os.PathLike, onnx: str | os.PathLike | None = No
         for key in ("model_type", "d_model", "encoder_layers", "low_rank_config"):
             if ours.get(key) != theirs.get(key):
                 raise ValueError(f"The ONNX export {root} was not made from {model_dir} (config.json {key} differs). "
-                                 f"Export this model: python scripts/export_onnx.py --model {model_dir} --output DIR.")
+                                 f"Export this model: liteasr export-onnx --model {model_dir} --output DIR.")
     files = {f"onnx/{p.name}": p for p in sorted(subfolder.iterdir())
              if p.is_file() and (p.name.endswith(ONNX_SUFFIXES) or p.name == "export_info.json")}
     files.update({name: root / name for name in ONNX_VOCABULARY if (root / name).is_file()})
@@ -218,7 +218,7 @@ def default_staging_dir(model_dir: str | os.PathLike) -> Path:
 
 
 def default_evaluation(model_dir: str | os.PathLike) -> list[Path]:
-    """The ``<model>-evaluation`` folder ``scripts/compress.py`` writes, when it exists."""
+    """The ``<model>-evaluation`` folder ``liteasr compress`` writes, when it exists."""
     folder = Path(model_dir).resolve()
     candidate = folder.parent / f"{folder.name}-evaluation"
     return [candidate] if any(candidate.glob("*.summary.json")) else []
@@ -252,12 +252,12 @@ def stage_folder(
 ) -> StagedFolder:
     """Copy the files a user needs from ``model_dir`` into ``staging_dir`` and write the model card there.
 
-    ``onnx``: an export of this model by ``scripts/export_onnx.py``, published under ``onnx/`` with the vocabulary
+    ``onnx``: an export of this model by ``liteasr export-onnx``, published under ``onnx/`` with the vocabulary
     files onnx-asr reads (``None``: the model folder's own ``onnx/`` if it has one), so that one repo serves
     transformers, transformers.js and onnx-asr.
 
     ``evaluation``: summary files or folders (``None``: the ``<model>-evaluation`` folder if it exists; ``[]``: none,
-    and the card says so). ``benchmark``: a ``scripts/benchmark.py`` report holding this model and its base model,
+    and the card says so). ``benchmark``: a ``liteasr benchmark`` report holding this model and its base model,
     for the card's speed comparison (``None``: the card says none was supplied). The staging folder is written
     atomically and replaced whole on a later run (only a folder staging wrote, which carries
     :data:`STAGING_MARKER`, is ever replaced); the model folder is only read. Raises ``ValueError`` /
@@ -305,7 +305,7 @@ def stage_folder(
         notes.append("no evaluation results: the card says the model was not evaluated")
     if benchmark is None:
         notes.append("no benchmark report: the card says no speed comparison was supplied (--benchmark FILE from "
-                     "scripts/benchmark.py --models BASE MODEL adds one)")
+                     "liteasr benchmark --models BASE MODEL adds one)")
     with atomic_directory(staging, overwrite=True) as tmp:
         for name in keep:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ def parse_model_spec(spec: str) -> tuple[Path, str]:
         raise ValueError(f"{spec}: unknown weight type {dtype!r}; write DIR or DIR:TYPE with TYPE one of "
                          f"{', '.join(DTYPE_SUFFIXES)}.")
     if not (Path(folder) / SUBFOLDER).is_dir():
-        raise FileNotFoundError(f"{folder} has no onnx/ folder: export it with scripts/export_onnx.py first.")
+        raise FileNotFoundError(f"{folder} has no onnx/ folder: export it with liteasr export-onnx first.")
     return Path(folder), dtype
 
 

@@ -1,7 +1,7 @@
 """Transcribe with an exported folder in ONNX Runtime: greedy decoding as ``WhisperForConditionalGeneration.generate``
 does it (the same prompt, suppressed tokens and stopping), over the encoder and merged decoder files.
 
-It is what the parity tests and ``scripts/benchmark.py --runtime onnxruntime`` run; deployments use their own
+It is what the parity tests and ``liteasr benchmark --runtime onnxruntime`` run; deployments use their own
 client (transformers.js, onnx-asr, ...).
 """
 
@@ -43,7 +43,7 @@ class OnnxWhisper:
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise FileNotFoundError(f"{', '.join(missing)} missing: export with "
-                                    f"`scripts/export_onnx.py --model ... --output {self.folder}"
+                                    f"`liteasr export-onnx --model ... --output {self.folder}"
                                     f"{' --quantize ' + dtype if dtype not in ('fp32', 'fp16') else ''}`.")
         options = session_options(threads)
         self.encoder = ort.InferenceSession(str(files[0]), options, providers=list(providers))

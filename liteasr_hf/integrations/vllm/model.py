@@ -202,7 +202,7 @@ def processor_config(model_config: ModelConfig) -> ModelConfig:
         f"{model} has no feature extractor (preprocessor_config.json); the published lite-whisper repos carry none. "
         "Pass the Whisper checkpoint it was compressed from as the tokenizer, which the feature extractor is then "
         "taken from too: --tokenizer openai/whisper-<size> (LLM(..., tokenizer=...)), or write a complete folder "
-        "with scripts/upgrade_published.py.")
+        "with liteasr upgrade-published.")
 
 
 class LiteWhisperProcessingInfo(WhisperProcessingInfo):
