@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
 from ..data.windows import pack_clips
-from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig, _module_shapes
+from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig, module_shapes
 from ..models.lite_whisper.modeling_lite_whisper import LiteWhisperForConditionalGeneration
 from ..parallel import Processes
 from .calibration import collect_output_statistics, run_batches
@@ -142,7 +142,8 @@ def compress(
     #    one-shot recipe, whose factors come from the same dense statistics).
     if not settings.sequential or (plan is None and settings.budget is not None):
         # float64 sums and their rounding errors (OutputStatistics): 16 bytes per element.
-        stats_bytes = 16 * sum(_shape(config, m)[1] ** 2 for m in settings.modules) * config.encoder_layers
+        shapes = module_shapes(config.d_model, config.encoder_ffn_dim)
+        stats_bytes = 16 * sum(shapes[m][1] ** 2 for m in settings.modules) * config.encoder_layers
         groups = [list(layers)] if stats_bytes <= _ONE_PASS_STATS_BYTES else [[l] for l in layers]
         for group in tqdm(groups, desc="Calibrating (dense model)", disable=not progress or len(groups) == 1):
             components.update(layer_components(group, "Calibrating (dense model)"))
@@ -227,17 +228,13 @@ def _load_block(block: nn.Module) -> None:
     add_hook_to_module(block, AlignDevicesHook(execution_device=device))  # replaces the offloading hook
 
 
-def _shape(config, module: str) -> tuple[int, int]:
-    """``(in_features, out_features)`` of an encoder module."""
-    return _module_shapes(config.d_model, config.encoder_ffn_dim)[module]
-
-
 def _threshold_rank(pcs: PrincipalComponents, config, module: str, settings: CompressionSettings) -> int | None:
     threshold = settings.thresholds.get(module, settings.thresholds.get(module_kind(module)))
     if threshold is None:
         return None
     rank = rank_for_threshold(pcs.eigenvalues, threshold, settings.rank_multiple, settings.outlier_share)
-    return rank if saves_parameters(*_shape(config, module), rank) else None
+    shape = module_shapes(config.d_model, config.encoder_ffn_dim)[module]
+    return rank if saves_parameters(*shape, rank) else None
 
 
 def _plan(components, config, settings: CompressionSettings) -> RankPlan:
