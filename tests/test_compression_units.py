@@ -11,7 +11,7 @@ from test_modeling import TINY, features
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
 from liteasr_hf.compression.calibration import OutputStatistics, collect_output_statistics, run_batches
-from liteasr_hf.compression.compressor import CompressionSettings, compress, pack_clips
+from liteasr_hf.compression.compressor import CompressionSettings, compress
 from liteasr_hf.compression.cost import encoder_cost
 from liteasr_hf.compression.factorization import factorize_linear
 from liteasr_hf.compression.pca import principal_components
@@ -22,6 +22,7 @@ from liteasr_hf.compression.rank_selection import (
     plan_by_threshold,
     rank_for_threshold,
 )
+from liteasr_hf.data.windows import pack_clips
 
 
 def test_streamed_statistics_equal_the_stacked_mean_and_covariance():

@@ -12,9 +12,10 @@ from test_modeling import TINY
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
 from liteasr_hf.compression.compressor import CompressionSettings, compress
-from liteasr_hf.compression.healing import (HealingDiverged, HealSettings, cut_pieces, describe_healing,
-                                            encoder_embeddings, heal, healing_parameters, healing_windows)
+from liteasr_hf.compression.healing import (HealingDiverged, HealSettings, describe_healing, encoder_embeddings,
+                                            heal, healing_parameters, healing_windows)
 from liteasr_hf.data.speech import SHIPPED_SPEECH_SET, SpeechSource
+from liteasr_hf.data.windows import cut_pieces
 
 
 @pytest.fixture(scope="module")

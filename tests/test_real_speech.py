@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from liteasr_hf.compression.compressor import pack_clips
 from liteasr_hf.data.calibration_set import WINDOWS as CALIBRATION_WINDOWS
 from liteasr_hf.data.calibration_set import calibration_with_real_speech
 from liteasr_hf.data.real_speech import (
@@ -23,6 +22,7 @@ from liteasr_hf.data.real_speech import (
 )
 from liteasr_hf.data.speech import SHIPPED_SPEECH_SET
 from liteasr_hf.data.speech_set import read_metadata
+from liteasr_hf.data.windows import pack_clips
 
 
 @pytest.fixture(scope="module")

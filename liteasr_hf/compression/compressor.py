@@ -11,10 +11,9 @@ added up per layer before any process factorizes it, so every process builds the
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -22,13 +21,13 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig, _module_shapes
+from ..data.windows import pack_clips
+from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig, module_shapes
 from ..models.lite_whisper.modeling_lite_whisper import LiteWhisperForConditionalGeneration
 from ..parallel import Processes
 from .calibration import collect_output_statistics, run_batches
 from .cost import encoder_cost, module_cost
 from .factorization import factorize_linear, set_submodule
-from .healing import HealSettings
 from .memory import release_freed_memory
 from .pca import PrincipalComponents, principal_components_of
 from .rank_selection import (
@@ -39,61 +38,10 @@ from .rank_selection import (
     rank_for_threshold,
     saves_parameters,
 )
+from .settings import CompressionSettings
 
 # Above this many bytes of float64 statistics, the planning pass runs layer by layer instead of in one go.
 _ONE_PASS_STATS_BYTES = 2 * 1024**3
-
-
-@dataclass
-class CompressionSettings:
-    """How to compress; the contents of a preset file in ``configs/``."""
-
-    thresholds: dict[str, float] = field(default_factory=lambda: {"attention": 0.99, "mlp": 0.999})
-    budget: float | None = None  # keep at most this fraction of the encoder's `budget_measure`
-    budget_measure: str = "params"
-    rank_multiple: int = 16
-    outlier_share: float | None = 0.5  # None: the paper's plain variance share
-    sequential: bool = True
-    modules: tuple[str, ...] = LOW_RANK_MODULES
-    num_samples: int = 16
-    batch_size: int = 4
-    pack_seconds: float = 28.0  # join calibration clips to fill Whisper's 30 s window; 0 keeps them apart
-    heal: HealSettings | None = None  # distil the factors against the dense encoder afterwards (None: don't)
-
-    def __post_init__(self) -> None:
-        self.modules = tuple(self.modules)
-        if isinstance(self.heal, dict):
-            self.heal = HealSettings.from_dict(self.heal)
-        elif self.heal is not None and not isinstance(self.heal, HealSettings):
-            raise ValueError(f"heal = {self.heal!r}: give a mapping of heal settings (steps, lr, ...), or leave it out.")
-        for key, value in self.thresholds.items():
-            if key not in ("attention", "mlp", *LOW_RANK_MODULES):
-                raise ValueError(f"thresholds: unknown key {key!r}; use 'attention', 'mlp' or a module name.")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-                raise ValueError(f"thresholds.{key} = {value!r}: a variance share must lie in (0, 1].")
-        if self.budget is not None and (isinstance(self.budget, bool) or not 0 < self.budget <= 1):
-            raise ValueError(f"budget = {self.budget!r}: give the fraction of the encoder to keep, in (0, 1].")
-        if self.budget_measure not in ("params", "flops"):
-            raise ValueError(f"budget_measure = {self.budget_measure!r}: use 'params' or 'flops'.")
-        if not isinstance(self.rank_multiple, int) or self.rank_multiple < 1:
-            raise ValueError(f"rank_multiple = {self.rank_multiple!r}: must be a positive integer.")
-        if self.outlier_share is not None and not 0 < self.outlier_share < 1:
-            raise ValueError(f"outlier_share = {self.outlier_share!r}: must lie in (0, 1), or be null.")
-        unknown = set(self.modules) - set(LOW_RANK_MODULES)
-        if unknown:
-            raise ValueError(f"modules: unknown {sorted(unknown)}; choose from {', '.join(LOW_RANK_MODULES)}.")
-        for name in ("num_samples", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} = {value!r}: must be a positive integer.")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "CompressionSettings":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"Unknown compression setting(s) {sorted(unknown)}; known: {sorted(known)}.")
-        return cls(**values)
 
 
 @dataclass
@@ -101,41 +49,6 @@ class CompressionResult:
     model: LiteWhisperForConditionalGeneration
     plan: RankPlan
     report: dict
-
-
-def pack_clips(clips: Iterable[np.ndarray], max_seconds: float, sampling_rate: int = 16000,
-               gap_seconds: float = 0.4, limit: int | None = None) -> list[np.ndarray]:
-    """Join consecutive clips (with short silences) into windows of at most ``max_seconds``; at most ``limit``
-    windows, taking no clip from ``clips`` beyond the one that starts window ``limit + 1`` (a lazy ``clips`` is
-    then decoded only as far as the windows need).
-
-    Whisper pads every input to 30 s; calibrating on mostly-padding windows skews the statistics toward
-    silence, so short clips are joined to fill the window the way real long-form audio does.
-    """
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be at least 1 window, got {limit}.")
-    if max_seconds <= 0:
-        return list(itertools.islice(clips, limit))
-    size = int(max_seconds * sampling_rate)
-    gap = np.zeros(int(gap_seconds * sampling_rate), dtype=np.float32)
-    packed, current = [], []
-    length = 0
-    for clip in clips:
-        clip = np.asarray(clip, dtype=np.float32)[:size]
-        extra = clip.size + (gap.size if current else 0)
-        if current and length + extra > size:
-            packed.append(np.concatenate(current))
-            if len(packed) == limit:
-                return packed
-            current, length = [], 0
-            extra = clip.size
-        if current:
-            current.append(gap)
-        current.append(clip)
-        length += extra
-    if current:
-        packed.append(np.concatenate(current))
-    return packed
 
 
 def _encoder_linears(model: WhisperForConditionalGeneration, layer: int, modules: Sequence[str]) -> dict[str, nn.Module]:
@@ -229,7 +142,8 @@ def compress(
     #    one-shot recipe, whose factors come from the same dense statistics).
     if not settings.sequential or (plan is None and settings.budget is not None):
         # float64 sums and their rounding errors (OutputStatistics): 16 bytes per element.
-        stats_bytes = 16 * sum(_shape(config, m)[1] ** 2 for m in settings.modules) * config.encoder_layers
+        shapes = module_shapes(config.d_model, config.encoder_ffn_dim)
+        stats_bytes = 16 * sum(shapes[m][1] ** 2 for m in settings.modules) * config.encoder_layers
         groups = [list(layers)] if stats_bytes <= _ONE_PASS_STATS_BYTES else [[l] for l in layers]
         for group in tqdm(groups, desc="Calibrating (dense model)", disable=not progress or len(groups) == 1):
             components.update(layer_components(group, "Calibrating (dense model)"))
@@ -314,17 +228,13 @@ def _load_block(block: nn.Module) -> None:
     add_hook_to_module(block, AlignDevicesHook(execution_device=device))  # replaces the offloading hook
 
 
-def _shape(config, module: str) -> tuple[int, int]:
-    """``(in_features, out_features)`` of an encoder module."""
-    return _module_shapes(config.d_model, config.encoder_ffn_dim)[module]
-
-
 def _threshold_rank(pcs: PrincipalComponents, config, module: str, settings: CompressionSettings) -> int | None:
     threshold = settings.thresholds.get(module, settings.thresholds.get(module_kind(module)))
     if threshold is None:
         return None
     rank = rank_for_threshold(pcs.eigenvalues, threshold, settings.rank_multiple, settings.outlier_share)
-    return rank if saves_parameters(*_shape(config, module), rank) else None
+    shape = module_shapes(config.d_model, config.encoder_ffn_dim)[module]
+    return rank if saves_parameters(*shape, rank) else None
 
 
 def _plan(components, config, settings: CompressionSettings) -> RankPlan:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from transformers import WhisperConfig
 
-from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig, _module_shapes
+from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig, module_shapes
 from ..models.lite_whisper.modeling_lite_whisper import attention_flops, select_attention_path
 
 
@@ -45,7 +45,7 @@ def _ranks(config: WhisperConfig, low_rank_config: list[dict[str, int]] | None, 
 
 def module_cost(config: WhisperConfig, module: str, rank: int | None) -> EncoderCost:
     """Cost of one encoder module at ``rank`` (``None``: dense)."""
-    in_f, out_f = _module_shapes(config.d_model, config.encoder_ffn_dim)[module]
+    in_f, out_f = module_shapes(config.d_model, config.encoder_ffn_dim)[module]
     tokens = config.max_source_positions
     return EncoderCost(
         linear_params(in_f, out_f, rank, bias=module != "k_proj"), linear_flops(in_f, out_f, rank, tokens)

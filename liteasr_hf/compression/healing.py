@@ -22,7 +22,7 @@ import math
 import resource
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -30,83 +30,18 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, WhisperFeatureExtractor
 
+from ..data.windows import cut_pieces, pack_clips
 from ..models.lite_whisper.modeling_lite_whisper import LowRankLinear
 from ..parallel import Processes
 from .calibration import StopForward
+from .settings import LOSSES, WINDOWS, HealSettings  # noqa: F401  LOSSES, WINDOWS: importable from here as before
 
-LOSSES = ("mse", "cosine")
-WINDOWS = ("pieces", "packed")
 #: A loss this many times its first value (or NaN) means the learning rate is too high.
 DIVERGENCE_FACTOR = 10.0
 
 
 class HealingDiverged(ValueError):
     """The distillation loss became NaN or grew tenfold: the learning rate is too high for this model."""
-
-
-@dataclass
-class HealSettings:
-    """How to heal; the ``heal:`` entry of a preset file."""
-
-    block_steps: int = 20  # gradient steps per encoder layer in the block-wise stage (0 skips it)
-    steps: int = 60  # gradient steps of the end-to-end stage (0 skips it)
-    lr: float = 1e-4
-    batch_size: int = 4
-    loss: str = "cosine"  # end-to-end loss: "cosine" (one minus the cosine per position) or "mse" (normalised)
-    train_layer_norms: bool = False
-    holdout: float = 0.1  # share of the windows held out for early stopping
-    eval_every: int = 20
-    patience: int = 3
-    num_samples: int = 160  # windows of healing audio (each padded to Whisper's 30 s)
-    # "pieces": each window is one piece of piece_seconds cut at random from a clip and padded, as a short utterance
-    # is at inference; "packed": clips joined up to pack_seconds, as calibration does (0: one whole clip a window).
-    # Healing on packed windows alone lowers the encoder loss there and raises WER on short utterances.
-    windows: str = "pieces"
-    piece_seconds: tuple[float, float] = (2.0, 8.0)
-    pack_seconds: float = 28.0
-    warmup: float = 0.1  # share of each stage's steps with a linearly rising learning rate
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("block_steps", "steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"heal.{name} = {value!r}: give a number of gradient steps, 0 or more.")
-        if self.block_steps == 0 and self.steps == 0:
-            raise ValueError("heal.block_steps and heal.steps are both 0: there is nothing to train. Give either "
-                             "a positive number of steps, or leave out `heal` to skip healing.")
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
-            raise ValueError(f"heal.lr = {self.lr!r}: a learning rate must lie in (0, 1) (1e-4 is a good start).")
-        for name in ("batch_size", "eval_every", "patience", "num_samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"heal.{name} = {value!r}: must be a positive integer.")
-        if self.loss not in LOSSES:
-            raise ValueError(f"heal.loss = {self.loss!r}: use one of {', '.join(LOSSES)}.")
-        if not 0 < self.holdout < 1:
-            raise ValueError(f"heal.holdout = {self.holdout!r}: the held-out share must lie in (0, 1).")
-        if self.windows not in WINDOWS:
-            raise ValueError(f"heal.windows = {self.windows!r}: use one of {', '.join(WINDOWS)}.")
-        pieces = self.piece_seconds
-        if (not isinstance(pieces, (list, tuple)) or len(pieces) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pieces)
-                or not 0.5 <= pieces[0] <= pieces[1] <= 30):
-            raise ValueError(f"heal.piece_seconds = {pieces!r}: give [shortest, longest] seconds with "
-                             "0.5 <= shortest <= longest <= 30, e.g. [2, 8].")
-        self.piece_seconds = (float(pieces[0]), float(pieces[1]))
-        if isinstance(self.pack_seconds, bool) or not isinstance(self.pack_seconds, (int, float)) or not (
-                0 <= self.pack_seconds <= 30):
-            raise ValueError(f"heal.pack_seconds = {self.pack_seconds!r}: give seconds in [0, 30] (0: no packing).")
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"heal.warmup = {self.warmup!r}: must lie in [0, 1).")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "HealSettings":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"Unknown heal setting(s) {sorted(unknown)}; known: {sorted(known)}.")
-        return cls(**values)
 
 
 def healing_parameters(layer: nn.Module, train_layer_norms: bool) -> list[nn.Parameter]:
@@ -123,30 +58,8 @@ def _layer(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out  # transformers 4 returns a tuple
 
 
-def cut_pieces(clips: Sequence[np.ndarray], seconds: tuple[float, float], seed: int = 0,
-               sampling_rate: int = 16000) -> list[np.ndarray]:
-    """Cut every clip into consecutive pieces whose lengths are drawn uniformly from ``seconds``; a clip shorter
-    than the shortest piece stays whole, and a remainder under half the shortest piece is dropped."""
-    rng = np.random.default_rng(seed)
-    low, high = (int(s * sampling_rate) for s in seconds)
-    pieces = []
-    for clip in clips:
-        clip = np.asarray(clip, dtype=np.float32)
-        if clip.size <= low:
-            pieces.append(clip)
-            continue
-        start = 0
-        while clip.size - start >= low // 2:
-            length = int(rng.integers(low, high + 1))
-            pieces.append(clip[start : start + length])
-            start += length
-    return pieces
-
-
 def healing_windows(clips: Sequence[np.ndarray], settings: HealSettings) -> list[np.ndarray]:
     """The audio of each healing window, in a seeded random order, at most ``settings.num_samples`` of them."""
-    from .compressor import pack_clips
-
     if settings.windows == "pieces":
         windows = cut_pieces(clips, settings.piece_seconds, settings.seed)
     else:

@@ -16,7 +16,7 @@ import torch
 from transformers import WhisperConfig
 
 from ..atomic import atomic_write_text
-from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES, _module_shapes, validate_low_rank_config
+from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES, module_shapes, validate_low_rank_config
 from .cost import encoder_cost, module_cost
 
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -112,7 +112,7 @@ def plan_by_threshold(
     ``thresholds`` maps a kind (``attention``, ``mlp``) or a module name to a variance share; a module
     with no threshold stays dense.
     """
-    shapes = _module_shapes(config.d_model, config.encoder_ffn_dim)
+    shapes = module_shapes(config.d_model, config.encoder_ffn_dim)
     ranks, kept = [], []
     for layer_spectra in spectra:
         layer_ranks, layer_kept = {}, {}
@@ -150,7 +150,7 @@ def plan_by_budget(
         raise ValueError(f"Budget measure must be 'params' or 'flops', got {measure!r}.")
     if not 0 < target <= 1:
         raise ValueError(f"A budget must be a fraction in (0, 1], got {target}.")
-    shapes = _module_shapes(config.d_model, config.encoder_ffn_dim)
+    shapes = module_shapes(config.d_model, config.encoder_ffn_dim)
     original = getattr(encoder_cost(config, []), measure)
     budget = target * original
     current = original

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +26,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 from ..atomic import atomic_write_text
 from ..compression.cost import EncoderCost, encoder_cost
 from ..data.audio import SAMPLING_RATE
+from .reporting import iqr, library_versions, machine_info, markdown_table
 from .synthetic_models import describe, is_synthetic, synthetic_model
 
 FRAME_SECONDS = 0.01  # one mel frame: Whisper's hop of 160 samples at 16 kHz
@@ -150,13 +150,6 @@ def _encoder_cost(model: PreTrainedModel) -> EncoderCost:
     return encoder_cost(model.config)
 
 
-def _iqr(values: Sequence[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q3 - q1
-
-
 def benchmark_encoders(
     models: Mapping[str, PreTrainedModel],
     batch_sizes: Sequence[int] = (1,),
@@ -217,7 +210,7 @@ def benchmark_encoders(
                 flop_reduction=flop_reduction,
                 latency_ms=1000 * latency,
                 latency_min_ms=1000 * min(times[name]),
-                latency_iqr_ms=1000 * _iqr(times[name]),
+                latency_iqr_ms=1000 * iqr(times[name]),
                 speedup=speedup,
                 speedup_per_flop_reduction=speedup / flop_reduction,
                 throughput=audio_seconds / latency,
@@ -367,7 +360,7 @@ def format_attention_paths(rows: Sequence[AttentionPathRow]) -> str:
     for r in rows:
         table.append((str(r.rank), str(r.batch_size), f"{r.full_ms:.1f}", f"{r.rank_space_ms:.1f}",
                       f"{r.measured_speedup:.2f}x", f"{r.flop_ratio:.2f}x", r.chosen, r.faster))
-    return "\n".join(_markdown(table))
+    return "\n".join(markdown_table(table))
 
 
 def run_benchmark(
@@ -397,7 +390,6 @@ def run_benchmark(
     The thread count is the process's (``torch.set_num_threads`` before the call) and is recorded.
     """
     from ..checkpoints.loading import load_model_and_processor
-    from .transcription import _versions
 
     names = [str(m) for m in models]
     if not names:
@@ -461,12 +453,12 @@ def run_benchmark(
             "e2e_clips": len(audios), "e2e_batch_size": e2e_batch_size if audios else None,
             "e2e_repeats": e2e_repeats if audios else None,
         },
-        "machine": _machine(torch.device(device)),
+        "machine": machine_info(torch.device(device)),
         "encoder": [asdict(r) for r in encoder_rows],
         "end_to_end": [asdict(r) for r in e2e_rows],
         "benchmark_seconds": round(time.perf_counter() - started, 1),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **_versions(),
+        **library_versions(),
     }
     if output is not None:
         write_report(output, report)
@@ -478,32 +470,10 @@ def _absolute(path: str) -> str:
     return str(Path(path).resolve()) if Path(path).exists() else path
 
 
-def _machine(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="utf-8")
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform()}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def write_report(path: str | os.PathLike, report: Mapping) -> Path:
     """Write the report as JSON, atomically."""
     atomic_write_text(path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return Path(path)
-
-
-def _markdown(rows: list[tuple[str, ...]]) -> list[str]:
-    """A Markdown table: the first column left-aligned, the others right-aligned."""
-    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-    aligned = [[row[0].ljust(widths[0])] + [row[c].rjust(widths[c]) for c in range(1, len(row))] for row in rows]
-    lines = ["| " + " | ".join(cells) + " |" for cells in aligned]
-    lines.insert(1, "|" + "|".join(["-" * (widths[0] + 2)] + ["-" * (w + 1) + ":" for w in widths[1:]]) + "|")
-    return lines
 
 
 def format_table(report: Mapping) -> str:
@@ -525,7 +495,7 @@ def format_table(report: Mapping) -> str:
             row += (f"{r['compile_seconds']:.1f}",)
         rows.append(row)
     lines = ["Encoder (one forward pass over a batch of 30 s inputs; GFLOPs per input; parameters without the "
-             "position table, as the published lite-whisper tables count):", *_markdown(rows)]
+             "position table, as the published lite-whisper tables count):", *markdown_table(rows)]
     others = [r for r in report["encoder"] if r["model"] != report["reference"]]
     if others:
         worst = min(others, key=lambda r: r["speedup_per_flop_reduction"])
@@ -537,7 +507,7 @@ def format_table(report: Mapping) -> str:
             rows.append((Path(r["model"]).name or r["model"], str(r["n_clips"]), str(r["batch_size"]),
                          f"{r['audio_seconds']:.1f}", f"{r['seconds']:.2f} ({r['seconds_min']:.2f})",
                          f"{r['rtfx']:.1f}", f"{r['speedup']:.2f}x"))
-        lines += ["", "End to end (features, generate with the decoder, decoding):", *_markdown(rows)]
+        lines += ["", "End to end (features, generate with the decoder, decoding):", *markdown_table(rows)]
     machine = report.get("machine", {})
     lines.append(
         f"\n{settings['device']} ({machine.get('cpu', '?')}, {settings['threads']} threads), {settings['dtype']}, "

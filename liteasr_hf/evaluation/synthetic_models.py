@@ -26,7 +26,7 @@ from transformers import WhisperConfig, WhisperForConditionalGeneration
 from ..compression.cost import encoder_cost
 from ..compression.presets import load_settings
 from ..compression.rank_selection import saves_parameters
-from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig, _module_shapes
+from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES, LiteWhisperConfig, module_shapes
 from ..models.lite_whisper.modeling_lite_whisper import LiteWhisperForConditionalGeneration
 
 #: The dimensions of OpenAI's checkpoints (their config.json). large-v3-turbo has large-v3's encoder and a
@@ -90,7 +90,7 @@ def proportional_low_rank_config(
     """
     if not 0 < keep <= 1:
         raise ValueError(f"keep = {keep!r}: give the fraction of the encoder's parameters to keep, in (0, 1].")
-    shapes = _module_shapes(config.d_model, config.encoder_ffn_dim)
+    shapes = module_shapes(config.d_model, config.encoder_ffn_dim)
     fixed = {m: attention_rank for m in ("q_proj", "k_proj", "v_proj")} if attention_rank else {}
     for module, rank in fixed.items():
         if not 0 < rank < min(shapes[module]):

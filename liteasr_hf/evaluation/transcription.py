@@ -34,6 +34,7 @@ from ..atomic import atomic_write_text
 from ..data.audio import SAMPLING_RATE
 from ..data.speech import LoadFailure, Utterance, load_speech
 from ..parallel import Processes
+from .reporting import library_versions
 
 logger = logging.getLogger(__name__)
 
@@ -388,7 +389,7 @@ def evaluate_utterances(
         "warmup_batches": warmup_batches,
         "normalizer": f"whisper-english (spelling: {norm_source})",
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **_versions(),
+        **library_versions(),
     }
     if processes.distributed:
         summary.update(processes=processes.world_size, **shares,
@@ -530,15 +531,6 @@ def _load_tokenizer(model: str | os.PathLike):
     from ..checkpoints.loading import resolve_model_path
 
     return AutoTokenizer.from_pretrained(resolve_model_path(model))
-
-
-def _versions() -> dict:
-    import transformers
-
-    from .. import __version__
-
-    return {"liteasr_hf_version": __version__, "transformers_version": transformers.__version__,
-            "torch_version": torch.__version__}
 
 
 def _slug(text: str) -> str:

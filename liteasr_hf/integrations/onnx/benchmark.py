@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...evaluation.benchmark import _iqr
+from ...evaluation.reporting import iqr
 from .layout import DECODER, DTYPE_SUFFIXES, ENCODER, SUBFOLDER, OnnxLayout
 from .runtime import OnnxWhisper, session_options
 
@@ -107,7 +107,7 @@ def benchmark_onnx_encoders(specs: Sequence[str], batch_sizes: Sequence[int] = (
                 model=str(parsed[name][0]), dtype=parsed[name][1], batch_size=batch_size,
                 encoder_mb=sizes[name] / 2**20, encoder_gflops=flops[name] / 1e9, flop_reduction=reduction,
                 latency_ms=1000 * latency, latency_min_ms=1000 * min(times[name]),
-                latency_iqr_ms=1000 * _iqr(times[name]), speedup=reference / latency,
+                latency_iqr_ms=1000 * iqr(times[name]), speedup=reference / latency,
                 speedup_per_flop_reduction=reference / latency / reduction,
                 throughput=batch_size * 30.0 / latency, repeats=repeats))
     return rows
@@ -231,8 +231,8 @@ def run_onnx_benchmark(
 ) -> dict:
     """Encoders, then (with ``data`` and ``clips > 0``) end-to-end transcription and WER of the first ``clips``
     utterances (0 < clips; None: all); returns the report and writes it as JSON to ``output``."""
-    from ...evaluation.benchmark import _machine, write_report
-    from ...evaluation.transcription import _versions
+    from ...evaluation.benchmark import write_report
+    from ...evaluation.reporting import library_versions, machine_info
 
     started = time.perf_counter()
     if log:
@@ -260,13 +260,13 @@ def run_onnx_benchmark(
                      "warmup": max(warmup, 1), "e2e_data": str(data) if system_rows else None,
                      "e2e_split": split if system_rows else None, "e2e_batch_size": e2e_batch_size,
                      "e2e_repeats": e2e_repeats},
-        "machine": _machine(torch.device("cpu")),
+        "machine": machine_info(torch.device("cpu")),
         "encoder": [asdict(r) for r in encoder_rows],
         "systems": [asdict(r) for r in system_rows],
         "onnxruntime": onnxruntime.__version__,
         "benchmark_seconds": round(time.perf_counter() - started, 1),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **_versions(),
+        **library_versions(),
     }
     if faster_whisper and system_rows:
         import faster_whisper as fw
@@ -279,7 +279,7 @@ def run_onnx_benchmark(
 
 def format_onnx_table(report: Mapping) -> str:
     """The report's encoder and end-to-end tables in Markdown."""
-    from ...evaluation.benchmark import _markdown
+    from ...evaluation.reporting import markdown_table
 
     rows = [("model", "weights", "batch", "encoder MB", "GFLOPs", "FLOP red.", "latency ms (IQR)", "speed-up",
              "speed-up / FLOP red.")]
@@ -290,12 +290,12 @@ def format_onnx_table(report: Mapping) -> str:
                      f"{r['speedup_per_flop_reduction']:.2f}"))
     settings = report["settings"]
     lines = [f"ONNX Runtime {report['onnxruntime']} encoders (one run over a batch of 30 s inputs, "
-             f"{settings['threads'] or 'default'} threads):", *_markdown(rows)]
+             f"{settings['threads'] or 'default'} threads):", *markdown_table(rows)]
     if report.get("systems"):
         rows = [("system", "runtime", "weights", "files MB", "clips", "audio s", "time s", "RTFx", "WER %")]
         for r in report["systems"]:
             rows.append((Path(r["system"].split(":")[0]).name if r["runtime"] == "onnxruntime" else r["system"],
                          r["runtime"], r["dtype"], f"{r['size_mb']:.0f}", str(r["n_clips"]),
                          f"{r['audio_seconds']:.1f}", f"{r['seconds']:.1f}", f"{r['rtfx']:.1f}", f"{r['wer']:.2f}"))
-        lines += ["", "End to end (features, greedy decoding, text; one clip at a time unless said):", *_markdown(rows)]
+        lines += ["", "End to end (features, greedy decoding, text; one clip at a time unless said):", *markdown_table(rows)]
     return "\n".join(lines)

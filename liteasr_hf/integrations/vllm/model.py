@@ -42,7 +42,7 @@ from vllm.transformers_utils.processor import cached_processor_from_config
 from vllm.transformers_utils.repo_utils import file_or_path_exists
 
 from ...checkpoints.published import PROCESSOR_MARKERS
-from ...models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES
+from ...models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES, module_shapes
 from .layers import column_projection, load_parameter, row_projection
 
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -326,7 +326,8 @@ class _EncoderProjectionLoader:
 
     def _check_part(self, layer: int, module: str, part: str, tensor: torch.Tensor) -> None:
         rank = self._rank(layer, module)
-        out_features, in_features = self._shape(module)
+        # Checkpoint tensors have the full shapes; each tensor-parallel rank takes its shard later (load_parameter).
+        in_features, out_features = module_shapes(self.config.d_model, self.config.encoder_ffn_dim)[module]
         where = f"encoder layer {layer}, module {module}"
         if part not in self._expected_parts(layer, module):
             said = f"rank {rank}" if rank is not None else "no rank (a dense layer)"
@@ -337,10 +338,6 @@ class _EncoderProjectionLoader:
         if tuple(tensor.shape) != expected:
             raise ValueError(f"The checkpoint's {where} has '{part}' of shape {tuple(tensor.shape)}, but "
                              f"low_rank_config (rank {rank}) implies {expected}: the weights and config.json disagree.")
-
-    def _shape(self, module: str) -> tuple[int, int]:
-        d_model, ffn = self.config.d_model, self.config.encoder_ffn_dim
-        return {"fc1": (ffn, d_model), "fc2": (d_model, ffn)}.get(module, (d_model, d_model))
 
     @staticmethod
     def _module_name(layer: int, module: str) -> str:

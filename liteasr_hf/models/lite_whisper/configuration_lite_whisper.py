@@ -102,7 +102,7 @@ class LiteWhisperConfig(WhisperConfig):
 
     def module_shape(self, module: str) -> tuple[int, int]:
         """``(in_features, out_features)`` of an encoder module."""
-        return _module_shapes(self.d_model, self.encoder_ffn_dim)[module]
+        return module_shapes(self.d_model, self.encoder_ffn_dim)[module]
 
     def rank(self, layer: int, module: str) -> int | None:
         """Rank of ``module`` in encoder layer ``layer``, or ``None`` where it stays dense."""
@@ -111,7 +111,9 @@ class LiteWhisperConfig(WhisperConfig):
         return self.low_rank_config[layer].get(module)
 
 
-def _module_shapes(d_model: int, ffn_dim: int) -> dict[str, tuple[int, int]]:
+def module_shapes(d_model: int, ffn_dim: int) -> dict[str, tuple[int, int]]:
+    """``(in_features, out_features)`` of every module in :data:`LOW_RANK_MODULES`, for an encoder of width
+    ``d_model`` whose MLP is ``ffn_dim`` wide (``encoder_ffn_dim``). The one place these shapes are written down."""
     shapes = {name: (d_model, d_model) for name in ("q_proj", "k_proj", "v_proj", "out_proj")}
     shapes["fc1"] = (d_model, ffn_dim)
     shapes["fc2"] = (ffn_dim, d_model)
@@ -131,7 +133,7 @@ def validate_low_rank_config(
             f"low_rank_config has {len(low_rank_config)} entries but the encoder has {encoder_layers} layers: "
             "give one dict per encoder layer (an empty dict keeps that layer dense)."
         )
-    shapes = _module_shapes(d_model, ffn_dim)
+    shapes = module_shapes(d_model, ffn_dim)
     for layer, ranks in enumerate(low_rank_config):
         if not isinstance(ranks, dict):
             raise ValueError(f"low_rank_config[{layer}] must be a dict of module name -> rank, got {ranks!r}.")

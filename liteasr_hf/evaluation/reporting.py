@@ -1,0 +1,53 @@
+"""What the evaluation reports share: the spread of timings, the machine and library versions they were measured
+with, and their Markdown tables. Used by the PyTorch and ONNX Runtime benchmarks and by transcription."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from collections.abc import Sequence
+
+import torch
+
+
+def iqr(values: Sequence[float]) -> float:
+    """Interquartile range of ``values`` (inclusive quartiles); 0 with fewer than 2."""
+    if len(values) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q3 - q1
+
+
+def machine_info(device: torch.device) -> dict:
+    """The CPU (model name, count), the platform and, for a CUDA ``device``, the GPU: where a timing was taken."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="utf-8")
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def library_versions() -> dict:
+    """The versions of liteasr-hf, transformers and torch, as report fields (``<name>_version``)."""
+    import transformers
+
+    from .. import __version__
+
+    return {"liteasr_hf_version": __version__, "transformers_version": transformers.__version__,
+            "torch_version": torch.__version__}
+
+
+def markdown_table(rows: list[tuple[str, ...]]) -> list[str]:
+    """The lines of a Markdown table whose first row is the header: the first column left-aligned, the others
+    right-aligned."""
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    aligned = [[row[0].ljust(widths[0])] + [row[c].rjust(widths[c]) for c in range(1, len(row))] for row in rows]
+    lines = ["| " + " | ".join(cells) + " |" for cells in aligned]
+    lines.insert(1, "|" + "|".join(["-" * (widths[0] + 2)] + ["-" * (w + 1) + ":" for w in widths[1:]]) + "|")
+    return lines
