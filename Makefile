@@ -66,7 +66,7 @@ $(NODE_CLIENT)/node_modules/.installed: $(NODE_CLIENT)/package.json $(NODE_CLIEN
 	touch $@
 
 demo: setup
-	$(PY) scripts/compress.py --overwrite
+	$(VENV)/bin/liteasr compress --overwrite
 
 # The suite on the newest transformers 5.x, then the Hub-bound code's tests on transformers 4.57.6, then the vLLM
 # plugin's tests. The two other environments are built while the first suite runs (pip mostly waits on disk and

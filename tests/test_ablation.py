@@ -69,16 +69,13 @@ def test_ablation_compresses_heals_and_scores_every_variant(tiny_en_dir, small_e
 
 
 def test_calibration_ablation_variants_are_named_by_their_folders(capsys):
-    import importlib.util
+    import importlib
 
     from liteasr_hf.evaluation.calibration_ablation import INGREDIENTS, variant_slug
 
     slugs = [variant_slug(name) for name in INGREDIENTS]
     assert slugs == ["synthetic-voices", "real-speakers", "real-augmented", "mix"]
-    spec = importlib.util.spec_from_file_location(
-        "ablate_calibration", Path(__file__).resolve().parent.parent / "scripts" / "ablate_calibration.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = importlib.import_module("liteasr_hf.cli.ablate_calibration")
     with pytest.raises(SystemExit) as exit_info:
         script.main(["--budget", "0.9", "--variants", "mix (default)", "--output", "unused"])
     assert exit_info.value.code == 2

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -48,10 +48,8 @@ def dense_and_lite() -> tuple[WhisperForConditionalGeneration, LiteWhisperForCon
 
 
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    """The ``liteasr`` sub-command's module (``scripts/<name>.py`` runs its ``main``)."""
+    return importlib.import_module(f"liteasr_hf.cli.{name}")
 
 
 # --- encoder benchmark on tiny random models ------------------------------------------------------------

@@ -38,7 +38,7 @@ def compressed(tiny_en_dir, tmp_path_factory) -> tuple[Path, object]:
     # The shipped preset given as a path to its file, and the command line a user with local folders would record.
     # 16 calibration windows rather than the preset's 64: a quarter of the time, and the tests below check the
     # folder, the report and a loose quality bound, not the preset's accuracy (the evaluation on real speakers does).
-    command = (f"python scripts/compress.py --model {tiny_en_dir} --config {ROOT}/configs/tiny.yaml "
+    command = (f"liteasr compress --model {tiny_en_dir} --config {ROOT}/configs/tiny.yaml "
                f"--num-samples {CALIBRATION_WINDOWS} --output {output}")
     return compress_checkpoint(tiny_en_dir, output, preset=ROOT / "configs" / "tiny.yaml", progress=False,
                                num_samples=CALIBRATION_WINDOWS, command=command)
@@ -162,7 +162,7 @@ def test_report_names_sources_without_machine_paths(compressed, tiny_en_dir):
     # The default calibration audio: the speaker mix, built in the cache and named by its folder alone.
     assert report["calibration_data"]["data"] == f"{SPEAKER_MIX_PREFIX}{SPEAKER_MIX_VERSION}"
     assert report["preset"] == "tiny"  # the shipped preset, named as such
-    assert report["command"] == (f"python scripts/compress.py --model {Path(tiny_en_dir).name} --config tiny.yaml "
+    assert report["command"] == (f"liteasr compress --model {Path(tiny_en_dir).name} --config tiny.yaml "
                                  f"--num-samples {CALIBRATION_WINDOWS} --output lite-tiny-en")
 
 

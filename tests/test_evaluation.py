@@ -319,11 +319,8 @@ def tiny_random_dir(tiny_en_dir, tmp_path) -> Path:
 
 
 def test_compare_script_writes_one_result_per_model(tiny_random_dir, tmp_path, capsys, one_thread):
-    import importlib.util
+    from liteasr_hf.cli import evaluate as script
 
-    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     other = shutil.copytree(tiny_random_dir, tmp_path / "whisper-random-copy")
     sf.write(tmp_path / "tone.wav", sine(16000, 0.5), 16000)
     write_audiofolder(tmp_path / "tones", [{"file_name": "../tone.wav", "id": "tone", "text": "a tone"}])

@@ -240,7 +240,7 @@ def test_card_metadata_is_valid_and_carries_the_evaluation_numbers(staged, lite_
             "openslr/librispeech_asr, clean, test (English)\n") in text
     assert "untested" not in text
     assert "<details>" in text and "| 0 | 16 (99.10%) | 16 (99.30%) | dense | dense | 32 (99.87%) | dense |" in text
-    assert "`python scripts/compress.py --model tiny.en --preset tiny`" in text  # no command recorded: rebuilt
+    assert "`liteasr compress --model tiny.en --preset tiny`" in text  # no command recorded: rebuilt
     assert 'from_pretrained("org/lite-whisper-tiny", trust_remote_code=True)' in text
     assert "arXiv preprint arXiv:2502.20583" in text and "Kamahori" in text
 
@@ -423,7 +423,7 @@ def test_a_benchmark_without_both_models_is_refused(benchmarked, tmp_path, capsy
     (tmp_path / "other.json").write_text(json.dumps(other))
     with pytest.raises(ValueError, match="encoder parameters, but compression_report.json says .* another checkpoint"):
         build_model_card(model_dir, "org/x", base_model="openai/whisper-tiny.en", benchmark=tmp_path / "other.json")
-    with pytest.raises(FileNotFoundError, match="Run python scripts/benchmark.py"):
+    with pytest.raises(FileNotFoundError, match="Run liteasr benchmark"):
         build_model_card(model_dir, "org/x", base_model="openai/whisper-tiny.en", benchmark=tmp_path / "none.json")
 
 
@@ -636,7 +636,7 @@ def test_batch_publish(lite_model, hub, tmp_path, monkeypatch, capsys):
 
 
 def test_not_a_lite_whisper_folder(lite_model, tiny_en_dir, tmp_path, capsys):
-    with pytest.raises(ValueError, match="holds a 'whisper' model, not a LiteWhisper model.*scripts/compress.py"):
+    with pytest.raises(ValueError, match="holds a 'whisper' model, not a LiteWhisper model.*liteasr compress"):
         stage_folder(tiny_en_dir, "org/x", tmp_path / "s")
     with pytest.raises(ValueError, match="has no config.json: it is not a model folder"):
         stage_folder(tmp_path, "org/x", tmp_path.parent / "s")

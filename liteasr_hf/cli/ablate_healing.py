@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..compression.healing import HealSettings
+from ..compression.settings import HealSettings
 from ..compression.presets import load_settings
 from ..data.speech import SpeechSource
 from ..evaluation.ablation import VARIANTS, format_ablation, run_healing_ablation

@@ -16,8 +16,9 @@ import sys
 
 from ..checkpoints.placement import DTYPES, Placement
 from ..compression.checkpoint import heal_checkpoint
-from ..compression.healing import LOSSES, WINDOWS, HealSettings, describe_healing
+from ..compression.healing import describe_healing
 from ..compression.presets import load_settings
+from ..compression.settings import LOSSES, WINDOWS, HealSettings
 from ..data.speech import SpeechSource
 from ..parallel import Processes, process_group
 

@@ -18,7 +18,8 @@ from ..data.suite import DEVELOPMENT, speaker_mix
 from ..parallel import Processes
 from ..portable import portable_command, portable_path
 from .compressor import CompressionResult, compress
-from .healing import HealSettings, heal
+from .healing import heal
+from .settings import HealSettings
 from .memory import RssPeak, peak_rss_mb
 from .presets import PRESET_DIR, default_preset, load_settings
 from .rank_selection import RankPlan

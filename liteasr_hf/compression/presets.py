@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from ..shipped import PRESET_DIR
-from .compressor import CompressionSettings
+from .settings import CompressionSettings
 
 
 def preset_path(name: str) -> Path:

@@ -19,7 +19,7 @@ import torch
 from ..atomic import atomic_write_text
 from ..checkpoints.loading import load_model_and_processor
 from ..compression.checkpoint import compress_checkpoint, heal_checkpoint
-from ..compression.healing import HealSettings
+from ..compression.settings import HealSettings
 from ..data.speech import SpeechSource
 from ..data.suite import EVALUATION_MANIFEST
 from ..data.speech_set import read_metadata
