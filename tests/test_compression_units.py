@@ -224,3 +224,48 @@ def test_placed_and_offloaded_models_are_calibrated_where_they_live(tmp_path):
     expected = result.model.state_dict()
     for key, tensor in again.model.state_dict().items():
         torch.testing.assert_close(tensor, expected[key], rtol=0, atol=0, msg=key)
+
+
+def test_budget_weights_move_the_cuts_away_from_sensitive_modules():
+    config = WhisperConfig(**TINY)
+    spectra = spectra_for(config, 0.9)
+    plain = plan_by_budget(spectra, config, target=0.85, multiple=16)
+    cut = [(layer, module) for layer, ranks in enumerate(plain.ranks) for module in ranks]
+    assert cut
+    # The modules the plain allocation cut become 100x more sensitive: the weighted one cuts elsewhere first.
+    weights = {key: 100.0 for key in cut}
+    weighted = plan_by_budget(spectra, config, target=0.85, multiple=16, weights=weights)
+    assert encoder_cost(config, weighted.ranks).params <= 0.85 * encoder_cost(config, []).params
+    kept_rank = sum(plain.ranks[l].get(m, 0) for l, m in cut) < sum(
+        weighted.ranks[l].get(m, 10**6) for l, m in cut)
+    assert kept_rank, (plain.ranks, weighted.ranks)
+    assert weighted.method["sensitivity"] and "sensitivity" not in plain.method
+
+
+def test_module_sensitivities_leave_the_model_unchanged_and_are_centred():
+    from liteasr_hf.compression.sensitivity import module_sensitivities, probe_rank
+
+    config = WhisperConfig(**TINY)
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config).eval()
+    feats = features(2)
+    encoder = model.get_encoder()
+    with torch.no_grad():
+        before = encoder(feats).last_hidden_state
+    stats = {}
+    for layer in range(config.encoder_layers):
+        block = encoder.layers[layer]
+        named = {f"{layer}.{m}": (block.self_attn if m.endswith("proj") else block).get_submodule(m)
+                 for m in ("q_proj", "fc1")}
+        stats.update(collect_output_statistics(named, lambda: run_batches(encoder, [feats])))
+    components = {(int(k.split(".")[0]), k.split(".")[1]): principal_components(s) for k, s in stats.items()}
+    # Random weights have flat spectra: a low share makes the probe cuts save something.
+    weights = module_sensitivities(model, feats, components, multiple=16, outlier_share=0.5, kept=0.5)
+    with torch.no_grad():
+        after = encoder(feats).last_hidden_state
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+    assert set(weights) <= set(components) and weights
+    assert all(w > 0 for w in weights.values())
+    assert abs(sum(np.log(list(weights.values())))) < 1e-6  # geometric mean 1
+    rank, lost = probe_rank(components[(0, "fc1")].eigenvalues, 16, 0.5, kept=0.5)
+    assert rank % 16 == 0 and 0 < lost <= 0.5

@@ -38,6 +38,7 @@ from .rank_selection import (
     rank_for_threshold,
     saves_parameters,
 )
+from .sensitivity import module_sensitivities
 from .settings import CompressionSettings
 
 # Above this many bytes of float64 statistics, the planning pass runs layer by layer instead of in one go.
@@ -148,7 +149,13 @@ def compress(
         for group in tqdm(groups, desc="Calibrating (dense model)", disable=not progress or len(groups) == 1):
             components.update(layer_components(group, "Calibrating (dense model)"))
         if plan is None:
-            plan = _plan(components, config, settings)
+            weights = None
+            if settings.sensitivity_windows and settings.budget is not None:
+                chunk = windows[: settings.sensitivity_windows]  # the same on every process: the same plan
+                feats = feature_extractor(chunk, sampling_rate=16000, return_tensors="pt").input_features
+                weights = module_sensitivities(model, feats.to(device=device, dtype=dtype), components,
+                                               settings.rank_multiple, settings.outlier_share)
+            plan = _plan(components, config, settings, weights)
 
     # 2. Factorize layer by layer.
     variance_kept: dict[tuple[int, str], float] = {}
@@ -237,11 +244,12 @@ def _threshold_rank(pcs: PrincipalComponents, config, module: str, settings: Com
     return rank if saves_parameters(*shape, rank) else None
 
 
-def _plan(components, config, settings: CompressionSettings) -> RankPlan:
+def _plan(components, config, settings: CompressionSettings,
+          weights: dict[tuple[int, str], float] | None = None) -> RankPlan:
     spectra = [{m: components[(l, m)].eigenvalues for m in settings.modules} for l in range(config.encoder_layers)]
     if settings.budget is not None:
         return plan_by_budget(spectra, config, settings.budget, settings.budget_measure,
-                              settings.rank_multiple, settings.outlier_share)
+                              settings.rank_multiple, settings.outlier_share, weights=weights)
     return plan_by_threshold(spectra, config, settings.thresholds, settings.rank_multiple, settings.outlier_share)
 
 

@@ -9,6 +9,7 @@ import heapq
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -137,6 +138,7 @@ def plan_by_budget(
     measure: str = "params",
     multiple: int = 16,
     outlier_share: float | None = None,
+    weights: Mapping[tuple[int, str], float] | None = None,
 ) -> RankPlan:
     """Allocate ranks across all layers so the encoder keeps at most ``target`` of its ``measure``
     (``"params"`` or ``"flops"``).
@@ -144,7 +146,8 @@ def plan_by_budget(
     Criterion: greedily give up the rank block (``multiple`` directions) whose loss of *relative* output
     variance per unit of ``measure`` saved is smallest. Relative variance (the share of a module's own output
     variance it loses) is scale-free, so modules with large activations are not favoured over small ones;
-    outlier directions are never given up.
+    outlier directions are never given up. ``weights`` (per ``(layer, module)``, default 1) scale each module's
+    loss: :func:`~.sensitivity.module_sensitivities`, how far a cut there moves the encoder's output.
     """
     if measure not in ("params", "flops"):
         raise ValueError(f"Budget measure must be 'params' or 'flops', got {measure!r}.")
@@ -184,7 +187,7 @@ def plan_by_budget(
         rungs = ladders[key]
         if step + 1 < len(rungs):
             saved = size(key[1], rungs[step][0]) - size(key[1], rungs[step + 1][0])
-            loss = rungs[step + 1][1] - rungs[step][1]
+            loss = (rungs[step + 1][1] - rungs[step][1]) * (weights or {}).get(key, 1.0)
             heapq.heappush(heap, (loss / max(saved, 1), key))
 
     for key in ladders:
@@ -211,6 +214,9 @@ def plan_by_budget(
             kept[layer][module] = _share(spectra[layer][module], rank)
     method = {"mode": "budget", "target": target, "measure": measure, "rank_multiple": multiple,
               "outlier_share": outlier_share, "criterion": "relative variance lost per unit saved"}
+    if weights:
+        method["criterion"] = "relative variance lost, times the module's sensitivity, per unit saved"
+        method["sensitivity"] = {f"{layer}.{module}": round(w, 4) for (layer, module), w in sorted(weights.items())}
     return RankPlan(ranks, kept, method)
 
 

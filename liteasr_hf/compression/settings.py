@@ -82,7 +82,6 @@ class HealSettings:
         return cls(**values)
 
 
-
 @dataclass
 class CompressionSettings:
     """How to compress; the contents of a preset file in ``configs/``."""
@@ -98,6 +97,9 @@ class CompressionSettings:
     batch_size: int = 4
     pack_seconds: float = 28.0  # join calibration clips to fill Whisper's 30 s window; 0 keeps them apart
     heal: HealSettings | None = None  # distil the factors against the dense encoder afterwards (None: don't)
+    # Budget mode: weigh each module's variance loss by how far cutting it moves the encoder's output, measured on
+    # this many calibration windows (0: unweighted; liteasr_hf.compression.sensitivity).
+    sensitivity_windows: int = 0
 
     def __post_init__(self) -> None:
         self.modules = tuple(self.modules)
@@ -125,6 +127,10 @@ class CompressionSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} = {value!r}: must be a positive integer.")
+        if isinstance(self.sensitivity_windows, bool) or not isinstance(self.sensitivity_windows, int) or (
+                self.sensitivity_windows < 0):
+            raise ValueError(f"sensitivity_windows = {self.sensitivity_windows!r}: give a number of calibration "
+                             "windows, or 0 to leave the budget's allocation unweighted.")
 
     @classmethod
     def from_dict(cls, values: dict) -> "CompressionSettings":
