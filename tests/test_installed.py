@@ -36,7 +36,8 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str], Path]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONNOUSERSITE="1")
     # python -m build: the sdist, then the wheel built from the unpacked sdist, as pip does for an sdist from PyPI.
-    run([sys.executable, "-m", "build", "--outdir", str(tmp / "dist"), str(ROOT)], cwd=tmp, env=env)
+    # --no-isolation: the build backend of this environment (the test extra has it), no download.
+    run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(tmp / "dist"), str(ROOT)], cwd=tmp, env=env)
     wheels, sdists = list((tmp / "dist").glob("*.whl")), list((tmp / "dist").glob("*.tar.gz"))
     assert len(wheels) == 1 and len(sdists) == 1, list((tmp / "dist").iterdir())
     fresh = tmp / "fresh"
