@@ -23,6 +23,7 @@ from liteasr_hf.evaluation.benchmark import (
     run_benchmark,
 )
 from liteasr_hf.evaluation.pareto import ParetoPoint, load_points, pareto_front, plot_from_files
+from liteasr_hf.evaluation.summary import EvaluationSummary
 from liteasr_hf.evaluation.synthetic_models import (
     parse_spec,
     proportional_low_rank_config,
@@ -180,16 +181,16 @@ def summaries_and_report(report_path, tiny_en_dir, tmp_path, one_thread):
                                batch_size=2, output=tmp_path / "results", progress=False)
     report = json.loads(report_path.read_text())
     row = report["encoder"][0]
-    variants = [("whisper-base", "whisper", real["wer"] - 5, 20_590_592, 2.5),
-                ("lite-whisper-base", "lite-whisper", real["wer"] - 4, 15_000_000, 1.8),
-                ("lite-whisper-bad", "lite-whisper", real["wer"] + 10, 18_000_000, 2.2)]
+    variants = [("whisper-base", "whisper", real.wer - 5, 20_590_592, 2.5),
+                ("lite-whisper-base", "lite-whisper", real.wer - 4, 15_000_000, 1.8),
+                ("lite-whisper-bad", "lite-whisper", real.wer + 10, 18_000_000, 2.2)]
     paths = [next((tmp_path / "results").glob("*.summary.json"))]
     for name, model_type, wer, params, slower in variants:
         folder = str(tmp_path / name)
-        summary = {**real, "model": folder, "model_path": folder, "model_type": model_type, "wer": wer,
-                   "encoder_params": params}
+        summary = dataclasses.replace(real, model=folder, model_path=folder, model_type=model_type, wer=wer,
+                                      encoder_params=params)
         paths.append(tmp_path / f"{name}.summary.json")
-        paths[-1].write_text(json.dumps(summary))
+        paths[-1].write_text(summary.to_json())
         report["models"].append({"model": folder, "model_path": folder, "model_type": model_type})
         report["encoder"].append({**row, "model": folder, "latency_ms": row["latency_ms"] * slower})
     bench = tmp_path / "bench.json"
@@ -225,7 +226,7 @@ def test_pareto_inputs_that_do_not_match_fail_clearly(summaries_and_report, tmp_
         load_points(paths, report)
     with pytest.raises(ValueError, match="no encoder timings at batch size 8"):
         load_points(paths, bench, batch_size=8)
-    other = json.loads(paths[1].read_text()) | {"n_scored": 165}
+    other = dataclasses.replace(EvaluationSummary.read(paths[1]), n_scored=165)
     with pytest.raises(ValueError, match="different evaluation data"):
         load_points([paths[0], other, *paths[2:]], bench)
     script = load_script("plot_pareto")

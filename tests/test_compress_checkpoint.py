@@ -84,8 +84,8 @@ def test_compressed_quality_on_real_speech(compressed, tiny_en_dir, tmp_path):
     torch.set_num_threads(1)  # generation's small per-step ops are slower with two threads on this machine
     original, lite = compare_models([tiny_en_dir, folder], SPEECH, split="evaluation", num_samples=24,
                                     batch_size=8, output=tmp_path, progress=False)
-    assert lite["n_long_outputs"] == 0 and lite["wer"] < 100
-    assert lite["wer"] <= original["wer"] + 10, (original["wer"], lite["wer"])
+    assert lite.n_long_outputs == 0 and lite.wer < 100
+    assert lite.wer <= original.wer + 10, (original.wer, lite.wer)
 
 
 def test_plan_is_reapplied_exactly(compressed, tiny_en_dir, tmp_path):
@@ -145,7 +145,7 @@ def test_offloaded_model_compresses_exactly_like_a_resident_one(tiny_en_dir, tmp
         tiny_en_dir, tmp_path / "offloaded", preset="tiny", num_samples=2, progress=False,
         placement=Placement(device_map="auto", max_memory={"cpu": 40_000_000}, offload_folder=offload),
     )
-    assert offloaded.report["placement"] == ["disk"]  # every weight was offloaded
+    assert offloaded.report.placement == ["disk"]  # every weight was offloaded
     assert offloaded.plan.ranks == resident.plan.ranks
     a = LiteWhisperForConditionalGeneration.from_pretrained(resident_dir).state_dict()
     b = LiteWhisperForConditionalGeneration.from_pretrained(offloaded_dir).state_dict()
@@ -158,12 +158,12 @@ def test_report_names_sources_without_machine_paths(compressed, tiny_en_dir):
     _, result = compressed
     report = result.report
     # Published with the model: a local folder outside the working directory is named by its last part.
-    assert report["resolved_model"] == report["source_model"] == Path(tiny_en_dir).name
+    assert report.resolved_model == report.source_model == Path(tiny_en_dir).name
     # The default calibration audio: the speaker mix, built in the cache and named by its folder alone.
-    assert report["calibration_data"]["data"] == f"{SPEAKER_MIX_PREFIX}{SPEAKER_MIX_VERSION}"
-    assert report["preset"] == "tiny"  # the shipped preset, named as such
-    assert report["command"] == (f"liteasr compress --model {Path(tiny_en_dir).name} --config tiny.yaml "
-                                 f"--num-samples {CALIBRATION_WINDOWS} --output lite-tiny-en")
+    assert report.calibration_data.data == f"{SPEAKER_MIX_PREFIX}{SPEAKER_MIX_VERSION}"
+    assert report.preset == "tiny"  # the shipped preset, named as such
+    assert report.command == (f"liteasr compress --model {Path(tiny_en_dir).name} --config tiny.yaml "
+                              f"--num-samples {CALIBRATION_WINDOWS} --output lite-tiny-en")
 
 
 @pytest.mark.parametrize("kwargs, message", [

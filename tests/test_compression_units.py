@@ -197,8 +197,8 @@ def test_compress_a_random_whisper_end_to_end_with_both_schemes():
         with torch.no_grad():
             out = result.model.get_encoder()(features(1)).last_hidden_state
         assert torch.isfinite(out).all()
-        assert result.report["encoder"]["params_after"] < result.report["encoder"]["params_before"]
-        assert result.report["plan_method"]["calibration"] == ("sequential" if sequential else "one-shot (paper)")
+        assert result.report.encoder.params_after < result.report.encoder.params_before
+        assert result.report.plan_method["calibration"] == ("sequential" if sequential else "one-shot (paper)")
     # The plan is re-applied exactly.
     torch.manual_seed(0)
     again = compress(WhisperForConditionalGeneration(config).eval(), clips, extractor,

@@ -138,5 +138,5 @@ def test_compression_and_healing_run_on_the_gpu():
     report = heal(on_gpu.model, teacher.to("cuda"), clips, WhisperFeatureExtractor(),
                   HealSettings(block_steps=6, steps=6, lr=1e-3, batch_size=2, eval_every=2, num_samples=10,
                                holdout=0.2), progress=False)
-    assert any(s["holdout_loss_after"] < s["holdout_loss_before"] for s in report["stages"])
+    assert any(s.holdout_loss_after < s.holdout_loss_before for s in report.stages)
     assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in on_gpu.model.parameters())

@@ -17,6 +17,7 @@ from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
 from liteasr_hf.data.audio import AudioError, load_audio
 from liteasr_hf.data.speech import load_speech
+from liteasr_hf.evaluation.summary import EvaluationSummary
 from liteasr_hf.evaluation.transcription import (
     evaluate_utterances,
     format_comparison,
@@ -286,21 +287,21 @@ def test_real_model_on_real_audio(tiny_en_dir, tmp_path, one_thread):
     summary = evaluate_utterances(tiny_en_dir, utterances, failures, data=str(manifest), split=None, batch_size=4,
                                   output=tmp_path / "results", progress=False)
     records = [json.loads(line) for line in (tmp_path / "results" / "whisper-tiny.en__manifest.jsonl").open()]
-    written = json.loads((tmp_path / "results" / "whisper-tiny.en__manifest.summary.json").read_text())
-    assert written == summary
+    written = (tmp_path / "results" / "whisper-tiny.en__manifest.summary.json").read_text()
+    assert written == summary.to_json() and EvaluationSummary.from_json(written) == summary
     # Records keep the input order although batches ran longest first, and predictions match their clips.
     assert [r["id"] for r in records] == [u.id for u in utterances]
-    assert summary["wer"] <= 15, records
+    assert summary.wer <= 15, records
     words = sum(r["reference_words"] for r in records)
-    assert summary["wer"] == round(100 * sum(r["errors"] for r in records) / words, 2)
-    assert summary["n_failed"] == 1 and summary["failed"][0]["id"] == "broken"
-    assert summary["n_scored"] == len(utterances) and summary["n_long_outputs"] == 0
-    assert summary["encoder_params"] == 8_208_384  # Whisper tiny's encoder
-    assert summary["encoder_params_excluding_positions"] == 8_208_384 - 1500 * 384  # as the published tables count
-    assert summary["normalizer"] == "whisper-english (spelling: tokenizer normalizer.json)"
-    assert summary["total_audio_seconds"] == pytest.approx(sum(u.duration for u in utterances), abs=1e-3)
-    assert summary["rtfx"] == pytest.approx(summary["total_audio_seconds"] / summary["compute_seconds"], rel=0.01)
-    assert summary["language"] is None  # tiny.en is English-only: no language/task passed to generate
+    assert summary.wer == round(100 * sum(r["errors"] for r in records) / words, 2)
+    assert summary.n_failed == 1 and summary.failed[0].id == "broken"
+    assert summary.n_scored == len(utterances) and summary.n_long_outputs == 0
+    assert summary.encoder_params == 8_208_384  # Whisper tiny's encoder
+    assert summary.encoder_params_excluding_positions == 8_208_384 - 1500 * 384  # as the published tables count
+    assert summary.normalizer == "whisper-english (spelling: tokenizer normalizer.json)"
+    assert summary.total_audio_seconds == pytest.approx(sum(u.duration for u in utterances), abs=1e-3)
+    assert summary.rtfx == pytest.approx(summary.total_audio_seconds / summary.compute_seconds, rel=0.01)
+    assert summary.language is None  # tiny.en is English-only: no language/task passed to generate
 
 
 @pytest.fixture
@@ -338,10 +339,13 @@ def test_compare_script_writes_one_result_per_model(tiny_random_dir, tmp_path, c
 
 
 def test_comparison_table():
-    summaries = [{"model": "base", "encoder_params": 20_590_592, "encoder_params_excluding_positions": 19_822_592,
-                  "wer": 5.0, "rtfx": 100.0, "n_long_outputs": 0},
-                 {"model": "models/lite", "encoder_params": 12_768_000, "encoder_params_excluding_positions": 12_000_000,
-                  "wer": 5.5, "rtfx": 150.25, "n_long_outputs": 1}]
+    same = dict(data="speech", split="evaluation")
+    summaries = [EvaluationSummary(model="base", model_type="whisper", encoder_params=20_590_592,
+                                   encoder_params_excluding_positions=19_822_592, wer=5.0, rtfx=100.0, n_long_outputs=0,
+                                   **same),
+                 EvaluationSummary(model="models/lite", model_type="lite-whisper", encoder_params=12_768_000,
+                                   encoder_params_excluding_positions=12_000_000, wer=5.5, rtfx=150.25,
+                                   n_long_outputs=1, **same)]
     table = format_comparison(summaries).splitlines()
     header = ["model", "encoder params", "with positions", "WER %", "RTFx", "long outputs"]
     assert [c.strip() for c in table[0].split("|")[1:-1]] == header

@@ -72,10 +72,10 @@ def lite_model(tiny_en_dir, tmp_path_factory) -> Path:
     model.generation_config = GenerationConfig.from_pretrained(tiny_en_dir)
     plan = RankPlan(RANKS, [{"q_proj": 0.99, "fc1": 0.99}], {"mode": "threshold", "calibration": "sequential"})
     report = compression_report(config, plan, load_settings("tiny"), [np.zeros(16000, np.float32)], 1.0)
-    report.update(source_model="tiny.en", device="cpu", dtype="float32", total_seconds=1.0)
+    report.source_model, report.device, report.dtype, report.total_seconds = "tiny.en", "cpu", "float32", 1.0
     return save_model_folder(model, tmp_path_factory.mktemp("models") / "lite-whisper-small",
                              processor=WhisperProcessor.from_pretrained(tiny_en_dir),
-                             extra_files={"compression_report.json": report})
+                             extra_files={"compression_report.json": report.to_json()})
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForCondi
 from liteasr_hf.compression.compressor import CompressionSettings, compress
 from liteasr_hf.compression.healing import (HealingDiverged, HealSettings, describe_healing, encoder_embeddings,
                                             heal, healing_parameters, healing_windows)
+from liteasr_hf.compression.report import CompressionReport
 from liteasr_hf.data.speech import SHIPPED_SPEECH_SET, SpeechSource
 from liteasr_hf.data.windows import cut_pieces
 
@@ -62,14 +63,14 @@ def test_heal_trains_only_the_factors_and_lowers_the_held_out_loss(pair):
     assert not any(p.requires_grad for p in student.parameters()) and not any(p.requires_grad for p in
                                                                               teacher.parameters())
     factorized_layers = sum(1 for ranks in student.config.low_rank_config if ranks)
-    assert [s["stage"] for s in report["stages"]][-1] == "end to end"
-    assert len(report["stages"]) == factorized_layers + 1
-    assert report["windows"] == {"train": 8, "holdout": 2}
-    for stage in report["stages"]:
-        assert 0 < stage["steps"] <= 6
-        assert stage["holdout_loss_after"] <= stage["holdout_loss_before"]
+    assert [s.stage for s in report.stages][-1] == "end to end"
+    assert len(report.stages) == factorized_layers + 1
+    assert (report.windows.train, report.windows.holdout) == (8, 2)
+    for stage in report.stages:
+        assert 0 < stage.steps <= 6
+        assert stage.holdout_loss_after <= stage.holdout_loss_before
     # Each stage ends on its best held-out parameters, and healing did find better ones than the factorization's.
-    assert any(s["holdout_loss_after"] < s["holdout_loss_before"] for s in report["stages"])
+    assert any(s.holdout_loss_after < s.holdout_loss_before for s in report.stages)
 
 
 def test_clips_are_cut_into_pieces_of_the_asked_lengths():
@@ -167,7 +168,7 @@ def test_compress_with_healing_changes_only_the_factors_and_records_it(healed_ti
     assert changed and all(k.startswith("model.encoder.layers.") and k.rsplit(".", 1)[1] in ("weight1", "weight2",
                                                                                             "bias") for k in changed)
     assert json.loads((plain / "config.json").read_text())["low_rank_config"] == result.model.config.low_rank_config
-    line = describe_healing(report["healing"])
+    line = describe_healing(CompressionReport.from_dict(report).healing)
     last = report["healing"]["stages"][-1]
     assert line.startswith("Healing took ") and "on 1 windows (1 held out)" in line
     assert f"{last['stage']}: held-out loss {last['holdout_loss_before']:.4g} -> " in line
@@ -186,7 +187,7 @@ def test_an_offloaded_model_heals_exactly_like_a_resident_one(healed_tiny_en, ti
         tiny_en_dir, tmp_path / "healed", preset="tiny", num_samples=2, progress=False, healing=True,
         healing_audio=SHIPPED_AUDIO, heal=HEAL_QUICK,
         placement=Placement(device_map="auto", max_memory={"cpu": 40_000_000}, offload_folder=tmp_path / "offload"))
-    assert result.report["placement"] == ["disk"] and result.report["healing"]["stages"]
+    assert result.report.placement == ["disk"] and result.report.healing.stages
     assert (tmp_path / "offload" / "teacher").is_dir()  # the teacher was offloaded too, beside the student's weights
     a, b = load_file(resident / "model.safetensors"), load_file(offloaded / "model.safetensors")
     assert a.keys() == b.keys()
@@ -204,7 +205,7 @@ def test_heal_checkpoint_heals_a_saved_folder_and_a_divergent_run_writes_nothing
     folder, report = heal_checkpoint(plain, tmp_path / "again", teacher=tiny_en_dir, audio=SHIPPED_AUDIO,
                                      settings=HealSettings(**HEAL_QUICK), progress=False)
     saved = json.loads((folder / "compression_report.json").read_text())
-    assert saved["healing"]["stages"] == report["stages"] and saved["low_rank_config"]
+    assert saved["healing"]["stages"] == [stage.to_dict() for stage in report.stages] and saved["low_rank_config"]
     assert (folder / "rank_plan.json").is_file() and (folder / "preprocessor_config.json").is_file()
     with pytest.raises(HealingDiverged):
         heal_checkpoint(plain, tmp_path / "diverged", teacher=tiny_en_dir, audio=SHIPPED_AUDIO, progress=False,

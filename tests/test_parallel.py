@@ -16,7 +16,9 @@ import torch
 from safetensors.torch import load_file
 
 from liteasr_hf.compression.checkpoint import compress_checkpoint
+from liteasr_hf.compression.report import CompressionReport
 from liteasr_hf.data.speech import load_speech
+from liteasr_hf.evaluation.summary import EvaluationSummary
 from liteasr_hf.evaluation.transcription import evaluate_model
 from liteasr_hf.parallel import Processes, launched, process_group
 
@@ -112,17 +114,16 @@ def test_two_processes_evaluate_like_one(tiny_en_dir, tmp_path, one_thread):
     # 1, 3, 5; row 3 is not audio), and the records, failures and WER come out as one process's.
     data = speech_with_a_broken_file(tmp_path / "speech")
     one = evaluate_model(tiny_en_dir, data, batch_size=4, output=tmp_path / "one", progress=False)
-    assert one["n_failed"] == 1 and one["n_utterances"] == 6
+    assert one.n_failed == 1 and one.n_utterances == 6
     run = launch(ACCELERATE, ROOT / "scripts" / "evaluate.py", "--model", tiny_en_dir, "--data", data,
                  "--batch-size", 4, "--device", "cpu", "--output", tmp_path / "two")
     assert run.returncode == 0, run.stderr[-3000:]
     files = sorted(p.name for p in (tmp_path / "two").iterdir())
     assert files == sorted(p.name for p in (tmp_path / "one").iterdir()) and len(files) == 2
-    summary = json.loads(next((tmp_path / "two").glob("*.summary.json")).read_text())
-    assert summary["processes"] == 2 and summary["utterances_per_process"] == [4, 2]
-    assert summary["failed"] == one["failed"]
-    assert (summary["wer"], summary["errors"], summary["reference_words"]) == (one["wer"], one["errors"],
-                                                                               one["reference_words"])
+    summary = EvaluationSummary.read(next((tmp_path / "two").glob("*.summary.json")))
+    assert summary.processes == 2 and summary.utterances_per_process == [4, 2]
+    assert summary.failed == one.failed
+    assert (summary.wer, summary.errors, summary.reference_words) == (one.wer, one.errors, one.reference_words)
     records = [[json.loads(line) for line in (tmp_path / side).glob("*.jsonl").__next__().read_text().splitlines()]
                for side in ("one", "two")]
     assert [(r["id"], r["prediction"]) for r in records[1]] == [(r["id"], r["prediction"]) for r in records[0]]
@@ -162,13 +163,13 @@ def test_two_processes_heal_like_one(tiny_en_dir, tmp_path, one_thread):
                  "--split", "calibration", *flags, "--output", two)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("Wrote ") == 1 and [p.name for p in two.parent.iterdir()] == ["two"]
-    healed = json.loads((two / "compression_report.json").read_text())["healing"]
-    assert [s["steps"] for s in healed["stages"]] == [s["steps"] for s in report["stages"]]
+    healed = CompressionReport.read(two / "compression_report.json").healing
+    assert [s.steps for s in healed.stages] == [s.steps for s in report.stages]
     # Every batch was split: each process trained on one window of each, and computed half the hidden states.
-    trained = sum(s["steps"] for s in report["stages"]) * 2
-    assert healed["processes"] == 2 and healed["trained_windows_per_process"] == [trained // 2, trained // 2]
-    low, high = sorted(healed["computed_windows_per_process"])
-    assert high - low <= len(report["stages"])  # shards of odd sizes differ by one window
+    trained = sum(s.steps for s in report.stages) * 2
+    assert healed.processes == 2 and healed.trained_windows_per_process == [trained // 2, trained // 2]
+    low, high = sorted(healed.computed_windows_per_process)
+    assert high - low <= len(report.stages)  # shards of odd sizes differ by one window
     a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
     assert a.keys() == b.keys()
     changed = [key for key in a if key.endswith(("weight1", "weight2"))]
@@ -183,8 +184,8 @@ def test_two_processes_heal_like_one(tiny_en_dir, tmp_path, one_thread):
         # their rounding: 1e-4 of the tensor's scale, where the held-out losses agree to 1e-6.
         difference = (b[key] - tensor).abs().max() / tensor.abs().max().clamp_min(1e-30)
         assert difference < 1e-4, (key, difference.item())
-    for mine, theirs in zip(report["stages"], healed["stages"]):
-        assert theirs["holdout_loss_after"] == pytest.approx(mine["holdout_loss_after"], rel=1e-5, abs=1e-6)
+    for mine, theirs in zip(report.stages, healed.stages):
+        assert theirs.holdout_loss_after == pytest.approx(mine.holdout_loss_after, rel=1e-5, abs=1e-6)
 
 
 WORKER = textwrap.dedent("""

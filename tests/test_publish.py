@@ -26,8 +26,10 @@ from liteasr_hf.checkpoints.saving import save_model_folder
 from liteasr_hf.compression.compressor import compression_report
 from liteasr_hf.compression.presets import load_settings
 from liteasr_hf.compression.rank_selection import RankPlan
+from liteasr_hf.compression.report import SpeechData
 from liteasr_hf.data.speech import SHIPPED_SPEECH_SET
 from liteasr_hf.evaluation.benchmark import run_benchmark
+from liteasr_hf.evaluation.summary import EvaluationSummary
 from liteasr_hf.hub import (
     BLOCK_LITEASR_HF,
     PublishError,
@@ -108,24 +110,25 @@ def lite_model(tiny_en_dir, tmp_path_factory) -> Path:
     stop_after_a_few_tokens(model)
     plan = RankPlan(RANKS, VARIANCE, {"mode": "threshold", "calibration": "sequential"})
     report = compression_report(config, plan, load_settings("tiny"), [np.zeros(16000 * 20, np.float32)], 1.5)
-    report.update(source_model="tiny.en", resolved_model=str(tiny_en_dir), device="cpu", dtype="float32",
-                  calibration_data={"data": str(SHIPPED_SPEECH_SET), "split": "calibration", "failed": 0},
-                  total_seconds=2.0)
+    report.source_model, report.resolved_model, report.device, report.dtype = "tiny.en", str(tiny_en_dir), "cpu", \
+        "float32"
+    report.calibration_data = SpeechData(data=str(SHIPPED_SPEECH_SET), split="calibration", failed=0)
+    report.total_seconds = 2.0
     root = tmp_path_factory.mktemp("models")
-    extra = {"compression_report.json": report, "rank_plan.json": json.dumps(RANKS)}
+    extra = {"compression_report.json": report.to_json(), "rank_plan.json": json.dumps(RANKS)}
     folder = save_model_folder(model, root / "lite-whisper-tiny",
                                processor=WhisperProcessor.from_pretrained(tiny_en_dir), extra_files=extra)
     evaluation = root / "lite-whisper-tiny-evaluation"
     evaluation.mkdir()
-    enc = report["encoder"]
+    enc = report.encoder
     for name, content in {
-        "lite-whisper-tiny__speech-evaluation": summary(folder, "lite-whisper", enc["params_after"], 23.45, 6.1,
+        "lite-whisper-tiny__speech-evaluation": summary(folder, "lite-whisper", enc.params_after, 23.45, 6.1,
                                                          str(SHIPPED_SPEECH_SET), None, "evaluation",
                                                          {"synthetic": 21.5, "real non-native child": 40.25}),
-        "whisper-tiny.en__speech-evaluation": summary(tiny_en_dir, "whisper", enc["params_before"], 19.83, 5.3,
+        "whisper-tiny.en__speech-evaluation": summary(tiny_en_dir, "whisper", enc.params_before, 19.83, 5.3,
                                                        str(SHIPPED_SPEECH_SET), None, "evaluation",
                                                        {"synthetic": 18.0, "real non-native child": 38.5}),
-        "lite-whisper-tiny__librispeech": summary(folder, "lite-whisper", enc["params_after"], 31.2, 7.0, *LIBRISPEECH),
+        "lite-whisper-tiny__librispeech": summary(folder, "lite-whisper", enc.params_after, 31.2, 7.0, *LIBRISPEECH),
     }.items():
         (evaluation / f"{name}.summary.json").write_text(json.dumps(content, indent=2))
     return folder
@@ -444,10 +447,10 @@ def multilingual_model(tiny_en_dir, tmp_path_factory) -> Path:
         decoder_start_token_id=50258, eos_token_id=50257, pad_token_id=50257, max_length=448)
     plan = RankPlan(RANKS, VARIANCE, {"mode": "threshold", "calibration": "sequential"})
     report = compression_report(config, plan, load_settings("tiny"), [np.zeros(16000 * 20, np.float32)], 1.5)
-    report.update(source_model="base", resolved_model="whisper-base", device="cpu", dtype="float32",
-                  calibration_data={"data": str(SHIPPED_SPEECH_SET), "split": "calibration", "failed": 0})
+    report.source_model, report.resolved_model, report.device, report.dtype = "base", "whisper-base", "cpu", "float32"
+    report.calibration_data = SpeechData(data=str(SHIPPED_SPEECH_SET), split="calibration", failed=0)
     return save_model_folder(model, tmp_path_factory.mktemp("multi") / "lite-whisper-base",
-                             extra_files={"compression_report.json": report})
+                             extra_files={"compression_report.json": report.to_json()})
 
 
 def test_card_says_how_the_model_was_healed(lite_model, tmp_path):
@@ -471,13 +474,15 @@ def test_card_says_how_the_model_was_healed(lite_model, tmp_path):
 
 def test_card_of_a_multilingual_base_names_the_tested_languages(multilingual_model, hub, tmp_path):
     enc = json.loads((multilingual_model / "compression_report.json").read_text())["encoder"]
+
+    def evaluated(wer: float, data: str, config: str | None, split: str, language: str | None) -> EvaluationSummary:
+        fields = summary(multilingual_model, "lite-whisper", enc["params_after"], wer, 1.0, data, config, split)
+        return EvaluationSummary.from_dict({**fields, "language": language})
+
     summaries = [
-        (tmp_path / "a.summary.json", {**summary(multilingual_model, "lite-whisper", enc["params_after"], 12.0, 1.0,
-                                                 str(SHIPPED_SPEECH_SET), None, "evaluation"), "language": None}),
-        (tmp_path / "b.summary.json", {**summary(multilingual_model, "lite-whisper", enc["params_after"], 9.0, 1.0,
-                                                 *LIBRISPEECH), "language": "en"}),
-        (tmp_path / "c.summary.json", {**summary(multilingual_model, "lite-whisper", enc["params_after"], 30.0, 1.0,
-                                                 "facebook/voxpopuli", "de", "test"), "language": None}),
+        (tmp_path / "a.summary.json", evaluated(12.0, str(SHIPPED_SPEECH_SET), None, "evaluation", None)),
+        (tmp_path / "b.summary.json", evaluated(9.0, *LIBRISPEECH, "en")),
+        (tmp_path / "c.summary.json", evaluated(30.0, "facebook/voxpopuli", "de", "test", None)),
     ]
     card = build_model_card(multilingual_model, "org/lite-whisper-base", summaries)
     assert card.data.language == ["en"]  # what was tested, not the base model's 99 languages

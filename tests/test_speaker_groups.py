@@ -22,6 +22,7 @@ from liteasr_hf.data.speech_set import read_metadata
 from liteasr_hf.data.speechocean import CHILD_MAX_AGE
 from liteasr_hf.data.suite import (DEVELOPMENT, EVALUATION_MANIFEST, SPEECHOCEAN_SET, build_speaker_mix,
                                    interleave_by_seconds, write_evaluation_manifest)
+from liteasr_hf.evaluation.summary import EvaluationSummary
 from liteasr_hf.evaluation.transcription import format_comparison, group_word_error_rates, score
 
 SPLITS = ("calibration", "development", "evaluation")
@@ -62,9 +63,10 @@ def test_wer_is_reported_per_group_real_speech_first():
     pairs, stats = score(references, predictions, str.lower)
     groups = group_word_error_rates(["synthetic", "real b", "real a", None], pairs)
     assert list(groups) == ["real a", "real b", "synthetic"]
-    assert groups["real b"]["wer"] == 33.33 and groups["real a"]["wer"] == 33.33 and groups["synthetic"]["wer"] == 0
-    assert sum(g["reference_words"] for g in groups.values()) == stats.reference_words - 2
-    table = format_comparison([{"model": "m", "encoder_params": 1, "groups": groups, "wer": stats.wer, "rtfx": None}])
+    assert groups["real b"].wer == 33.33 and groups["real a"].wer == 33.33 and groups["synthetic"].wer == 0
+    assert sum(g.reference_words for g in groups.values()) == stats.reference_words - 2
+    table = format_comparison([EvaluationSummary(model="m", model_type="whisper", data="d", split=None,
+                                                 encoder_params=1, groups=groups, wer=stats.wer)])
     assert table.splitlines()[0].split("|")[4:7] == [" WER real a ", " WER real b ", " WER synthetic "]
 
 
@@ -157,4 +159,4 @@ def test_healing_stops_on_held_out_speakers_and_trains_on_every_window():
     report = heal(student, teacher, clips, WhisperFeatureExtractor(),
                   HealSettings(block_steps=2, steps=2, batch_size=2, eval_every=1, num_samples=6, holdout=0.5),
                   progress=False, holdout_clips=others)
-    assert report["windows"] == {"train": 6, "holdout": 3}
+    assert (report.windows.train, report.windows.holdout) == (6, 3)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..checkpoints.placement import DTYPES, Placement
 from ..compression.checkpoint import compress_checkpoint
+from ..compression.compressor import CompressionResult
 from ..compression.healing import describe_healing
 from ..compression.presets import load_settings
 from ..data.calibration_set import WINDOWS as CALIBRATION_WINDOWS, calibration_with_real_speech
@@ -111,16 +112,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if not processes.is_main:
         return 0
-    encoder = result.report["encoder"]
+    report = result.report
+    encoder = report.encoder
     print(f"Wrote {folder}")
-    after, before = encoder["params_excluding_positions_after"], encoder["params_excluding_positions_before"]
+    after, before = encoder.params_excluding_positions_after, encoder.params_excluding_positions_before
     print(f"Encoder: {after:,} / {before:,} parameters ({after / before:.1%}; with the position table "
-          f"{encoder['params_after']:,} / {encoder['params_before']:,}), {encoder['flops_fraction']:.1%} of the FLOPs")
-    growth = result.report.get("compression_rss_growth_mb")
-    print(f"Compression took {result.report['total_seconds']:.1f} s, peak RSS {result.report['peak_rss_mb']:.0f} MB"
+          f"{encoder.params_after:,} / {encoder.params_before:,}), {encoder.flops_fraction:.1%} of the FLOPs")
+    growth = report.compression_rss_growth_mb
+    print(f"Compression took {report.total_seconds:.1f} s, peak RSS {report.peak_rss_mb:.0f} MB"
           + ("" if growth is None else f" (calibration and factorization: +{growth:.0f} MB over the loaded model)"))
-    if result.report.get("healing"):
-        print(describe_healing(result.report["healing"]))
+    if report.healing is not None:
+        print(describe_healing(report.healing))
     if args.evaluate:
         # The main process alone, after the others are done: the comparison times encoders, which they would disturb.
         table = compare_original_and_compressed(
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, preset: str | None, output: Path, processes: Processes,
-        argv: list[str] | None) -> tuple[Path, object]:
+        argv: list[str] | None) -> tuple[Path, CompressionResult]:
     """Compress as ``args`` say; on several processes, this one's part of the run."""
     calibration = (SpeechSource(args.calibration, split=args.calibration_split, config=args.calibration_config,
                                 audio_column=args.audio_column, text_column=None) if args.calibration else None)

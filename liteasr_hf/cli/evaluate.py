@@ -77,9 +77,10 @@ def run(args: argparse.Namespace, processes: Processes) -> int:
         compare_models(args.compare, **common)
     else:
         summary = evaluate_model(args.model, **common)
-        keys = ("model", "n_scored", "n_failed", "wer", "rtfx", "encoder_params", "n_long_outputs")
         if processes.is_main:
-            print(json.dumps({k: summary[k] for k in keys}, indent=2))
+            print(json.dumps({"model": summary.model, "n_scored": summary.n_scored, "n_failed": summary.n_failed,
+                              "wer": summary.wer, "rtfx": summary.rtfx, "encoder_params": summary.encoder_params,
+                              "n_long_outputs": summary.n_long_outputs}, indent=2))
     return 0
 
 

@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if not processes.is_main:
         return 0
-    for stage in report["stages"]:
-        print(f"{stage['stage']}: {stage['steps']} steps, held-out loss {stage['holdout_loss_before']:.4g} -> "
-              f"{stage['holdout_loss_after']:.4g}")
+    for stage in report.stages:
+        print(f"{stage.stage}: {stage.steps} steps, held-out loss {stage.holdout_loss_before:.4g} -> "
+              f"{stage.holdout_loss_after:.4g}")
     print(describe_healing(report))
     print(f"Wrote {folder}")
     return 0

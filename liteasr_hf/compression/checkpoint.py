@@ -23,6 +23,7 @@ from .settings import HealSettings
 from .memory import RssPeak, peak_rss_mb
 from .presets import PRESET_DIR, default_preset, load_settings
 from .rank_selection import RankPlan
+from .report import CompressionReport, HealingReport, SpeechData
 
 #: The shipped synthetic voices' calibration split alone, audio only (the default before real speakers were shipped).
 SYNTHETIC_CALIBRATION = SpeechSource(SHIPPED_SPEECH_SET, split="calibration", text_column=None)
@@ -100,28 +101,27 @@ def compress_checkpoint(
         with RssPeak() as memory:
             result = compress(whisper, clips, processor.feature_extractor, settings, plan=rank_plan,
                               progress=progress, processes=processes)
-        result.report.update({
-            "source_model": portable_path(model), "resolved_model": portable_path(resolved),
-            "calibration_data": {"data": portable_path(calibration.data), "split": calibration.split,
-                                 "failed": len(failures)},
-            "device": str(placement.device), "dtype": placement.dtype_name, "preset": _preset_label(preset),
-        })
+        report = result.report
+        report.source_model, report.resolved_model = portable_path(model), portable_path(resolved)
+        report.calibration_data = SpeechData(data=portable_path(calibration.data), split=calibration.split,
+                                             failed=len(failures))
+        report.device, report.dtype, report.preset = str(placement.device), placement.dtype_name, _preset_label(preset)
         heal_settings = None if healing is False else settings.heal or (HealSettings() if healing else None)
         if heal_settings is not None:
             with processes.main_first():  # the mix is built on first use, once
                 audio = healing_audio or speaker_mix(progress=progress and processes.is_main)
             holdout = healing_holdout or (DEVELOPMENT if healing_audio is None else None)
-            result.report["healing"] = _heal(result, model, placement, loading, processor, heal_settings, audio,
-                                             holdout, progress and processes.is_main, processes)
+            report.healing = _heal(result, model, placement, loading, processor, heal_settings, audio, holdout,
+                                   progress and processes.is_main, processes)
         if command:
-            result.report["command"] = portable_command(command)
+            report.command = portable_command(command)
         if getattr(whisper, "hf_device_map", None):  # where accelerate placed the weights: GPUs, cpu, disk
-            result.report["placement"] = sorted({str(where) for where in whisper.hf_device_map.values()})
-        result.report["total_seconds"] = round(time.perf_counter() - started, 1)
-        result.report["peak_rss_mb"] = round(peak_rss_mb(), 1)
+            report.placement = sorted({str(where) for where in whisper.hf_device_map.values()})
+        report.total_seconds = round(time.perf_counter() - started, 1)
+        report.peak_rss_mb = round(peak_rss_mb(), 1)
         if memory.growth_mb is not None:  # what calibration and factorization needed beyond the loaded model
-            result.report["compression_rss_growth_mb"] = round(memory.growth_mb, 1)
-        extra = {"compression_report.json": result.report, "rank_plan.json": asdict(result.plan)}
+            report.compression_rss_growth_mb = round(memory.growth_mb, 1)
+        extra = {"compression_report.json": report.to_json(), "rank_plan.json": asdict(result.plan)}
         # Every process has finished before anything is written: one that failed never reaches the barrier, and
         # the launcher stops the others while they wait. The rest wait for the folder, so it exists on return.
         processes.barrier()
@@ -145,7 +145,7 @@ def heal_checkpoint(
     overwrite: bool = False,
     progress: bool = True,
     processes: Processes | None = None,
-) -> tuple[Path, dict]:
+) -> tuple[Path, HealingReport]:
     """Heal an existing LiteWhisper folder or Hub id and save the result to ``output``; returns it and the report.
 
     ``teacher`` is the dense Whisper it was compressed from (default: the ``source_model`` its
@@ -170,8 +170,9 @@ def heal_checkpoint(
     if not getattr(student.config, "low_rank_config", None):
         raise ValueError(f"{model} is not a LiteWhisper model (no low_rank_config): compress it first.")
     report_path = Path(resolved) / "compression_report.json"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    teacher = teacher or report.get("source_model")
+    # A folder without a report (a published model) gets one that holds the healing alone.
+    report = CompressionReport.read(report_path) if report_path.is_file() else CompressionReport()
+    teacher = teacher or report.source_model
     if teacher is None:
         raise ValueError(f"{model} does not say which Whisper it was compressed from (no compression_report.json "
                          "with source_model): pass the dense model as --teacher.")
@@ -183,11 +184,11 @@ def heal_checkpoint(
         held = _holdout_clips(holdout)
     healing = heal(student, dense, [u.audio for u in utterances], processor.feature_extractor, settings,
                    progress=progress, processes=processes, holdout_clips=held)
-    healing.update({"teacher": portable_path(teacher),
-                    "data": {"data": portable_path(audio.data), "split": audio.split, "failed": len(failures)},
-                    "holdout_data": _describe(holdout)})
-    report["healing"] = healing
-    extra = {"compression_report.json": report}
+    healing.teacher = portable_path(teacher)
+    healing.data = SpeechData(data=portable_path(audio.data), split=audio.split, failed=len(failures))
+    healing.holdout_data = _describe(holdout)
+    report.healing = healing
+    extra = {"compression_report.json": report.to_json()}
     plan = Path(resolved) / "rank_plan.json"
     if plan.is_file():
         extra["rank_plan.json"] = json.loads(plan.read_text())
@@ -200,7 +201,7 @@ def heal_checkpoint(
 
 
 def _heal(result: CompressionResult, model, placement: Placement, loading: dict, processor, settings: HealSettings,
-          audio: SpeechSource, holdout: SpeechSource | None, progress: bool, processes: Processes) -> dict:
+          audio: SpeechSource, holdout: SpeechSource | None, progress: bool, processes: Processes) -> HealingReport:
     """Heal ``result.model`` in place against a fresh copy of the dense ``model``, placed as it was (``loading``:
     the ``from_pretrained`` placement arguments); the healing report.
 
@@ -215,8 +216,8 @@ def _heal(result: CompressionResult, model, placement: Placement, loading: dict,
         held = _holdout_clips(holdout)
     report = heal(result.model, teacher, [u.audio for u in utterances], processor.feature_extractor, settings,
                   progress=progress, processes=processes, holdout_clips=held)
-    report["data"] = {"data": portable_path(audio.data), "split": audio.split, "failed": len(failures)}
-    report["holdout_data"] = _describe(holdout)
+    report.data = SpeechData(data=portable_path(audio.data), split=audio.split, failed=len(failures))
+    report.holdout_data = _describe(holdout)
     return report
 
 
@@ -231,8 +232,8 @@ def _holdout_clips(holdout: SpeechSource | None) -> list | None:
     return [u.audio for u in utterances]
 
 
-def _describe(source: SpeechSource | None) -> dict | None:
-    return None if source is None else {"data": portable_path(source.data), "split": source.split}
+def _describe(source: SpeechSource | None) -> SpeechData | None:
+    return None if source is None else SpeechData(data=portable_path(source.data), split=source.split)
 
 
 def _audio_of(rows: Iterable[Utterance | LoadFailure], failures: list[LoadFailure]) -> Iterator:

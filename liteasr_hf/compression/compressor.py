@@ -38,6 +38,7 @@ from .rank_selection import (
     rank_for_threshold,
     saves_parameters,
 )
+from .report import CalibrationRun, CompressionReport, EncoderSize, ModuleReport
 from .sensitivity import module_sensitivities
 from .settings import CompressionSettings
 
@@ -49,7 +50,7 @@ _ONE_PASS_STATS_BYTES = 2 * 1024**3
 class CompressionResult:
     model: LiteWhisperForConditionalGeneration
     plan: RankPlan
-    report: dict
+    report: CompressionReport
 
 
 def _encoder_linears(model: WhisperForConditionalGeneration, layer: int, modules: Sequence[str]) -> dict[str, nn.Module]:
@@ -198,10 +199,10 @@ def compress(
     if processes.distributed:
         # Counted from the statistics each process accumulated itself: evidence that each did only its share.
         positions = config.max_source_positions
-        report["calibration"]["processes"] = processes.world_size
         shares = processes.gather((rows_seen[0], eigendecompositions[0]))
-        report["calibration"]["windows_per_process"] = [rows // positions for rows, _ in shares]
-        report["calibration"]["eigendecompositions_per_process"] = [count for _, count in shares]
+        report.calibration.processes = processes.world_size
+        report.calibration.windows_per_process = [rows // positions for rows, _ in shares]
+        report.calibration.eigendecompositions_per_process = [count for _, count in shares]
     return CompressionResult(lite, plan, report)
 
 
@@ -271,7 +272,7 @@ def _as_lite_whisper(model: WhisperForConditionalGeneration, ranks: list[dict[st
 
 
 def compression_report(config, plan: RankPlan, settings: CompressionSettings, windows: Sequence[np.ndarray],
-                       seconds: float) -> dict:
+                       seconds: float) -> CompressionReport:
     """Per layer and module: rank, variance kept, parameters and FLOPs before and after; and totals."""
     layers = []
     for layer, ranks in enumerate(plan.ranks):
@@ -279,32 +280,29 @@ def compression_report(config, plan: RankPlan, settings: CompressionSettings, wi
         for module in LOW_RANK_MODULES:
             rank = ranks.get(module)
             before, after = module_cost(config, module, None), module_cost(config, module, rank)
-            entry[module] = {
-                "rank": rank,
-                "variance_kept": plan.variance_kept[layer].get(module) if plan.variance_kept else None,
-                "params_before": before.params, "params_after": after.params,
-                "flops_before": before.flops, "flops_after": after.flops,
-            }
+            entry[module] = ModuleReport(
+                rank=rank, variance_kept=plan.variance_kept[layer].get(module) if plan.variance_kept else None,
+                params_before=before.params, params_after=after.params, flops_before=before.flops,
+                flops_after=after.flops)
         layers.append(entry)
     original, compressed = encoder_cost(config, []), encoder_cost(config, plan.ranks)
     audio_seconds = float(sum(w.size for w in windows)) / 16000
-    return {
-        "encoder": {
-            "params_before": original.params, "params_after": compressed.params,
-            "params_fraction": round(compressed.params / original.params, 4),
-            # As the published lite-whisper tables count: without the fixed sinusoidal position table.
-            "params_excluding_positions_before": original.params_excluding_positions,
-            "params_excluding_positions_after": compressed.params_excluding_positions,
-            "flops_before": original.flops, "flops_after": compressed.flops,
-            "flops_fraction": round(compressed.flops / original.flops, 4),
-        },
-        "settings": asdict(settings),
-        "plan_method": plan.method,
-        "calibration": {
-            "windows": len(windows), "audio_seconds": round(audio_seconds, 2),
-            "padding_share": round(1 - audio_seconds / (30 * max(len(windows), 1)), 4),
-        },
-        "seconds": round(seconds, 1),
-        "layers": layers,
-        "low_rank_config": plan.ranks,
-    }
+    return CompressionReport(
+        encoder=EncoderSize(
+            params_before=original.params, params_after=compressed.params,
+            params_fraction=round(compressed.params / original.params, 4),
+            params_excluding_positions_before=original.params_excluding_positions,
+            params_excluding_positions_after=compressed.params_excluding_positions,
+            flops_before=original.flops, flops_after=compressed.flops,
+            flops_fraction=round(compressed.flops / original.flops, 4),
+        ),
+        settings=asdict(settings),
+        plan_method=plan.method,
+        calibration=CalibrationRun(
+            windows=len(windows), audio_seconds=round(audio_seconds, 2),
+            padding_share=round(1 - audio_seconds / (30 * max(len(windows), 1)), 4),
+        ),
+        seconds=round(seconds, 1),
+        layers=layers,
+        low_rank_config=plan.ranks,
+    )

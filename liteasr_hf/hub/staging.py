@@ -18,7 +18,7 @@ from huggingface_hub import ModelCard
 from transformers.dynamic_module_utils import get_relative_import_files
 
 from ..atomic import atomic_directory
-from .model_card import DEFAULT_LICENSE, build_model_card, check_card, load_summaries
+from .model_card import DEFAULT_LICENSE, build_model_card, check_card, load_report, load_summaries
 from .repo import check_repo_id
 
 #: Hub-bound code files every LiteWhisper folder has (the config names classes in them); the files they import
@@ -96,10 +96,7 @@ def model_files(model_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
     if not (folder / REPORT).is_file():
         raise ValueError(f"{folder} has no {REPORT}: publish folders written by liteasr compress, whose report "
                          "the model card is built from.")
-    report = _read_json(folder / REPORT, "compression report")
-    if not {"params_before", "params_after", "flops_before", "flops_after"} <= set(report.get("encoder") or {}):
-        raise ValueError(f"{folder / REPORT} lacks the encoder's parameter and FLOP counts; compress again with "
-                         "liteasr compress to get a complete report.")
+    load_report(folder)  # the card is built from it: it must read, with the encoder's counts
 
     keep = sorted({*weights, "config.json", "generation_config.json", REPORT, *code, *processor})
     left_out = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
