@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 
 import torch
+from accelerate.utils import align_module_device
 from torch import nn
 
 from ..models.lite_whisper.configuration_lite_whisper import module_shapes
@@ -60,7 +61,9 @@ def module_sensitivities(model: nn.Module, features: torch.Tensor,
             continue
         path = f"model.encoder.layers.{layer}.{'self_attn.' if module.endswith('proj') else ''}{module}"
         dense = model.get_submodule(path)
-        set_submodule(model, path, factorize_linear(dense, pcs, rank))
+        with align_module_device(dense):  # an offloaded layer's weights, brought in for the factorization
+            probe = factorize_linear(dense, pcs, rank)
+        set_submodule(model, path, probe)
         try:
             out = encoder(features).last_hidden_state.float()
         finally:
