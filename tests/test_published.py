@@ -105,7 +105,7 @@ def test_pipeline_on_a_published_folder_matches_our_folder(folders, tiny_en_dir,
 
 def test_missing_processor_names_the_stock_checkpoint(folders):
     _, published = folders
-    with pytest.raises(OSError, match=r"openai/whisper-tiny\.en.*upgrade_published\.py"):
+    with pytest.raises(OSError, match=r"openai/whisper-tiny\.en.*liteasr upgrade-published"):
         load_model_and_processor(published)
 
 
