@@ -150,10 +150,11 @@ def test_two_processes_heal_like_one(tiny_en_dir, tmp_path, one_thread):
 
     from liteasr_hf.compression.checkpoint import SYNTHETIC_CALIBRATION
 
-    # Calibrated on the synthetic split as the healing audio is: a lr of 1e-3 over 2 steps stays stable there.
+    # Calibrated on the synthetic split as the healing audio is; a lr of 1e-4 over 2 steps stays stable there (1e-3
+    # diverges on the tiny preset's sensitivity-weighted ranks).
     lite, _ = compress_checkpoint(tiny_en_dir, tmp_path / "lite", preset="tiny", num_samples=2, progress=False,
                                   healing=False, calibration=SYNTHETIC_CALIBRATION)
-    quick = dict(block_steps=2, steps=2, batch_size=2, num_samples=6, holdout=0.34, lr=1e-3)
+    quick = dict(block_steps=2, steps=2, batch_size=2, num_samples=6, holdout=0.34, lr=1e-4)
     audio = SpeechSource(SPEECH, split="calibration", text_column=None)
     one, report = heal_checkpoint(lite, tmp_path / "one", teacher=tiny_en_dir, audio=audio,
                                   settings=HealSettings(**quick), progress=False)
