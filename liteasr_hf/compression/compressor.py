@@ -27,7 +27,7 @@ from ..models.lite_whisper.modeling_lite_whisper import LiteWhisperForConditiona
 from ..parallel import Processes
 from .calibration import collect_output_statistics, run_batches
 from .cost import encoder_cost, module_cost
-from .factorization import factorize_linear, set_submodule
+from .factorization import encoder_module_path, factorize_linear, set_submodule
 from .memory import release_freed_memory
 from .pca import PrincipalComponents, principal_components_of
 from .rank_selection import (
@@ -56,11 +56,6 @@ class CompressionResult:
 def _encoder_linears(model: WhisperForConditionalGeneration, layer: int, modules: Sequence[str]) -> dict[str, nn.Module]:
     block = model.model.encoder.layers[layer]
     return {m: (block.self_attn if m in ("q_proj", "k_proj", "v_proj", "out_proj") else block).get_submodule(m) for m in modules}
-
-
-def _module_path(layer: int, module: str) -> str:
-    inner = f"self_attn.{module}" if module in ("q_proj", "k_proj", "v_proj", "out_proj") else module
-    return f"model.encoder.layers.{layer}.{inner}"
 
 
 def compress(
@@ -175,7 +170,7 @@ def compress(
                 rank = _threshold_rank(pcs, config, module, settings)
             if rank is None:
                 continue
-            path = _module_path(layer, module)
+            path = encoder_module_path(layer, module)
             set_submodule(model, path, factorize_linear(model.get_submodule(path), pcs, rank))
             chosen[layer][module] = rank
             variance_kept[(layer, module)] = pcs.variance_kept(rank)

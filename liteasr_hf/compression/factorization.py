@@ -29,6 +29,12 @@ def factorize_linear(linear: nn.Linear, components: PrincipalComponents, rank: i
     return factorized
 
 
+def encoder_module_path(layer: int, module: str) -> str:
+    """The dotted path of encoder layer ``layer``'s linear ``module`` (``q_proj`` ... ``fc2``) in a Whisper model."""
+    inner = f"self_attn.{module}" if module in ("q_proj", "k_proj", "v_proj", "out_proj") else module
+    return f"model.encoder.layers.{layer}.{inner}"
+
+
 def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
     """Replace the submodule at dotted path ``name`` (peft's walk-to-parent-and-setattr)."""
     parent_name, _, child = name.rpartition(".")

@@ -17,9 +17,9 @@ from accelerate.utils import align_module_device
 from torch import nn
 
 from ..models.lite_whisper.configuration_lite_whisper import module_shapes
-from .factorization import factorize_linear, set_submodule
+from .factorization import encoder_module_path, factorize_linear, set_submodule
 from .pca import PrincipalComponents
-from .rank_selection import outlier_directions, saves_parameters
+from .rank_selection import outlier_directions, rank_for_threshold, saves_parameters
 
 #: The probe keeps this share of each module's variance outside its outlier directions.
 PROBE_KEPT = 0.98
@@ -29,14 +29,10 @@ def probe_rank(eigenvalues: torch.Tensor, multiple: int, outlier_share: float | 
                kept: float = PROBE_KEPT) -> tuple[int, float]:
     """The smallest rank (a multiple of ``multiple``, outlier directions always kept) that keeps ``kept`` of the
     variance outside the outlier directions, and the share of it that rank loses."""
+    rank = rank_for_threshold(eigenvalues, kept, multiple, outlier_share)
     skip = outlier_directions(eigenvalues, outlier_share)
     rest = float(eigenvalues[skip:].sum()) or 1.0
-    lost = torch.flip(torch.cumsum(torch.flip(eigenvalues, [0]), 0), [0]) / rest  # lost[r]: share lost at rank r
-    rank = max(multiple, math.ceil(skip / multiple) * multiple)
-    while rank < eigenvalues.numel() and float(lost[rank]) > 1 - kept:
-        rank += multiple
-    rank = min(rank, eigenvalues.numel())
-    return rank, float(lost[rank]) if rank < eigenvalues.numel() else 0.0
+    return rank, float(eigenvalues[rank:].sum()) / rest
 
 
 @torch.inference_mode()
@@ -59,7 +55,7 @@ def module_sensitivities(model: nn.Module, features: torch.Tensor,
         rank, lost = probe_rank(pcs.eigenvalues, multiple, outlier_share, kept)
         if lost <= 0 or not saves_parameters(*shapes[module], rank):
             continue
-        path = f"model.encoder.layers.{layer}.{'self_attn.' if module.endswith('proj') else ''}{module}"
+        path = encoder_module_path(layer, module)
         dense = model.get_submodule(path)
         with align_module_device(dense):  # an offloaded layer's weights, brought in for the factorization
             probe = factorize_linear(dense, pcs, rank)
