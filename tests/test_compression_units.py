@@ -13,7 +13,7 @@ from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForCondi
 from liteasr_hf.compression.calibration import OutputStatistics, collect_output_statistics, run_batches
 from liteasr_hf.compression.compressor import CompressionSettings, compress
 from liteasr_hf.compression.cost import encoder_cost
-from liteasr_hf.compression.factorization import factorize_linear
+from liteasr_hf.compression.factorization import encoder_module_path, factorize_linear, set_submodule
 from liteasr_hf.compression.pca import principal_components
 from liteasr_hf.compression.rank_selection import (
     RankPlan,
@@ -269,3 +269,18 @@ def test_module_sensitivities_leave_the_model_unchanged_and_are_centred():
     assert abs(sum(np.log(list(weights.values())))) < 1e-6  # geometric mean 1
     rank, lost = probe_rank(components[(0, "fc1")].eigenvalues, 16, 0.5, kept=0.5)
     assert rank % 16 == 0 and 0 < lost <= 0.5
+    # The probe runs each cut from its own layer on; the whole encoder, cut the same way, gives the same weights.
+    scale = float((before - before.mean(dim=(0, 1))).pow(2).mean())
+    raw = {}
+    for (layer, module) in weights:
+        rank, lost = probe_rank(components[(layer, module)].eigenvalues, 16, 0.5, kept=0.5)
+        path = encoder_module_path(layer, module)
+        dense = model.get_submodule(path)
+        set_submodule(model, path, factorize_linear(dense, components[(layer, module)], rank))
+        with torch.no_grad():
+            out = encoder(feats).last_hidden_state
+        set_submodule(model, path, dense)
+        raw[(layer, module)] = float((out - before).pow(2).mean()) / scale / lost
+    centre = np.exp(np.mean(np.log(list(raw.values()))))
+    for key, value in raw.items():
+        assert weights[key] == pytest.approx(value / centre, rel=1e-4), key

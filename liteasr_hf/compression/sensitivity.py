@@ -48,7 +48,15 @@ def module_sensitivities(model: nn.Module, features: torch.Tensor,
     encoder = model.model.encoder
     config = model.config
     shapes = module_shapes(config.d_model, config.encoder_ffn_dim)
-    reference = encoder(features).last_hidden_state.float()  # [batch, positions, d_model]
+    # The input of every layer, kept from the dense pass: a cut in layer i changes nothing before it, so its probe
+    # runs from layer i on (about half the encoder on average, not all of it).
+    inputs: list[torch.Tensor] = []
+    hooks = [block.register_forward_pre_hook(lambda _, args: inputs.append(args[0])) for block in encoder.layers]
+    try:
+        reference = encoder(features).last_hidden_state.float()  # [batch, positions, d_model]
+    finally:
+        for hook in hooks:
+            hook.remove()
     scale = float((reference - reference.mean(dim=(0, 1))).pow(2).mean())
     raw = {}
     for (layer, module), pcs in components.items():
@@ -61,7 +69,7 @@ def module_sensitivities(model: nn.Module, features: torch.Tensor,
             probe = factorize_linear(dense, pcs, rank)
         set_submodule(model, path, probe)
         try:
-            out = encoder(features).last_hidden_state.float()
+            out = _encoder_from(encoder, layer, inputs[layer])
         finally:
             set_submodule(model, path, dense)
         error = float((out - reference).pow(2).mean()) / scale
@@ -70,3 +78,11 @@ def module_sensitivities(model: nn.Module, features: torch.Tensor,
         return {}
     centre = math.exp(sum(math.log(v) for v in raw.values()) / len(raw))
     return {key: value / centre for key, value in raw.items()}
+
+
+def _encoder_from(encoder: nn.Module, first: int, hidden: torch.Tensor) -> torch.Tensor:
+    """The encoder's output from layer ``first`` on, given that layer's input (as the encoder's forward does it)."""
+    for block in encoder.layers[first:]:
+        hidden = block(hidden, None)
+        hidden = hidden[0] if isinstance(hidden, tuple) else hidden  # transformers 4.x layers return a tuple
+    return encoder.layer_norm(hidden).float()
