@@ -17,12 +17,15 @@ from liteasr_hf.compression.factorization import encoder_module_path, factorize_
 from liteasr_hf.compression.pca import principal_components
 from liteasr_hf.compression.rank_selection import (
     RankPlan,
+    check_budget_reachable,
     outlier_directions,
     plan_by_budget,
     plan_by_threshold,
     rank_for_threshold,
+    saves_parameters,
 )
 from liteasr_hf.data.windows import pack_clips
+from liteasr_hf.models.lite_whisper.configuration_lite_whisper import module_shapes
 
 
 def test_streamed_statistics_equal_the_stacked_mean_and_covariance():
@@ -224,6 +227,19 @@ def test_placed_and_offloaded_models_are_calibrated_where_they_live(tmp_path):
     expected = result.model.state_dict()
     for key, tensor in again.model.state_dict().items():
         torch.testing.assert_close(tensor, expected[key], rtol=0, atol=0, msg=key)
+
+
+def test_a_budget_no_plan_can_meet_is_refused_from_the_shapes_alone():
+    config = WhisperConfig(**TINY)
+    shapes = module_shapes(config.d_model, config.encoder_ffn_dim)
+    floor = [{m: 16 for m in shapes if saves_parameters(*shapes[m], 16)} for _ in range(config.encoder_layers)]
+    smallest = encoder_cost(config, floor).params / encoder_cost(config, []).params
+    with pytest.raises(ValueError, match=rf"cannot be met: .* keeps {smallest:.1%}\. Raise the budget"):
+        check_budget_reachable(config, smallest - 1e-3)
+    # Just above the floor: allowed, and a plan without outlier directions reaches it.
+    check_budget_reachable(config, smallest + 1e-3)
+    plan = plan_by_budget(spectra_for(config, 0.9), config, target=smallest + 1e-3, multiple=16)
+    assert encoder_cost(config, plan.ranks).params <= (smallest + 1e-3) * encoder_cost(config, []).params
 
 
 def test_budget_weights_move_the_cuts_away_from_sensitive_modules():

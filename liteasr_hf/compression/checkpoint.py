@@ -22,7 +22,7 @@ from .healing import heal
 from .settings import HealSettings
 from .memory import RssPeak, peak_rss_mb
 from .presets import PRESET_DIR, default_preset, load_settings
-from .rank_selection import RankPlan
+from .rank_selection import RankPlan, check_budget_reachable
 from .report import CompressionReport, HealingReport, SpeechData
 
 #: The shipped synthetic voices' calibration split alone, audio only (the default before real speakers were shipped).
@@ -85,6 +85,9 @@ def compress_checkpoint(
         preset = preset or default_preset(whisper.config)
         settings = load_settings(preset, **overrides)
         rank_plan = RankPlan.load(plan, whisper.config) if plan is not None else None
+        if rank_plan is None and settings.budget is not None:  # before the calibration, not after it
+            check_budget_reachable(whisper.config, settings.budget, settings.budget_measure, settings.rank_multiple,
+                                   settings.modules)
 
         with processes.main_first():  # a datasets name is downloaded and cached once; the mix is built once
             calibration = calibration or speaker_mix(progress=progress and processes.is_main)

@@ -131,6 +131,24 @@ def plan_by_threshold(
     return RankPlan(ranks, kept, method)
 
 
+def check_budget_reachable(config: WhisperConfig, target: float, measure: str = "params", multiple: int = 16,
+                           modules: tuple[str, ...] = LOW_RANK_MODULES) -> None:
+    """Raise before any calibration when ``target`` is out of reach whatever the data: even with every module in
+    ``modules`` at rank ``multiple`` (or dense, where that rank saves nothing) the encoder would keep more.
+
+    :func:`plan_by_budget` checks the same with the data's outlier directions, which can only raise the floor.
+    """
+    shapes = module_shapes(config.d_model, config.encoder_ffn_dim)
+    ranks = [{m: multiple for m in modules if saves_parameters(*shapes[m], multiple)}
+             for _ in range(config.encoder_layers)]
+    smallest = getattr(encoder_cost(config, ranks), measure) / getattr(encoder_cost(config, []), measure)
+    if smallest > target:
+        raise ValueError(
+            f"A {measure} budget of {target:.1%} cannot be met: with every module at its smallest allowed rank "
+            f"the encoder keeps {smallest:.1%}. Raise the budget or lower the rank multiple ({multiple})."
+        )
+
+
 def plan_by_budget(
     spectra: list[dict[str, torch.Tensor]],
     config: WhisperConfig,
