@@ -28,6 +28,7 @@ COMMANDS = {
     "plot-pareto": "plot WER against speed from evaluation summaries and a benchmark report",
     "ablate-calibration": "compress with each ingredient of the calibration audio in turn and evaluate them together",
     "ablate-healing": "compress once and compare healing variants on the same speech",
+    "report": "render the results tables of README.md and docs/ from the reports in docs/results/ (--check)",
 }
 #: Sub-commands whose dependencies are an optional extra of the package.
 EXTRAS = {"export-onnx": "onnx", "benchmark-vllm": "vllm"}

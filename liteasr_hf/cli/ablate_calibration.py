@@ -10,6 +10,7 @@ Prints the table and writes ablation.json and ablation.md (and the model folders
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from ..data.speech import SpeechSource
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
             variants=tuple(slugs[v] for v in args.variants),
             evaluations={"data": SpeechSource(args.data, split=args.split)} if args.data else None,
             device=args.device, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-            overwrite=args.overwrite)
+            overwrite=args.overwrite,
+            command=shlex.join(["liteasr", "ablate-calibration", *(sys.argv[1:] if argv is None else argv)]))
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ Prints the table and writes ablation.json and ablation.md (and the model folders
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from ..compression.settings import HealSettings
@@ -47,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
                                       variants=tuple(args.variants), heal=heal, healing_audio=healing_audio,
                                       evaluations={"data": SpeechSource(args.data, split=args.split)}
                                       if args.data else None, device=args.device,
-                                      batch_size=args.batch_size, overwrite=args.overwrite)
+                                      batch_size=args.batch_size, overwrite=args.overwrite,
+                                      command=shlex.join(["liteasr", "ablate-healing",
+                                                          *(sys.argv[1:] if argv is None else argv)]))
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

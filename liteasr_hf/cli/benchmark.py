@@ -19,6 +19,7 @@ JSON report to --output.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from dataclasses import asdict
 
@@ -74,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.command = shlex.join(["liteasr", "benchmark", *(sys.argv[1:] if argv is None else argv)])
     if args.runtime == "onnxruntime":
         return _main_onnxruntime(args)
     if args.threads is not None:
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device, dtype=DTYPES[args.dtype], compile=args.compile, measure_memory=args.memory,
             data=args.data, split=args.split, e2e_clips=args.e2e_clips, e2e_batch_size=args.e2e_batch_size,
             e2e_repeats=args.e2e_repeats, output=args.output, trust_remote_code=args.trust_remote_code,
+            command=args.command,
         )
     except (ValueError, FileNotFoundError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -115,7 +118,7 @@ def _main_onnxruntime(args: argparse.Namespace) -> int:
             args.models, batch_sizes=args.batch_sizes, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
             data=args.data, split=args.split, clips=None if args.e2e_clips < 0 else args.e2e_clips,
             e2e_batch_size=args.e2e_batch_size, e2e_repeats=args.e2e_repeats, faster_whisper=args.faster_whisper,
-            compute_types=args.compute_types, output=args.output,
+            compute_types=args.compute_types, output=args.output, command=args.command,
         )
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 from ..atomic import atomic_write_text
 from ..data.speech import SHIPPED_SPEECH_SET, load_speech
+from ..evaluation.reporting import run_provenance
 from ..integrations.vllm.benchmark import benchmark_served_models
 
 DEFAULT_SERVER_ARGS = ["--dtype", "float32", "--max-model-len", "448", "--enforce-eager"]
@@ -64,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: no report written", file=sys.stderr)
         return 130
+    # The command line, date, machine and commit, so that a table of this report can say where it came from.
+    report.update(run_provenance(shlex.join(["liteasr", "benchmark-vllm", *(sys.argv[1:] if argv is None else argv)])))
     print(report["table"])
     for entry in report["models"]:
         if "wer" in entry:

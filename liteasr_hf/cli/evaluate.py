@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 from ..checkpoints.placement import DTYPES
@@ -50,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.command = shlex.join(["liteasr", "evaluate", *(sys.argv[1:] if argv is None else argv)])
     processes = Processes()
     try:
         with process_group(args.device) as processes:
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace, processes: Processes) -> int:
         batch_size=args.batch_size, device=args.device, dtype=DTYPES[args.dtype],
         language=None if args.language.lower() == "none" else args.language,
         max_new_tokens=args.max_new_tokens, output=args.output, trust_remote_code=args.trust_remote_code,
+        command=args.command,
     )
     if processes.distributed:  # not passed otherwise: a one-process run calls exactly what it always did
         common["processes"] = processes

@@ -23,6 +23,7 @@ from ..compression.settings import HealSettings
 from ..data.speech import SpeechSource
 from ..data.suite import EVALUATION_MANIFEST
 from ..data.speech_set import read_metadata
+from .reporting import run_provenance
 from .transcription import encoder_parameters, english_normalizer, score, transcribe
 
 VARIANTS = ("paper", "ours", "ours+block", "ours+block+e2e")
@@ -98,6 +99,7 @@ def run_healing_ablation(
     batch_size: int = 8,
     overwrite: bool = False,
     progress: bool = True,
+    command: str | None = None,
     **overrides,
 ) -> dict:
     """Compress ``model`` to ``budget`` of its encoder parameters in each of ``variants``, evaluate the original and
@@ -171,6 +173,8 @@ def run_healing_ablation(
     report = {"model": str(model), "budget": budget, "preset": preset, "heal": dataclasses.asdict(heal),
               "evaluation": {name: len(group) for name, group in groups.items()},
               "threads": torch.get_num_threads(), "results": results}
+    if command is not None:  # the command line that ran this, the date, the machine and the commit
+        report.update(run_provenance(command, device))
     atomic_write_text(output / "ablation.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(output / "ablation.md", format_ablation(report) + "\n")
     return report

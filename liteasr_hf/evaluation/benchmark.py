@@ -26,7 +26,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 from ..atomic import atomic_write_text
 from ..compression.cost import EncoderCost, encoder_cost
 from ..data.audio import SAMPLING_RATE
-from .reporting import iqr, library_versions, machine_info, markdown_table
+from .reporting import iqr, library_versions, machine_info, markdown_table, run_provenance
 from .synthetic_models import describe, is_synthetic, synthetic_model
 
 FRAME_SECONDS = 0.01  # one mel frame: Whisper's hop of 160 samples at 16 kHz
@@ -381,13 +381,15 @@ def run_benchmark(
     output: str | os.PathLike | None = None,
     trust_remote_code: bool = False,
     log: Callable[[str], None] | None = print,
+    command: str | None = None,
 ) -> dict:
     """Load ``models`` (folders, Hub ids, packaged aliases, or random-weight ``shape:`` specs of
     :mod:`~liteasr_hf.evaluation.synthetic_models`; the first is the reference), benchmark their
     encoders and, where ``data`` is given and ``e2e_clips > 0``, their transcription of the first
     ``e2e_clips`` utterances of ``data``/``split``. Returns the report; writes it as JSON to ``output``.
 
-    The thread count is the process's (``torch.set_num_threads`` before the call) and is recorded.
+    The thread count is the process's (``torch.set_num_threads`` before the call) and is recorded; so are
+    ``command``, the command line that ran this, and the source commit, where a command is given.
     """
     from ..checkpoints.loading import load_model_and_processor
 
@@ -460,6 +462,9 @@ def run_benchmark(
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **library_versions(),
     }
+    if command is not None:
+        recorded = run_provenance(command, device)
+        report.update(command=recorded["command"], commit=recorded["commit"])
     if output is not None:
         write_report(output, report)
     return report

@@ -22,6 +22,7 @@ from ..data.augmentation import DEFAULT_AUGMENTATIONS
 from ..data.speech import SHIPPED_SPEECH_SET, SpeechSource
 from ..data.suite import DEVELOPMENT, SPEECHOCEAN_SET, build_speaker_mix
 from .ablation import evaluate_variant, evaluation_groups, format_ablation
+from .reporting import run_provenance
 from .transcription import english_normalizer
 
 _REAL = SpeechSource(SPEECHOCEAN_SET, split="calibration", text_column=None)
@@ -53,6 +54,7 @@ def run_calibration_ablation(
     max_new_tokens: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    command: str | None = None,
     **overrides,
 ) -> dict:
     """Compress ``model`` to ``budget`` once per calibration ingredient in ``variants`` (unhealed), evaluate the
@@ -89,6 +91,8 @@ def run_calibration_ablation(
     report = {"model": str(model), "budget": budget, "preset": preset, "max_new_tokens": max_new_tokens,
               "evaluation": {name: len(group) for name, group in groups.items()},
               "threads": torch.get_num_threads(), "results": results}
+    if command is not None:  # the command line that ran this, the date, the machine and the commit
+        report.update(run_provenance(command, device))
     atomic_write_text(output / "ablation.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(output / "ablation.md", format_ablation(report) + "\n")
     return report

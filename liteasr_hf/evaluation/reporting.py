@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import subprocess
 from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 
@@ -31,6 +34,34 @@ def machine_info(device: torch.device) -> dict:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def source_commit() -> str | None:
+    """The git commit of the liteasr_hf source that runs (``-dirty`` appended when tracked files differ from it);
+    ``None`` outside a git checkout, as for an installed wheel."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
+                                  check=True).stdout.strip()
+
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def run_provenance(command: str, device: str | torch.device = "cpu") -> dict:
+    """What a report records of the run that wrote it, so that its table can say where it came from: the command
+    (local paths reduced, :func:`~liteasr_hf.portable.portable_command`), the date, the machine and the commit."""
+    from ..portable import portable_command
+
+    return {"command": portable_command(command),
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine_info(torch.device(device)), "commit": source_commit()}
 
 
 def library_versions() -> dict:

@@ -7,6 +7,7 @@ does not know are kept), and a summary read and written again is unchanged (:mod
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..records import JsonRecord, by_name, each, optional, reads
 
@@ -81,6 +82,11 @@ class EvaluationSummary(JsonRecord):
     utterances_per_process: list[int] | None = optional(written_with="processes")
     compute_seconds_per_process: list[float] | None = optional(written_with="processes")
     rtfx_all_processes: float | None = optional(written_with="processes")
+    # The run's provenance, where the caller named its command (``liteasr evaluate`` does): the command as a reader
+    # can run it (local paths reduced), the machine (:func:`~.reporting.machine_info`) and the source commit.
+    command: str | None = optional()
+    machine: dict[str, Any] | None = optional()
+    commit: str | None = optional()
 
     @property
     def published_encoder_params(self) -> int:

@@ -34,7 +34,7 @@ from ..atomic import atomic_write_text
 from ..data.audio import SAMPLING_RATE
 from ..data.speech import LoadFailure, Utterance, load_speech
 from ..parallel import Processes
-from .reporting import library_versions
+from .reporting import library_versions, run_provenance
 from .summary import EvaluationSummary, FailedItem, GroupWer
 
 logger = logging.getLogger(__name__)
@@ -309,6 +309,7 @@ def evaluate_utterances(
     trust_remote_code: bool = False,
     processes: Processes | None = None,
     sharded: bool = False,
+    command: str | None = None,
 ) -> EvaluationSummary:
     """Transcribe ``utterances`` with ``model`` and return the summary; write the results to ``output`` if given.
 
@@ -324,7 +325,8 @@ def evaluate_utterances(
     ``sharded=True``, it is what each process was given: its own rows, loaded with ``load_speech(share=(rank,
     world_size))``, with their failures (so that no process decodes all the audio). ``rtfx`` is then the audio over
     the compute seconds summed over processes (what one device does, comparable with a one-process run);
-    ``rtfx_all_processes`` the audio over the slowest's seconds.
+    ``rtfx_all_processes`` the audio over the slowest's seconds. ``command``: the command line that ran this,
+    recorded in the summary with the machine and the source commit (:func:`~.reporting.run_provenance`).
     """
     processes = processes or Processes()
     sharded = sharded and processes.distributed
@@ -391,6 +393,10 @@ def evaluate_utterances(
         timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **library_versions(),
     )
+    if command is not None:
+        recorded = run_provenance(command, whisper.device)
+        summary.command, summary.machine, summary.commit = (recorded["command"], recorded["machine"],
+                                                             recorded["commit"])
     if processes.distributed:
         slowest = max(shares.compute_seconds_per_process)
         summary.processes = processes.world_size

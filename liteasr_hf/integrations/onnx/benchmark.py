@@ -228,9 +228,11 @@ def run_onnx_benchmark(
     cache: str | os.PathLike = "models/ctranslate2",
     output: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = print,
+    command: str | None = None,
 ) -> dict:
     """Encoders, then (with ``data`` and ``clips > 0``) end-to-end transcription and WER of the first ``clips``
-    utterances (0 < clips; None: all); returns the report and writes it as JSON to ``output``."""
+    utterances (0 < clips; None: all); returns the report and writes it as JSON to ``output``. ``command``, the
+    command line that ran this, is recorded with the source commit."""
     from ...evaluation.benchmark import write_report
     from ...evaluation.reporting import library_versions, machine_info
 
@@ -272,6 +274,11 @@ def run_onnx_benchmark(
         import faster_whisper as fw
 
         report["faster_whisper"] = fw.__version__
+    if command is not None:
+        from ...evaluation.reporting import run_provenance
+
+        recorded = run_provenance(command)
+        report.update(command=recorded["command"], commit=recorded["commit"])
     if output is not None:
         write_report(output, report)
     return report

@@ -1,0 +1,316 @@
+"""The results tables of README.md and docs/*.md, rendered from the JSON reports committed under ``docs/results/``.
+
+A Markdown file marks each table's place with two comments; everything between them is rendered, never typed::
+
+    <!-- table: presets -->
+    ...
+    <!-- /table -->
+
+``docs/results/tables.json`` says, per table name, what kind of report it shows and from which files (paths relative
+to ``docs/results/``), with a label per row. Adding a row is adding a report and a line there. Each rendered table
+opens with a line that states the command, date, machine and commit its reports recorded ("not recorded" where an
+older report did not), and, where it shows encoder sizes, how they are counted. The tables themselves come from the
+formatters the reports' own commands print with (:func:`~.transcription.format_comparison`,
+:func:`~.ablation.format_ablation`, :func:`~.benchmark.format_table`, ONNX's ``format_onnx_table``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..records import JsonRecord, by_name, each, reads
+from .reporting import markdown_table
+from .summary import EvaluationSummary
+
+#: Where the reports and the table specification live, relative to the repository root.
+RESULTS_DIR = Path("docs") / "results"
+SPEC_FILE = "tables.json"
+#: The Markdown files whose tables are rendered, relative to the repository root.
+DOCUMENTS = ("README.md", "docs/*.md")
+
+_TABLE = re.compile(r"(<!-- table: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.DOTALL)
+_PARAMS_NOTE = ("Encoder parameters are counted without Whisper's fixed position table (`max_source_positions x "
+                "d_model`), as the published lite-whisper cards count them; \"with positions\" adds it.")
+NOT_RECORDED = "not recorded"
+
+
+@dataclasses.dataclass(kw_only=True)
+class Row(JsonRecord):
+    """One report of a table: its file (relative to ``docs/results/``), the row's label and, for the presets
+    table, the label of the row it is compared with (its original model)."""
+
+    report: str
+    label: str | None = None
+    original: str | None = None
+
+
+@dataclasses.dataclass(kw_only=True)
+class TableSpec(JsonRecord):
+    """What one marked table shows. ``kind``: ``presets`` (each row against its original), ``comparison`` (one
+    :func:`~.transcription.format_comparison` table, the first row the reference), ``ablation`` (a healing or
+    calibration ablation's ``ablation.json``), ``benchmark`` (``liteasr benchmark``), ``onnx`` (``liteasr benchmark
+    --runtime onnxruntime``), ``vllm`` (``liteasr benchmark-vllm``). ``of``: which models or presets the figures are
+    of, when that is not today's presets."""
+
+    kind: str
+    rows: list[Row] = reads(each(Row.from_dict))
+    of: str | None = None
+
+
+def read_spec(results: Path) -> dict[str, TableSpec]:
+    """``tables.json`` in ``results``: table name -> :class:`TableSpec`."""
+    path = results / SPEC_FILE
+    try:
+        return by_name(TableSpec.from_dict)(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"Cannot read the table specification {path}: {err}") from err
+
+
+# ---- provenance: what each report recorded about the run that wrote it -------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Provenance:
+    """The command, date, machine and commit one report recorded (``None``: not recorded)."""
+
+    command: str | None = None
+    date: str | None = None
+    machine: str | None = None
+    commit: str | None = None
+
+    def line(self) -> str:
+        command = f"`{self.command}`" if self.command else NOT_RECORDED
+        return (f"command {command}; date {self.date or NOT_RECORDED}; machine {self.machine or NOT_RECORDED}; "
+                f"commit {self.commit[:12] if self.commit else NOT_RECORDED}")
+
+
+def describe_machine(machine: Mapping[str, Any] | None, settings: Mapping[str, Any] | None = None) -> str | None:
+    """``machine_info``'s record (and a report's device, dtype, threads) in a few words."""
+    machine, settings = machine or {}, settings or {}
+    parts = []
+    if machine.get("gpu"):
+        parts.append(machine["gpu"])
+    if machine.get("cpu"):
+        parts.append(f"{machine['cpu']} ({machine.get('cpu_count', '?')} CPUs)")
+    for key, fmt in (("device", "{}"), ("dtype", "{}"), ("threads", "{} threads"), ("batch_size", "batch {}")):
+        if settings.get(key) is not None:
+            parts.append(fmt.format(settings[key]))
+    return ", ".join(parts) or None
+
+
+def provenance(report: Mapping[str, Any] | EvaluationSummary) -> Provenance:
+    """What ``report`` (an evaluation summary, or the dict of any other report) recorded about its run."""
+    if isinstance(report, EvaluationSummary):
+        settings = {"device": report.device, "dtype": report.dtype, "batch_size": report.batch_size}
+        return Provenance(command=report.command, date=(report.timestamp or "")[:10] or None,
+                          machine=describe_machine(report.machine, settings), commit=report.commit)
+    settings = dict(report.get("settings") or {})
+    if "threads" in report:
+        settings.setdefault("threads", report["threads"])
+    return Provenance(command=report.get("command"), date=(report.get("timestamp") or "")[:10] or None,
+                      machine=describe_machine(report.get("machine"), settings), commit=report.get("commit"))
+
+
+def provenance_lines(named: Sequence[tuple[str, Provenance]]) -> list[str]:
+    """One line per distinct provenance, naming the rows (or files) it holds for."""
+    groups: dict[Provenance, list[str]] = {}
+    for name, prov in named:
+        groups.setdefault(prov, []).append(name)
+    return [f"*{', '.join(names)}: {prov.line()}.*" for prov, names in groups.items()]
+
+
+# ---- the kinds of table --------------------------------------------------------------------------------------------
+
+def _read_json(results: Path, row: Row) -> dict:
+    path = results / row.report
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"Cannot read the report {path}: {err}") from err
+
+
+def _summaries(results: Path, spec: TableSpec) -> list[EvaluationSummary]:
+    """The rows' summaries, each relabelled with its row's label and its data named as a repository path."""
+    out = []
+    for row in spec.rows:
+        summary = EvaluationSummary.read(results / row.report)
+        out.append(dataclasses.replace(summary, model=row.label or summary.model,
+                                       data=_repository_path(summary.data)))
+    return out
+
+
+def _repository_path(data: str) -> str:
+    """A shipped data set as the repository names it (``.../shipped/data/evaluation.jsonl`` -> ``data/evaluation.jsonl``):
+    the machine the report was written on says nothing to a reader."""
+    parts = Path(data).parts
+    return "/".join(parts[len(parts) - 1 - parts[::-1].index("data"):]) if "data" in parts else data
+
+
+def render_presets(results: Path, spec: TableSpec) -> list[str]:
+    """Each row's encoder size (share of its original's), WER per speaker group (real speech first), overall WER,
+    RTFx and long outputs; every preset row beside the original it was measured against, in one run."""
+    from .transcription import ENCODER_SIZE_HEADERS, encoder_size_cells
+
+    summaries = _summaries(results, spec)
+    by_label = {row.label: s for row, s in zip(spec.rows, summaries)}
+    groups = list(dict.fromkeys(g for s in summaries for g in s.groups))
+    table = [("model", *ENCODER_SIZE_HEADERS, *(f"WER {g}" for g in groups), "WER % (all)", "RTFx",
+              "long outputs")]
+    for row, s in zip(spec.rows, summaries):
+        original = by_label.get(row.original) if row.original else None
+        if row.original and original is None:
+            raise ValueError(f"{row.report}: its original {row.original!r} is not a row of the table.")
+        table.append((s.model, *encoder_size_cells(s, original or s),
+                      *(f"{s.groups[g].wer:.2f}" if g in s.groups else "-" for g in groups), f"{s.wer:.2f}",
+                      f"{s.rtfx:.1f}" if s.rtfx is not None else "-", str(s.n_long_outputs or 0)))
+    first = summaries[0]
+    note = (f"{first.data} ({first.split}): {first.n_scored} utterances scored per model; RTFx is comparable only "
+            "between a preset and its original, measured in one run.")
+    head = provenance_lines([(s.model, provenance(s)) for s in summaries])
+    return [*head, "", *markdown_table(table), note]
+
+
+def render_comparison(results: Path, spec: TableSpec) -> list[str]:
+    """One run of ``liteasr evaluate --compare``, as it printed it."""
+    from .transcription import format_comparison
+
+    summaries = _summaries(results, spec)
+    head = provenance_lines([(s.model, provenance(s)) for s in summaries])
+    return [*head, "", format_comparison(summaries)]
+
+
+def render_ablation(results: Path, spec: TableSpec) -> list[str]:
+    """A healing or calibration ablation (``ablation.json``), as it wrote ``ablation.md``."""
+    from .ablation import format_ablation
+
+    (row,) = spec.rows
+    report = _read_json(results, row)
+    return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "", format_ablation(report)]
+
+
+def render_benchmark(results: Path, spec: TableSpec) -> list[str]:
+    """``liteasr benchmark``'s encoder (and end-to-end) tables."""
+    from .benchmark import format_table
+
+    (row,) = spec.rows
+    report = _read_json(results, row)
+    return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "", format_table(report)]
+
+
+def render_onnx(results: Path, spec: TableSpec) -> list[str]:
+    """``liteasr benchmark --runtime onnxruntime``'s tables (ONNX Runtime encoders, then every system end to end)."""
+    from ..integrations.onnx.benchmark import format_onnx_table
+
+    (row,) = spec.rows
+    report = _read_json(results, row)
+    return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "", format_onnx_table(report)]
+
+
+def render_vllm(results: Path, spec: TableSpec) -> list[str]:
+    """``liteasr benchmark-vllm``: each model's best round, throughput against the first, latency percentiles and
+    WER. (The command's own ``format_serving_table`` needs every request's latency, which the report does not keep.)"""
+    (row,) = spec.rows
+    report = _read_json(results, row)
+    models = report["models"]
+    first = models[0]["audio_seconds_per_second"]
+    table = [("model", "requests", "concurrency", "audio s / s", "vs first", "p50 latency", "p90", "p99",
+              "rounds (audio s / s)", "WER %")]
+    for m in models:
+        rounds = ", ".join(f"{r:.2f}" for r in m.get("rounds_audio_seconds_per_second", []))
+        table.append((m["label"], str(m["requests"]), str(m["concurrency"]), f"{m['audio_seconds_per_second']:.2f}",
+                      f"{m['audio_seconds_per_second'] / first:.2f}x", f"{m['latency_p50_s']:.2f} s",
+                      f"{m['latency_p90_s']:.2f} s", f"{m['latency_p99_s']:.2f} s", rounds or "-",
+                      f"{m['wer']:.2f}" if m.get("wer") is not None else "-"))
+    env = " ".join(f"{k}={v}" for k, v in (report.get("server_env") or {}).items())
+    note = (f"{report['utterances']} utterances ({report['audio_seconds']:.0f} s of audio), {report['rounds']} "
+            f"round(s) per model; server arguments {' '.join(report.get('server_args') or []) or 'none'}"
+            f"{'; ' + env if env else ''}.")
+    return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "", *markdown_table(table), note]
+
+
+RENDERERS = {"presets": render_presets, "comparison": render_comparison, "ablation": render_ablation,
+             "benchmark": render_benchmark, "onnx": render_onnx, "vllm": render_vllm}
+#: The kinds whose tables show encoder sizes, and so say how they are counted.
+_SHOWS_PARAMS = {"presets", "comparison", "ablation"}
+
+
+def render_table(results: Path, name: str, spec: TableSpec) -> str:
+    """The body of table ``name`` (between its markers): its provenance, what it is of, the table."""
+    if spec.kind not in RENDERERS:
+        raise ValueError(f"Table {name!r}: unknown kind {spec.kind!r}; choose from {', '.join(RENDERERS)}.")
+    if not spec.rows:
+        raise ValueError(f"Table {name!r} names no report.")
+    lines = RENDERERS[spec.kind](results, spec)
+    intro = []
+    if spec.of:
+        intro.append(f"**Of:** {spec.of}")
+    if spec.kind in _SHOWS_PARAMS:
+        intro.append(f"*{_PARAMS_NOTE}*")
+    return _spaced("\n".join([*intro, *lines]))
+
+
+def _spaced(text: str) -> str:
+    """``text`` with a blank line before and after every Markdown table, which GitHub needs to end one."""
+    out: list[str] = []
+    for line in text.strip().split("\n"):
+        if out and out[-1] and out[-1].startswith("|") != line.startswith("|") and line:
+            out.append("")
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+# ---- documents ------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class RenderedDocument:
+    """One Markdown file: its text as committed and as rendered, and the tables whose text differs."""
+
+    path: Path
+    committed: str
+    rendered: str
+    changed: list[str]
+
+
+def documents(root: Path) -> list[Path]:
+    """README.md and docs/*.md under ``root``, in a fixed order."""
+    paths = []
+    for pattern in DOCUMENTS:
+        paths += sorted(root.glob(pattern))
+    return [p for p in paths if p.is_file()]
+
+
+def render_document(path: Path, results: Path, spec: Mapping[str, TableSpec]) -> RenderedDocument:
+    """``path`` with every marked table rendered; ``ValueError`` for a marker whose table is not in ``spec``."""
+    committed = path.read_text(encoding="utf-8")
+    changed: list[str] = []
+    cache: dict[str, str] = {}
+
+    def replace(match: re.Match) -> str:
+        name = match["name"]
+        if name not in spec:
+            raise ValueError(f"{path}: the table {name!r} is not in {results / SPEC_FILE}.")
+        if name not in cache:
+            cache[name] = render_table(results, name, spec[name])
+        if match["body"] != cache[name]:
+            changed.append(name)
+        return match.group(1) + cache[name] + match.group(4)
+
+    rendered = _TABLE.sub(replace, committed)
+    return RenderedDocument(path=path, committed=committed, rendered=rendered, changed=changed)
+
+
+def render_documents(root: str | Path = ".") -> list[RenderedDocument]:
+    """Every document under ``root`` rendered from ``root/docs/results``; nothing is written."""
+    root = Path(root)
+    results = root / RESULTS_DIR
+    spec = read_spec(results)
+    return [render_document(path, results, spec) for path in documents(root)]
+
+
+def table_names(text: str) -> list[str]:
+    """The names of the tables marked in ``text``, in order."""
+    return [m["name"] for m in _TABLE.finditer(text)]
