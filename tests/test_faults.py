@@ -117,14 +117,16 @@ def test_upload_refuses_a_folder_whose_code_differs_from_ours(lite_model, copy_o
     assert not marker.exists() and not (tmp_path / "staged").exists() and digest(model) == before
 
 
-def test_upload_with_trust_remote_code_runs_and_stages_the_folders_code_and_says_so(lite_model, copy_of, tmp_path):
+def test_upload_with_trust_remote_code_runs_and_stages_the_folders_code_and_says_so(lite_model, copy_of, tmp_path,
+                                                                                     capfd):
     model, marker = copy_of(lite_model), tmp_path / "ran.txt"
     plant_code(model, marker)
-    result = run(["scripts/upload.py", "--model", str(model), "--repo-id", "org/m", "--dry-run", "--no-evaluation",
-                  "--staging-dir", str(tmp_path / "staged"), "--trust-remote-code"])
-    assert result.returncode == 0, result.stderr
-    assert "will run in the check and be published" in result.stderr
-    assert "Note: the folder's own code file(s) modeling_lite_whisper.py (not liteasr_hf's)" in result.stdout
+    with pytest.warns(UserWarning, match="will run in the check and be published"):  # a process prints it
+        code = upload_script.main(["--model", str(model), "--repo-id", "org/m", "--dry-run", "--no-evaluation",
+                                   "--staging-dir", str(tmp_path / "staged"), "--trust-remote-code"])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert "Note: the folder's own code file(s) modeling_lite_whisper.py (not liteasr_hf's)" in out
     assert marker.read_text() == "the folder's code ran"  # in the clean-process check, as the user allowed
     staged = (tmp_path / "staged" / "modeling_lite_whisper.py").read_text()
     assert staged == (model / "modeling_lite_whisper.py").read_text()

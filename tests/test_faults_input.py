@@ -3,7 +3,8 @@
 Each case builds the bad input on disk (tiny random models, no mocks) and asserts that the scripts exit with code 2
 and one line on stderr that names the problem and the fix, with no traceback and no output written, and that the
 library (:func:`load_model_and_processor`, :func:`export_onnx`, :func:`load_settings`) raises the same message.
-Every launch of a script imports torch and transformers (seconds), so the script cases run side by side, once.
+Every launch of a script imports torch and transformers (seconds), so the cases run the commands' main in this
+process, and one case runs as a process.
 """
 
 from __future__ import annotations
@@ -83,39 +84,43 @@ SCRIPT_CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def script_runs(folders, tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
-    """Every case of :data:`SCRIPT_CASES`, launched together; per case the folder its --output was to go in (empty
-    before the run) and the finished process."""
-    outputs = tmp_path_factory.mktemp("outputs")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    launched = {}
-    for case, (script, folder, extra, _) in SCRIPT_CASES.items():
-        parent = outputs / case
-        parent.mkdir()
-        extra = extra + (["--no-evaluate"] if script == "compress.py" else [])
-        command = [sys.executable, f"scripts/{script}", "--model", str(folders[folder]), "--output",
-                   str(parent / "out"), *extra]
-        launched[case] = parent, command, subprocess.Popen(command, cwd=ROOT, env=env, text=True,
-                                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    runs = {}
-    for case, (parent, command, process) in launched.items():
-        stdout, stderr = process.communicate(timeout=300)
-        runs[case] = parent, subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-    return runs
+COMMANDS = {"compress.py": "compress", "export_onnx.py": "export-onnx"}
+
+
+def run_case(case: str, folders: dict[str, Path], parent: Path) -> list[str]:
+    """The command line of a case of :data:`SCRIPT_CASES` (after ``liteasr``), its --output inside ``parent``."""
+    script, folder, extra, _ = SCRIPT_CASES[case]
+    extra = extra + (["--no-evaluate"] if script == "compress.py" else [])
+    return [COMMANDS[script], "--model", str(folders[folder]), "--output", str(parent / "out"), *extra]
 
 
 @pytest.mark.parametrize("case", SCRIPT_CASES)
-def test_script_names_the_problem_in_one_line_and_writes_nothing(case, script_runs, folders):
-    _, folder, _, expected = SCRIPT_CASES[case]
-    parent, result = script_runs[case]
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert re.match(expected.format(folder=re.escape(str(folders[folder]))), first_line(result.stderr)), \
-        result.stderr[-3000:]
+def test_script_names_the_problem_in_one_line_and_writes_nothing(case, folders, tmp_path, capfd):
+    # In this process (each launch of a script imports torch and transformers, seconds): the command's own main,
+    # its exit status, and everything written to the file descriptors, transformers' log handlers included.
+    from liteasr_hf.cli import main
+
+    expected = SCRIPT_CASES[case][3]
+    folder = folders[SCRIPT_CASES[case][1]]
+    code = main(run_case(case, folders, tmp_path))
+    out, err = capfd.readouterr()
+    assert code == 2, err[-3000:]
+    assert re.match(expected.format(folder=re.escape(str(folder))), first_line(err)), err[-3000:]
     # One line: no traceback, no progress bar of a model that was loaded before the error, no Hub-id guess.
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr and NOT_LOCAL not in result.stderr
-    assert list(parent.iterdir()) == []  # no output folder, no hidden .partial one beside it
+    assert len(err.strip().splitlines()) == 1, err[-3000:]
+    assert "Traceback" not in err and NOT_LOCAL not in err
+    assert list(tmp_path.iterdir()) == []  # no output folder, no hidden .partial one beside it
+
+
+def test_a_script_exits_with_the_status_and_line_of_its_main(folders, tmp_path):
+    # The same as a process, once: scripts/compress.py exits with main's status and prints only the one line.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = run_case("config-not-json", folders, tmp_path)
+    result = subprocess.run([sys.executable, "scripts/compress.py", *command[1:]], cwd=ROOT, env=env, text=True,
+                            capture_output=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert first_line(result.stderr).startswith(f"error: {folders['bad-config']}/config.json is not valid JSON")
+    assert len(result.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
 
 
 def load_compress_script():
