@@ -1,9 +1,13 @@
-"""Smaller variants of an exported graph: ONNX Runtime's dynamic 8-bit quantization, 4-bit weight blocks, fp16.
+"""Smaller variants of an exported graph: ONNX Runtime's 8-bit quantization, 4-bit weight blocks, fp16.
 
 Only the weights of matrix products are quantized (``MatMul``, ``Gemm``); convolutions stay in float, because
 ONNX Runtime's ``ConvInteger`` takes unsigned weights only and the two input convolutions are a small part of
 the encoder. In a LiteWhisper encoder every factor of a factorized layer is its own ``MatMul`` and is quantized
-like a dense weight. The names follow transformers.js's ``dtype`` option: ``q8`` (its default 8-bit name, written
+like a dense weight. How ``q8`` quantizes is a :class:`Q8Scheme`: weights per tensor or per output column,
+activations of the encoder dynamic (each input's range at run time) or static (QDQ, ranges calibrated on speech).
+The decoders are always quantized dynamically: ONNX Runtime's static quantizer does not enter the merged decoder's
+``If`` branches, calibrating the two graphs apart would need a decoding loop feeding real caches, and a decoder
+step reads one token, whose range a dynamic quantizer measures exactly at no real cost. The names follow transformers.js's ``dtype`` option: ``q8`` (its default 8-bit name, written
 as ``*_quantized.onnx``) and ``int8`` are signed 8-bit weights, ``uint8`` unsigned, ``q4`` 4-bit blocks of 32.
 """
 
@@ -12,13 +16,53 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from .layout import QUANTIZATIONS
 
 Q4_BLOCK_SIZE = 32
+ENCODER_ACTIVATIONS = ("dynamic", "static")
+
+
+@dataclass(frozen=True)
+class Q8Scheme:
+    """How ``q8`` (and ``int8``, ``uint8``) quantize: signed 8-bit weights of every ``MatMul``/``Gemm`` with a
+    constant weight, one scale per tensor or per output column (``per_channel``); the encoder's activations
+    ``dynamic`` or ``static`` (QDQ, unsigned 8-bit, MinMax ranges from calibration audio); ``reduce_range`` keeps
+    weights to 7 bits, so that AVX2 CPUs without VNNI cannot saturate their 16-bit sums of u8*s8 products;
+    ``float_ranks_below``: both matrix products of a factor pair whose rank is below this stay in float."""
+
+    name: str
+    encoder_activations: str = "dynamic"
+    per_channel: bool = False
+    reduce_range: bool = False
+    float_ranks_below: int = 0
+
+    def __post_init__(self) -> None:
+        if self.encoder_activations not in ENCODER_ACTIVATIONS:
+            raise ValueError(f"Q8Scheme.encoder_activations = {self.encoder_activations!r}: choose from "
+                             f"{', '.join(ENCODER_ACTIVATIONS)}.")
+        if self.float_ranks_below < 0:
+            raise ValueError(f"Q8Scheme.float_ranks_below = {self.float_ranks_below}: give a rank >= 0.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+#: The schemes compared for ``q8`` (:mod:`.q8_comparison`); ``per-tensor`` is what ``q8`` wrote before.
+Q8_SCHEMES = {s.name: s for s in (
+    Q8Scheme("per-tensor"),
+    Q8Scheme("per-channel", per_channel=True),
+    Q8Scheme("per-channel-7bit", per_channel=True, reduce_range=True),
+    Q8Scheme("static-per-channel", encoder_activations="static", per_channel=True),
+    Q8Scheme("static-per-channel-7bit", encoder_activations="static", per_channel=True, reduce_range=True),
+)}
+#: What ``q8`` writes unless told otherwise.
+DEFAULT_Q8_SCHEME = Q8_SCHEMES["per-tensor"]
 
 
 def check_quantizations(names) -> tuple[str, ...]:
@@ -43,17 +87,45 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def quantize_file(source: Path, target: Path, kind: str, external_data: bool = False) -> None:
-    """Write the ``kind`` variant of the ONNX file ``source`` to ``target``."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def factor_pairs(model: onnx.ModelProto) -> list[tuple[str, str, int]]:
+    """``(first, second, rank)`` for every factorized layer of ``model``'s main graph: a ``MatMul`` by a constant
+    ``(in, rank)`` weight whose only reader is a ``MatMul`` by a constant ``(rank, out)`` weight."""
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    pairs = []
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or len(weights.get(node.input[1], ())) != 2:
+            continue
+        after = readers.get(node.output[0], [])
+        if (len(after) == 1 and after[0].op_type == "MatMul" and after[0].input[0] == node.output[0]
+                and len(weights.get(after[0].input[1], ())) == 2):
+            pairs.append((node.name, after[0].name, weights[node.input[1]][1]))
+    return pairs
+
+
+def float_nodes(model: onnx.ModelProto, scheme: Q8Scheme) -> list[str]:
+    """The nodes ``scheme`` leaves in float: both products of every factor pair of rank below
+    ``scheme.float_ranks_below``."""
+    return [name for first, second, rank in factor_pairs(model) if rank < scheme.float_ranks_below
+            for name in (first, second)]
+
+
+def quantize_file(source: Path, target: Path, kind: str, external_data: bool = False,
+                  scheme: Q8Scheme = DEFAULT_Q8_SCHEME, calibration: np.ndarray | None = None) -> None:
+    """Write the ``kind`` variant of the ONNX file ``source`` to ``target``; 8-bit kinds follow ``scheme``, whose
+    static activations are calibrated on ``calibration``, log-mel windows ``(n, mels, 3000)`` (an encoder graph
+    only: pass None for the decoders, which are then quantized dynamically)."""
+    from onnxruntime.quantization import QuantType
 
     if kind in ("q8", "int8", "uint8"):
-        with _quiet_root_logger():
-            quantize_dynamic(
-                source, target, op_types_to_quantize=["MatMul", "Gemm"], per_channel=False, reduce_range=False,
-                weight_type=QuantType.QUInt8 if kind == "uint8" else QuantType.QInt8,
-                use_external_data_format=external_data,
-            )
+        weight_type = QuantType.QUInt8 if kind == "uint8" else QuantType.QInt8
+        if scheme.encoder_activations == "static" and calibration is not None:
+            _quantize_static(source, target, scheme, weight_type, calibration, external_data)
+        else:
+            _quantize_dynamic(source, target, scheme, weight_type, external_data)
     elif kind == "q4":
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -63,6 +135,36 @@ def quantize_file(source: Path, target: Path, kind: str, external_data: bool = F
         quantizer.model.save_model_to_file(str(target), use_external_data_format=external_data)
     else:
         raise ValueError(f"Unknown quantization {kind!r}: choose from {', '.join(QUANTIZATIONS)}.")
+
+
+def _quantize_dynamic(source: Path, target: Path, scheme: Q8Scheme, weight_type, external_data: bool) -> None:
+    from onnxruntime.quantization import quantize_dynamic
+
+    with _quiet_root_logger():
+        quantize_dynamic(
+            source, target, op_types_to_quantize=["MatMul", "Gemm"], per_channel=scheme.per_channel,
+            reduce_range=scheme.reduce_range, weight_type=weight_type, use_external_data_format=external_data,
+            nodes_to_exclude=float_nodes(onnx.load(source, load_external_data=False), scheme),
+        )
+
+
+def _quantize_static(source: Path, target: Path, scheme: Q8Scheme, weight_type, calibration: np.ndarray,
+                     external_data: bool) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from .calibration import EncoderFeedReader
+
+    with _quiet_root_logger():
+        quantize_static(
+            source, target, EncoderFeedReader(calibration), quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Gemm"], per_channel=scheme.per_channel, reduce_range=scheme.reduce_range,
+            activation_type=QuantType.QUInt8, weight_type=weight_type, use_external_data_format=external_data,
+            nodes_to_exclude=float_nodes(onnx.load(source, load_external_data=False), scheme),
+            calibrate_method=CalibrationMethod.MinMax,
+            # Attention's activation-by-activation products stay float, as in dynamic mode. Memory stays small: the
+            # MinMax calibrator's graph returns each tensor's minimum and maximum per batch, not the tensor.
+            extra_options={"MatMulConstBOnly": True},
+        )
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
