@@ -208,7 +208,7 @@ def export_onnx(
 
     eight_bit = [k for k in kinds if k in EIGHT_BIT]
     calibrated, features = None, None
-    if eight_bit and scheme.encoder_activations == "static":
+    if eight_bit and scheme.calibrated:
         from ...data.suite import speaker_mix
 
         source = calibration or speaker_mix(progress=progress)

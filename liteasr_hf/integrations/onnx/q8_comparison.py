@@ -67,7 +67,7 @@ def export_q8_variants(model: str | os.PathLike, output: str | os.PathLike, sche
     whisper = whisper.float().eval()
     layout = OnnxLayout.from_config(whisper.config)
     features = None
-    if any(wanted[n] is not None and wanted[n].encoder_activations == "static" for n in todo):
+    if any(wanted[n] is not None and wanted[n].calibrated for n in todo):
         features = calibration_features(processor.feature_extractor, calibration, calibration_windows)
     output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output, prefix=".graphs-") as work:

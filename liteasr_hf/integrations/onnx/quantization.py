@@ -34,13 +34,16 @@ class Q8Scheme:
     constant weight, one scale per tensor or per output column (``per_channel``); the encoder's activations
     ``dynamic`` or ``static`` (QDQ, unsigned 8-bit, MinMax ranges from calibration audio); ``reduce_range`` keeps
     weights to 7 bits, so that AVX2 CPUs without VNNI cannot saturate their 16-bit sums of u8*s8 products;
-    ``float_ranks_below``: both matrix products of a factor pair whose rank is below this stay in float."""
+    ``float_ranks_below``: both matrix products of a factor pair whose rank is below this stay in float;
+    ``equalize_factors``: the rank-space activations of factor pairs evened out first on calibration audio
+    (:mod:`.equalization`), exact in float."""
 
     name: str
     encoder_activations: str = "dynamic"
     per_channel: bool = False
     reduce_range: bool = False
     float_ranks_below: int = 0
+    equalize_factors: bool = False
 
     def __post_init__(self) -> None:
         if self.encoder_activations not in ENCODER_ACTIVATIONS:
@@ -52,6 +55,11 @@ class Q8Scheme:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def calibrated(self) -> bool:
+        """Whether the encoder's quantization reads calibration audio."""
+        return self.encoder_activations == "static" or self.equalize_factors
+
 
 #: The schemes compared for ``q8`` (:mod:`.q8_comparison`); ``per-tensor`` is what ``q8`` wrote before.
 Q8_SCHEMES = {s.name: s for s in (
@@ -60,6 +68,8 @@ Q8_SCHEMES = {s.name: s for s in (
     Q8Scheme("per-channel-7bit", per_channel=True, reduce_range=True),
     Q8Scheme("static-per-channel", encoder_activations="static", per_channel=True),
     Q8Scheme("static-per-channel-7bit", encoder_activations="static", per_channel=True, reduce_range=True),
+    Q8Scheme("per-tensor-equalized", equalize_factors=True),
+    Q8Scheme("per-channel-7bit-equalized", per_channel=True, reduce_range=True, equalize_factors=True),
 )}
 #: What ``q8`` writes unless told otherwise.
 DEFAULT_Q8_SCHEME = Q8_SCHEMES["per-tensor"]
@@ -122,6 +132,8 @@ def quantize_file(source: Path, target: Path, kind: str, external_data: bool = F
 
     if kind in ("q8", "int8", "uint8"):
         weight_type = QuantType.QUInt8 if kind == "uint8" else QuantType.QInt8
+        if scheme.equalize_factors and calibration is not None:
+            source = _equalized(source, target.with_name(f"{target.stem}_equalized.onnx"), calibration)
         if scheme.encoder_activations == "static" and calibration is not None:
             _quantize_static(source, target, scheme, weight_type, calibration, external_data)
         else:
@@ -135,6 +147,16 @@ def quantize_file(source: Path, target: Path, kind: str, external_data: bool = F
         quantizer.model.save_model_to_file(str(target), use_external_data_format=external_data)
     else:
         raise ValueError(f"Unknown quantization {kind!r}: choose from {', '.join(QUANTIZATIONS)}.")
+
+
+def _equalized(source: Path, target: Path, calibration: np.ndarray) -> Path:
+    """``source`` with its factor pairs' rank-space activations evened out on ``calibration``, saved to ``target``."""
+    from .equalization import equalize_factor_pairs, rank_space_maxima
+
+    model = onnx.load(source)
+    equalize_factor_pairs(model, rank_space_maxima(model, calibration))
+    onnx.save_model(model, target, save_as_external_data=True, location=f"{target.name}_data")
+    return target
 
 
 def _quantize_dynamic(source: Path, target: Path, scheme: Q8Scheme, weight_type, external_data: bool) -> None:

@@ -1,0 +1,76 @@
+"""Even out the rank-space activations of factorized layers before 8-bit quantization, with no change in float.
+
+A factor pair computes ``h = x @ weight1`` (``(..., rank)``), then ``h @ weight2``. LiteASR's ``weight2`` holds
+principal directions of the layer's outputs, so column ``j`` of ``h`` carries the ``j``-th component, whose size
+falls quickly with ``j``. ONNX Runtime quantizes an activation with one scale per tensor: the first component sets
+the step and the last ones round to a few levels. Scaling column ``j`` of ``weight1`` by ``1 / s_j`` and row ``j`` of
+``weight2`` by ``s_j`` leaves the product unchanged and moves part of that spread into ``weight2``, as SmoothQuant
+does for dense layers: with ``s_j = sqrt(max|h_j| / max|weight2[j]|)`` both end up with the range
+``sqrt(max|h_j| max|weight2[j]|)`` on every channel. ``max|h_j|`` comes from calibration audio.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .quantization import factor_pairs
+
+
+def rank_space_maxima(model: onnx.ModelProto, features: np.ndarray, threads: int | None = None) -> dict[str, np.ndarray]:
+    """``max |h|`` per column ``(rank,)`` of every factor pair's first product (by that node's name) over the
+    log-mel windows ``features`` ``(n, mels, 3000)``, one window at a time; the maxima are kept, not the tensors."""
+    import onnxruntime as ort
+
+    from .runtime import session_options
+
+    pairs = factor_pairs(model)
+    if not pairs:
+        return {}
+    nodes = {n.name: n for n in model.graph.node}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    outputs = {first: nodes[first].output[0] for first, _, _ in pairs}
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in outputs.values())
+    maxima: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as folder:  # a file with its weights beside it: no 2 GiB limit
+        path = Path(folder) / "probe.onnx"
+        onnx.save_model(probe, path, save_as_external_data=True, location="probe.onnx_data")
+        session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        names = list(outputs.values())
+        for window in features:
+            values = session.run(names, {"input_features": window[None].astype(np.float32)})
+            for (first, name), value in zip(outputs.items(), values):
+                peak = np.abs(value).reshape(-1, value.shape[-1]).max(axis=0)
+                maxima[first] = peak if first not in maxima else np.maximum(maxima[first], peak)
+    return maxima
+
+
+def equalize_factor_pairs(model: onnx.ModelProto, maxima: dict[str, np.ndarray], alpha: float = 0.5) -> int:
+    """Rescale, in place, every factor pair of ``model`` whose first product has ``maxima``:
+    ``s = max|h| ** alpha / max|weight2 row| ** (1 - alpha)``; the number of pairs rescaled. A weight read by any
+    other node is left alone."""
+    initializers = {t.name: t for t in model.graph.initializer}
+    uses: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    nodes = {n.name: n for n in model.graph.node}
+    done = 0
+    for first, second, _ in factor_pairs(model):
+        w1_name, w2_name = nodes[first].input[1], nodes[second].input[1]
+        if first not in maxima or uses[w1_name] != 1 or uses[w2_name] != 1:
+            continue
+        weight1 = numpy_helper.to_array(initializers[w1_name]).astype(np.float32)  # (in, rank)
+        weight2 = numpy_helper.to_array(initializers[w2_name]).astype(np.float32)  # (rank, out)
+        rows = np.abs(weight2).max(axis=1)
+        scale = np.maximum(maxima[first], 1e-8) ** alpha / np.maximum(rows, 1e-8) ** (1 - alpha)
+        scale = np.where((maxima[first] > 0) & (rows > 0), scale, 1.0).astype(np.float32)
+        initializers[w1_name].CopyFrom(numpy_helper.from_array(weight1 / scale[None, :], w1_name))
+        initializers[w2_name].CopyFrom(numpy_helper.from_array(weight2 * scale[:, None], w2_name))
+        done += 1
+    return done
