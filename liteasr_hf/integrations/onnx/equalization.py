@@ -11,43 +11,21 @@ does for dense layers: with ``s_j = sqrt(max|h_j| / max|weight2[j]|)`` both end 
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .activations import activation_statistics
 from .quantization import factor_pairs
 
 
 def rank_space_maxima(model: onnx.ModelProto, features: np.ndarray, threads: int | None = None) -> dict[str, np.ndarray]:
     """``max |h|`` per column ``(rank,)`` of every factor pair's first product (by that node's name) over the
-    log-mel windows ``features`` ``(n, mels, 3000)``, one window at a time; the maxima are kept, not the tensors."""
-    import onnxruntime as ort
-
-    from .runtime import session_options
-
-    pairs = factor_pairs(model)
-    if not pairs:
-        return {}
+    log-mel windows ``features`` ``(n, mels, 3000)``."""
     nodes = {n.name: n for n in model.graph.node}
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    outputs = {first: nodes[first].output[0] for first, _, _ in pairs}
-    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in outputs.values())
-    maxima: dict[str, np.ndarray] = {}
-    with tempfile.TemporaryDirectory() as folder:  # a file with its weights beside it: no 2 GiB limit
-        path = Path(folder) / "probe.onnx"
-        onnx.save_model(probe, path, save_as_external_data=True, location="probe.onnx_data")
-        session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
-        names = list(outputs.values())
-        for window in features:
-            values = session.run(names, {"input_features": window[None].astype(np.float32)})
-            for (first, name), value in zip(outputs.items(), values):
-                peak = np.abs(value).reshape(-1, value.shape[-1]).max(axis=0)
-                maxima[first] = peak if first not in maxima else np.maximum(maxima[first], peak)
-    return maxima
+    outputs = {first: nodes[first].output[0] for first, _, _ in factor_pairs(model)}
+    stats = activation_statistics(model, list(outputs.values()), features, threads)
+    return {first: stats[name].peaks for first, name in outputs.items()}
 
 
 def equalize_factor_pairs(model: onnx.ModelProto, maxima: dict[str, np.ndarray], alpha: float = 0.5) -> int:

@@ -81,9 +81,9 @@ def export_q8_variants(model: str | os.PathLike, output: str | os.PathLike, sche
             shutil.rmtree(partial, ignore_errors=True)
             (partial / SUBFOLDER).mkdir(parents=True)
             scheme = wanted[name]
-            write_variant(graphs, FP32 if scheme is None else "q8", partial / SUBFOLDER, layout,
-                          **({} if scheme is None else {"scheme": scheme, "calibration": features}))
-            write_client_files(whisper, processor, partial)
+            external = write_variant(graphs, FP32 if scheme is None else "q8", partial / SUBFOLDER, layout,
+                                     **({} if scheme is None else {"scheme": scheme, "calibration": features}))
+            write_client_files(whisper, processor, partial, external_data=external)
             if scheme is not None:
                 (partial / SUBFOLDER / "q8_scheme.json").write_text(json.dumps(scheme.to_dict(), indent=2) + "\n")
             partial.rename(folders[name])

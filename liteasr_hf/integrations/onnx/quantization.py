@@ -36,7 +36,9 @@ class Q8Scheme:
     weights to 7 bits, so that AVX2 CPUs without VNNI cannot saturate their 16-bit sums of u8*s8 products;
     ``float_ranks_below``: both matrix products of a factor pair whose rank is below this stay in float;
     ``equalize_factors``: the rank-space activations of factor pairs evened out first on calibration audio
-    (:mod:`.equalization`), exact in float."""
+    (:mod:`.equalization`), exact in float; ``float_peak_to_rms``: a product whose input's peak is more than this
+    many times its root mean square on calibration audio stays in float (Whisper's last ``fc2`` reads one GELU
+    channel hundreds of times larger than the rest, which a per-tensor activation scale cannot hold)."""
 
     name: str
     encoder_activations: str = "dynamic"
@@ -44,6 +46,7 @@ class Q8Scheme:
     reduce_range: bool = False
     float_ranks_below: int = 0
     equalize_factors: bool = False
+    float_peak_to_rms: float | None = None
 
     def __post_init__(self) -> None:
         if self.encoder_activations not in ENCODER_ACTIVATIONS:
@@ -51,6 +54,8 @@ class Q8Scheme:
                              f"{', '.join(ENCODER_ACTIVATIONS)}.")
         if self.float_ranks_below < 0:
             raise ValueError(f"Q8Scheme.float_ranks_below = {self.float_ranks_below}: give a rank >= 0.")
+        if self.float_peak_to_rms is not None and self.float_peak_to_rms <= 1:
+            raise ValueError(f"Q8Scheme.float_peak_to_rms = {self.float_peak_to_rms}: give a ratio above 1, or None.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,7 +63,7 @@ class Q8Scheme:
     @property
     def calibrated(self) -> bool:
         """Whether the encoder's quantization reads calibration audio."""
-        return self.encoder_activations == "static" or self.equalize_factors
+        return self.encoder_activations == "static" or self.equalize_factors or self.float_peak_to_rms is not None
 
 
 #: The schemes compared for ``q8`` (:mod:`.q8_comparison`); ``per-tensor`` is what ``q8`` wrote before.
@@ -70,6 +75,7 @@ Q8_SCHEMES = {s.name: s for s in (
     Q8Scheme("static-per-channel-7bit", encoder_activations="static", per_channel=True, reduce_range=True),
     Q8Scheme("per-tensor-equalized", equalize_factors=True),
     Q8Scheme("per-channel-7bit-equalized", per_channel=True, reduce_range=True, equalize_factors=True),
+    Q8Scheme("per-channel-7bit-outliers-float", per_channel=True, reduce_range=True, float_peak_to_rms=100.0),
 )}
 #: What ``q8`` writes unless told otherwise.
 DEFAULT_Q8_SCHEME = Q8_SCHEMES["per-tensor"]
@@ -116,11 +122,21 @@ def factor_pairs(model: onnx.ModelProto) -> list[tuple[str, str, int]]:
     return pairs
 
 
-def float_nodes(model: onnx.ModelProto, scheme: Q8Scheme) -> list[str]:
+def float_nodes(model: onnx.ModelProto, scheme: Q8Scheme, calibration: np.ndarray | None = None) -> list[str]:
     """The nodes ``scheme`` leaves in float: both products of every factor pair of rank below
-    ``scheme.float_ranks_below``."""
-    return [name for first, second, rank in factor_pairs(model) if rank < scheme.float_ranks_below
-            for name in (first, second)]
+    ``scheme.float_ranks_below``, and with ``calibration`` windows (``model`` then with its weights loaded) every
+    product by a constant weight whose input's peak-to-RMS ratio passes ``scheme.float_peak_to_rms``."""
+    names = [name for first, second, rank in factor_pairs(model) if rank < scheme.float_ranks_below
+             for name in (first, second)]
+    if scheme.float_peak_to_rms is not None and calibration is not None:
+        from .activations import activation_statistics
+
+        weights = {t.name for t in model.graph.initializer}
+        products = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
+        stats = activation_statistics(model, [n.input[0] for n in products], calibration)
+        names += [n.name for n in products
+                  if stats[n.input[0]].peak_to_rms > scheme.float_peak_to_rms and n.name not in names]
+    return names
 
 
 def quantize_file(source: Path, target: Path, kind: str, external_data: bool = False,
@@ -134,10 +150,12 @@ def quantize_file(source: Path, target: Path, kind: str, external_data: bool = F
         weight_type = QuantType.QUInt8 if kind == "uint8" else QuantType.QInt8
         if scheme.equalize_factors and calibration is not None:
             source = _equalized(source, target.with_name(f"{target.stem}_equalized.onnx"), calibration)
+        probe = calibration is not None and scheme.float_peak_to_rms is not None  # needs the weights
+        excluded = float_nodes(onnx.load(source, load_external_data=probe), scheme, calibration)
         if scheme.encoder_activations == "static" and calibration is not None:
-            _quantize_static(source, target, scheme, weight_type, calibration, external_data)
+            _quantize_static(source, target, scheme, weight_type, calibration, excluded, external_data)
         else:
-            _quantize_dynamic(source, target, scheme, weight_type, external_data)
+            _quantize_dynamic(source, target, scheme, weight_type, excluded, external_data)
     elif kind == "q4":
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -159,19 +177,20 @@ def _equalized(source: Path, target: Path, calibration: np.ndarray) -> Path:
     return target
 
 
-def _quantize_dynamic(source: Path, target: Path, scheme: Q8Scheme, weight_type, external_data: bool) -> None:
+def _quantize_dynamic(source: Path, target: Path, scheme: Q8Scheme, weight_type, excluded: list[str],
+                      external_data: bool) -> None:
     from onnxruntime.quantization import quantize_dynamic
 
     with _quiet_root_logger():
         quantize_dynamic(
             source, target, op_types_to_quantize=["MatMul", "Gemm"], per_channel=scheme.per_channel,
             reduce_range=scheme.reduce_range, weight_type=weight_type, use_external_data_format=external_data,
-            nodes_to_exclude=float_nodes(onnx.load(source, load_external_data=False), scheme),
+            nodes_to_exclude=excluded,
         )
 
 
 def _quantize_static(source: Path, target: Path, scheme: Q8Scheme, weight_type, calibration: np.ndarray,
-                     external_data: bool) -> None:
+                     excluded: list[str], external_data: bool) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from .calibration import EncoderFeedReader
@@ -181,7 +200,7 @@ def _quantize_static(source: Path, target: Path, scheme: Q8Scheme, weight_type, 
             source, target, EncoderFeedReader(calibration), quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["MatMul", "Gemm"], per_channel=scheme.per_channel, reduce_range=scheme.reduce_range,
             activation_type=QuantType.QUInt8, weight_type=weight_type, use_external_data_format=external_data,
-            nodes_to_exclude=float_nodes(onnx.load(source, load_external_data=False), scheme),
+            nodes_to_exclude=excluded,
             calibrate_method=CalibrationMethod.MinMax,
             # Attention's activation-by-activation products stay float, as in dynamic mode. Memory stays small: the
             # MinMax calibrator's graph returns each tensor's minimum and maximum per batch, not the tensor.
