@@ -23,10 +23,10 @@ class CalibrationAudio:
     split: str | None
     windows: int
     pack_seconds: float
-    method: str = "MinMax"
+    uses: tuple[str, ...]  # what the scheme measured on it (see Q8Scheme.calibration_uses)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "uses": list(self.uses)}
 
 
 def calibration_features(feature_extractor, source: SpeechSource | None = None, windows: int = CALIBRATION_WINDOWS,

@@ -171,8 +171,8 @@ def export_onnx(
     folder appears only when complete; an existing one is replaced only with ``overwrite``. ``external_data``:
     ``auto`` stores weights beside a file only when it would pass protobuf's 2 GiB, ``never`` refuses then.
     ``q8_scheme`` (a :class:`~.quantization.Q8Scheme` or the name of one in ``Q8_SCHEMES``) says how the 8-bit kinds
-    quantize; a static one calibrates the encoder on ``calibration_windows`` windows of ``calibration`` (default: the
-    compressor's speaker mix). ``export_info.json`` records the scheme and the calibration audio.
+    quantize; one that reads calibration audio measures the encoder on ``calibration_windows`` windows of
+    ``calibration`` (default: the compressor's speaker mix). ``export_info.json`` records the scheme and the audio.
     """
     from ...checkpoints.loading import WHISPER_TYPES, load_model_and_processor, read_config, resolve_model_path
 
@@ -213,7 +213,8 @@ def export_onnx(
 
         source = calibration or speaker_mix(progress=progress)
         features = calibration_features(processor.feature_extractor, source, calibration_windows)
-        calibrated = CalibrationAudio(portable_path(source.data), source.split, len(features), PACK_SECONDS)
+        calibrated = CalibrationAudio(portable_path(source.data), source.split, len(features), PACK_SECONDS,
+                                      scheme.calibration_uses)
     steps = 3 + len(kinds) + int(fp16)  # the export, each variant (fp32 first), the client files
     bar = tqdm(total=steps, desc="Exporting to ONNX", unit="step", disable=not progress)
     with atomic_directory(output, overwrite=overwrite) as folder:

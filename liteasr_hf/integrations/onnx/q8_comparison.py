@@ -100,13 +100,14 @@ def real_speech_windows(utterances: Sequence[Utterance], feature_extractor, wind
     return feature_extractor(packed, sampling_rate=16000, return_tensors="np").input_features.astype(np.float32)
 
 
-def encoder_error(reference: OnnxWhisper, other: OnnxWhisper, features: np.ndarray) -> float:
-    """``||other - reference|| / ||reference||`` of the encoders' ``last_hidden_state`` over ``features``, one
-    window at a time."""
+def encoder_error(reference: Callable[[np.ndarray], np.ndarray], other: Callable[[np.ndarray], np.ndarray],
+                  features: np.ndarray) -> float:
+    """``||other - reference|| / ||reference||`` of two encoders' outputs (``OnnxWhisper.encode`` and the like)
+    over the windows ``features``, one window at a time."""
     squared_error = squared_norm = 0.0
     for window in features:
-        expected = reference.encode(window[None])
-        got = other.encode(window[None])
+        expected = reference(window[None])
+        got = other(window[None])
         squared_error += float(np.square(got - expected, dtype=np.float64).sum())
         squared_norm += float(np.square(expected, dtype=np.float64).sum())
     return float(np.sqrt(squared_error / squared_norm))
@@ -185,7 +186,7 @@ def compare_q8_schemes(
         for scheme in (FP32, *(s.name for s in schemes)):
             dtype = FP32 if scheme == FP32 else "q8"
             runner = reference if scheme == FP32 else OnnxWhisper(folders[scheme], dtype, threads=threads)
-            error = 0.0 if scheme == FP32 else encoder_error(reference, runner, windows)
+            error = 0.0 if scheme == FP32 else encoder_error(reference.encode, runner.encode, windows)
             if log:
                 log(f"{name} {scheme}: encoder error {error:.4f}; transcribing {len(audios)} utterances")
             begin = time.perf_counter()
@@ -252,3 +253,24 @@ def profile_encoder(path: str | os.PathLike, batch_size: int = 1, runs: int = 3,
         totals[kind] = totals.get(kind, 0.0) + event["dur"] / 1000 / runs
     ordered = dict(sorted(((k, round(v, 2)) for k, v in totals.items()), key=lambda kv: -kv[1]))
     return {**ordered, "total": round(sum(totals.values()), 2)}
+
+
+def profile_encoders(specs: Sequence[str], batch_size: int = 1, runs: int = 3, threads: int | None = None) -> dict:
+    """:func:`profile_encoder` of the encoder of every exported ``DIR[:dtype]``, by spec, with the machine and
+    versions."""
+    import onnxruntime
+    import torch
+    from transformers import AutoConfig
+
+    from ...evaluation.reporting import library_versions, machine_info
+    from .benchmark import parse_model_spec
+
+    profiles = {}
+    for spec in specs:
+        folder, dtype = parse_model_spec(spec)
+        config = AutoConfig.from_pretrained(folder)
+        path = folder / SUBFOLDER / OnnxLayout.from_config(config).file_name(ENCODER, dtype)
+        profiles[str(spec)] = profile_encoder(path, batch_size, runs, threads, config.num_mel_bins)
+    return {"batch_size": batch_size, "runs": runs, "threads": threads, "profiles_ms": profiles,
+            "machine": machine_info(torch.device("cpu")), "onnxruntime": onnxruntime.__version__,
+            **library_versions(), "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}

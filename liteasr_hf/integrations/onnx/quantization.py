@@ -61,9 +61,20 @@ class Q8Scheme:
         return asdict(self)
 
     @property
+    def calibration_uses(self) -> tuple[str, ...]:
+        """What the encoder's quantization measures on calibration audio (empty: it reads none)."""
+        return tuple(use for use, on in (
+            ("MinMax ranges of the quantized products' inputs (static activations)",
+             self.encoder_activations == "static"),
+            ("peak per rank-space column of every factor pair (equalization)", self.equalize_factors),
+            (f"peak-to-RMS ratio of every product's input (float above {self.float_peak_to_rms})",
+             self.float_peak_to_rms is not None),
+        ) if on)
+
+    @property
     def calibrated(self) -> bool:
         """Whether the encoder's quantization reads calibration audio."""
-        return self.encoder_activations == "static" or self.equalize_factors or self.float_peak_to_rms is not None
+        return bool(self.calibration_uses)
 
 
 #: The schemes compared for ``q8`` (:mod:`.q8_comparison`); ``per-tensor`` is what ``q8`` wrote before.
