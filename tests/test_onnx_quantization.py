@@ -10,8 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from liteasr_hf.integrations.onnx.calibration import EncoderFeedReader
-from liteasr_hf.integrations.onnx.equalization import equalize_factor_pairs, rank_space_maxima
-from liteasr_hf.integrations.onnx.quantization import Q8_SCHEMES, Q8Scheme, factor_pairs, float_nodes
+from liteasr_hf.integrations.onnx.factor_pairs import equalize_factor_pairs, factor_pairs, rank_space_maxima
+from liteasr_hf.integrations.onnx.quantization import Q8_SCHEMES, Q8Scheme, float_nodes
 
 MELS, RANK, OUT = 8, 4, 6
 

@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"quantized variants to add: {', '.join(QUANTIZATIONS)}")
     p.add_argument("--q8-scheme", choices=list(Q8_SCHEMES), default=DEFAULT_Q8_SCHEME.name,
                    help="how q8, int8 and uint8 quantize (liteasr_hf.integrations.onnx.quantization.Q8_SCHEMES); "
-                        "static ones calibrate the encoder on the speaker mix")
+                        "schemes that read calibration audio measure the encoder on the speaker mix")
     p.add_argument("--fp16", action="store_true", help="add an fp16 variant (*_fp16.onnx)")
     p.add_argument("--external-data", choices=EXTERNAL_DATA, default="auto",
                    help="weights in <file>.onnx_data: only past protobuf's 2 GiB (auto), always, or never")

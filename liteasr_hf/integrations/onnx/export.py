@@ -21,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ...atomic import atomic_directory, check_distinct, fault_point
-from ...portable import portable_path
 from ...data.speech import SpeechSource
+from ...portable import portable_path
 from .calibration import CALIBRATION_WINDOWS, PACK_SECONDS, CalibrationAudio, calibration_features
 from .client_files import write_client_files
 from .graphs import DecoderGraph, EncoderGraph

@@ -36,7 +36,7 @@ class Q8Scheme:
     weights to 7 bits, so that AVX2 CPUs without VNNI cannot saturate their 16-bit sums of u8*s8 products;
     ``float_ranks_below``: both matrix products of a factor pair whose rank is below this stay in float;
     ``equalize_factors``: the rank-space activations of factor pairs evened out first on calibration audio
-    (:mod:`.equalization`), exact in float; ``float_peak_to_rms``: a product whose input's peak is more than this
+    (:mod:`.factor_pairs`), exact in float; ``float_peak_to_rms``: a product whose input's peak is more than this
     many times its root mean square on calibration audio stays in float (Whisper's last ``fc2`` reads one GELU
     channel hundreds of times larger than the rest, which a per-tensor activation scale cannot hold)."""
 
@@ -114,29 +114,12 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def factor_pairs(model: onnx.ModelProto) -> list[tuple[str, str, int]]:
-    """``(first, second, rank)`` for every factorized layer of ``model``'s main graph: a ``MatMul`` by a constant
-    ``(in, rank)`` weight whose only reader is a ``MatMul`` by a constant ``(rank, out)`` weight."""
-    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    pairs = []
-    for node in model.graph.node:
-        if node.op_type != "MatMul" or len(weights.get(node.input[1], ())) != 2:
-            continue
-        after = readers.get(node.output[0], [])
-        if (len(after) == 1 and after[0].op_type == "MatMul" and after[0].input[0] == node.output[0]
-                and len(weights.get(after[0].input[1], ())) == 2):
-            pairs.append((node.name, after[0].name, weights[node.input[1]][1]))
-    return pairs
-
-
 def float_nodes(model: onnx.ModelProto, scheme: Q8Scheme, calibration: np.ndarray | None = None) -> list[str]:
     """The nodes ``scheme`` leaves in float: both products of every factor pair of rank below
     ``scheme.float_ranks_below``, and with ``calibration`` windows (``model`` then with its weights loaded) every
     product by a constant weight whose input's peak-to-RMS ratio passes ``scheme.float_peak_to_rms``."""
+    from .factor_pairs import factor_pairs
+
     names = [name for first, second, rank in factor_pairs(model) if rank < scheme.float_ranks_below
              for name in (first, second)]
     if scheme.float_peak_to_rms is not None and calibration is not None:
@@ -180,7 +163,7 @@ def quantize_file(source: Path, target: Path, kind: str, external_data: bool = F
 
 def _equalized(source: Path, target: Path, calibration: np.ndarray) -> Path:
     """``source`` with its factor pairs' rank-space activations evened out on ``calibration``, saved to ``target``."""
-    from .equalization import equalize_factor_pairs, rank_space_maxima
+    from .factor_pairs import equalize_factor_pairs, rank_space_maxima
 
     model = onnx.load(source)
     equalize_factor_pairs(model, rank_space_maxima(model, calibration))

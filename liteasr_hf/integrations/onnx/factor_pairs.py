@@ -1,4 +1,5 @@
-"""Even out the rank-space activations of factorized layers before 8-bit quantization, with no change in float.
+"""The factorized layers of an exported graph, and how to even out their rank-space activations before 8-bit
+quantization with no change in float.
 
 A factor pair computes ``h = x @ weight1`` (``(..., rank)``), then ``h @ weight2``. LiteASR's ``weight2`` holds
 principal directions of the layer's outputs, so column ``j`` of ``h`` carries the ``j``-th component, whose size
@@ -16,7 +17,25 @@ import onnx
 from onnx import numpy_helper
 
 from .activations import activation_statistics
-from .quantization import factor_pairs
+
+
+def factor_pairs(model: onnx.ModelProto) -> list[tuple[str, str, int]]:
+    """``(first, second, rank)`` for every factorized layer of ``model``'s main graph: a ``MatMul`` by a constant
+    ``(in, rank)`` weight whose only reader is a ``MatMul`` by a constant ``(rank, out)`` weight."""
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    pairs = []
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or len(weights.get(node.input[1], ())) != 2:
+            continue
+        after = readers.get(node.output[0], [])
+        if (len(after) == 1 and after[0].op_type == "MatMul" and after[0].input[0] == node.output[0]
+                and len(weights.get(after[0].input[1], ())) == 2):
+            pairs.append((node.name, after[0].name, weights[node.input[1]][1]))
+    return pairs
 
 
 def rank_space_maxima(model: onnx.ModelProto, features: np.ndarray, threads: int | None = None) -> dict[str, np.ndarray]:
