@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import subprocess
 import sys
 
 
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         max_per_group=args.max_per_group, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         threads=args.threads, calibration_windows=args.calibration_windows, report=None)
     report["command"] = "python scripts/compare_q8.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    report["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
     if args.report:
         from liteasr_hf.evaluation.benchmark import write_report
 

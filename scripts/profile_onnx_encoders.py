@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import subprocess
 import sys
 
 
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     report["command"] = "python scripts/profile_onnx_encoders.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     for spec, profile in report["profiles_ms"].items():
         print(spec, json.dumps(profile))
+    report["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
     if args.report:
         from liteasr_hf.evaluation.benchmark import write_report
 
