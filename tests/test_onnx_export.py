@@ -146,7 +146,8 @@ def test_export_info_records_the_q8_scheme_and_its_calibration(exported):
 
 def test_q8_encoder_stays_near_fp32_on_real_speech(exported, tmp_path):
     """On real speakers' 28 s windows the q8 encoder's output moves from fp32 by well under what the scheme q8 wrote
-    before (per-tensor weights, the last fc2 quantized: 0.118 relative error on the compressed tiny.en, 0.075 now)."""
+    before (per-tensor 8-bit weights, the last fc2 quantized). Measured relative errors: 0.174 before and 0.121 now on
+    this test's model; 0.118 and 0.077 on the tiny preset's (docs/results/q8-tiny-cpu.json)."""
     from liteasr_hf.data.suite import EVALUATION_MANIFEST
     from liteasr_hf.integrations.onnx.q8_comparison import encoder_error, real_speech_windows
     from liteasr_hf.integrations.onnx.quantization import Q8_SCHEMES, quantize_file
@@ -159,7 +160,7 @@ def test_q8_encoder_stays_near_fp32_on_real_speech(exported, tmp_path):
     quantize_file(exported / "onnx" / "encoder_model.onnx", old_file, "q8", scheme=Q8_SCHEMES["per-tensor"])
     old_session = ort.InferenceSession(str(old_file))
     old = encoder_error(reference.encode, lambda f: old_session.run(None, {"input_features": f})[0], windows)
-    assert new < 0.09 and new < 0.8 * old, (new, old)
+    assert new < 0.15 and new < 0.8 * old, (new, old)
 
 
 def test_greedy_transcripts_match_pytorch(exported, utterances, torch_texts):
