@@ -17,6 +17,7 @@ import sys
 
 from ..integrations.onnx.export import EXTERNAL_DATA, export_onnx
 from ..integrations.onnx.layout import QUANTIZATIONS
+from ..integrations.onnx.quantization import DEFAULT_Q8_SCHEME, Q8_SCHEMES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,6 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", required=True, help="folder to write")
     p.add_argument("--quantize", nargs="*", default=[], metavar="KIND",
                    help=f"quantized variants to add: {', '.join(QUANTIZATIONS)}")
+    p.add_argument("--q8-scheme", choices=list(Q8_SCHEMES), default=DEFAULT_Q8_SCHEME.name,
+                   help="how q8, int8 and uint8 quantize (liteasr_hf.integrations.onnx.quantization.Q8_SCHEMES); "
+                        "schemes that read calibration audio measure the encoder on the speaker mix")
     p.add_argument("--fp16", action="store_true", help="add an fp16 variant (*_fp16.onnx)")
     p.add_argument("--external-data", choices=EXTERNAL_DATA, default="auto",
                    help="weights in <file>.onnx_data: only past protobuf's 2 GiB (auto), always, or never")
@@ -39,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         folder = export_onnx(args.model, args.output, quantize=args.quantize, fp16=args.fp16,
                              external_data=args.external_data, overwrite=args.overwrite,
-                             trust_remote_code=args.trust_remote_code)
+                             trust_remote_code=args.trust_remote_code, q8_scheme=args.q8_scheme)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -15,20 +15,24 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from tqdm.auto import tqdm
 
 from ...atomic import atomic_directory, check_distinct, fault_point
+from ...data.speech import SpeechSource
 from ...portable import portable_path
+from .calibration import CALIBRATION_WINDOWS, PACK_SECONDS, CalibrationAudio, calibration_features
 from .client_files import write_client_files
 from .graphs import DecoderGraph, EncoderGraph
 from .layout import DECODER, ENCODER, PROTOBUF_LIMIT, SUBFOLDER, OnnxLayout
 from .merge import merge_decoders
-from .quantization import check_quantizations, quantize_file, to_fp16
+from .quantization import DEFAULT_Q8_SCHEME, Q8_SCHEMES, Q8Scheme, check_quantizations, quantize_file, to_fp16
 
 OPSET = 18
 EXTERNAL_DATA = ("auto", "always", "never")
+EIGHT_BIT = ("q8", "int8", "uint8")
 GRAPH_ALLOWANCE = 64 * 2**20  # bytes of a model besides its weights, generously (tiny.en's decoder: 0.3 MB)
 
 
@@ -86,15 +90,34 @@ def export_graphs(model: torch.nn.Module, workdir: Path) -> dict[str, Path]:
     return paths
 
 
-def _variant(source: Path, kind: str, workdir: Path) -> Path:
+def _variant(source: Path, kind: str, workdir: Path, scheme: Q8Scheme, calibration: np.ndarray | None) -> Path:
     """``source`` quantized (or cast to fp16) into ``workdir``."""
     target = workdir / f"{source.stem}_{kind}.onnx"
     # Intermediate files keep their weights beside them: a large-v3 decoder is over protobuf's 2 GiB.
     if kind == "fp16":
         onnx.save_model(to_fp16(onnx.load(source)), target, save_as_external_data=True, location=f"{target.name}_data")
     else:
-        quantize_file(source, target, kind, external_data=True)
+        quantize_file(source, target, kind, external_data=True, scheme=scheme, calibration=calibration)
     return target
+
+
+def write_variant(graphs: dict[str, Path], kind: str, onnx_dir: Path, layout: OnnxLayout, external_data: str = "auto",
+                  scheme: Q8Scheme = DEFAULT_Q8_SCHEME, calibration: np.ndarray | None = None) -> bool:
+    """Write the encoder and merged decoder of weight type ``kind`` (``fp32``, a quantization, ``fp16``) from the
+    graphs of :func:`export_graphs` into ``onnx_dir``, 8-bit kinds by ``scheme`` (the encoder's static activations
+    calibrated on the log-mel windows ``calibration``); True when a file keeps its weights beside it."""
+    work = graphs["encoder"].parent
+    if kind == "fp32":
+        files = graphs
+    else:
+        files = {k: _variant(p, kind, work, scheme, calibration if k == "encoder" else None) for k, p in graphs.items()}
+    merged = merge_decoders(onnx.load(files["decoder"]), onnx.load(files["decoder_past"]), layout)
+    external = False
+    for graph, proto in ((ENCODER, onnx.load(files["encoder"])), (DECODER, merged)):
+        target = onnx_dir / layout.file_name(graph, kind)
+        external |= _save(proto, target, external_data)
+        _check(target)
+    return external
 
 
 def _save(model: onnx.ModelProto, path: Path, external_data: str) -> bool:
@@ -114,6 +137,14 @@ def _save(model: onnx.ModelProto, path: Path, external_data: str) -> bool:
     return external
 
 
+def _scheme(scheme: str | Q8Scheme) -> Q8Scheme:
+    if isinstance(scheme, Q8Scheme):
+        return scheme
+    if scheme not in Q8_SCHEMES:
+        raise ValueError(f"Unknown q8 scheme {scheme!r}: choose from {', '.join(Q8_SCHEMES)}.")
+    return Q8_SCHEMES[scheme]
+
+
 def _check(path: Path) -> None:
     onnx.checker.check_model(str(path), full_check=False)
 
@@ -128,6 +159,9 @@ def export_onnx(
     overwrite: bool = False,
     trust_remote_code: bool = False,
     progress: bool = True,
+    q8_scheme: str | Q8Scheme = DEFAULT_Q8_SCHEME,
+    calibration: SpeechSource | None = None,
+    calibration_windows: int = CALIBRATION_WINDOWS,
 ) -> Path:
     """Export the Whisper or LiteWhisper model at ``model`` to the folder ``output``; returns its path.
 
@@ -136,10 +170,14 @@ def export_onnx(
     the clients read beside ``onnx/`` and ``onnx/export_info.json`` (what was exported, how, the sizes). The
     folder appears only when complete; an existing one is replaced only with ``overwrite``. ``external_data``:
     ``auto`` stores weights beside a file only when it would pass protobuf's 2 GiB, ``never`` refuses then.
+    ``q8_scheme`` (a :class:`~.quantization.Q8Scheme` or the name of one in ``Q8_SCHEMES``) says how the 8-bit kinds
+    quantize; one that reads calibration audio measures the encoder on ``calibration_windows`` windows of
+    ``calibration`` (default: the compressor's speaker mix). ``export_info.json`` records the scheme and the audio.
     """
     from ...checkpoints.loading import WHISPER_TYPES, load_model_and_processor, read_config, resolve_model_path
 
     kinds = check_quantizations(quantize)
+    scheme = _scheme(q8_scheme)
     if external_data not in EXTERNAL_DATA:
         raise ValueError(f"external_data={external_data!r}: choose from {', '.join(EXTERNAL_DATA)}.")
     output = Path(output)
@@ -168,6 +206,15 @@ def export_onnx(
     encoder_paths = (whisper.get_encoder().attention_paths(device="cpu")
                      if hasattr(whisper.get_encoder(), "attention_paths") else None)
 
+    eight_bit = [k for k in kinds if k in EIGHT_BIT]
+    calibrated, features = None, None
+    if eight_bit and scheme.calibrated:
+        from ...data.suite import speaker_mix
+
+        source = calibration or speaker_mix(progress=progress)
+        features = calibration_features(processor.feature_extractor, source, calibration_windows)
+        calibrated = CalibrationAudio(portable_path(source.data), source.split, len(features), PACK_SECONDS,
+                                      scheme.calibration_uses)
     steps = 3 + len(kinds) + int(fp16)  # the export, each variant (fp32 first), the client files
     bar = tqdm(total=steps, desc="Exporting to ONNX", unit="step", disable=not progress)
     with atomic_directory(output, overwrite=overwrite) as folder:
@@ -185,12 +232,7 @@ def export_onnx(
         external = False
         for kind in ("fp32", *kinds, *(["fp16"] if fp16 else [])):
             bar.set_postfix_str(kind)
-            files = graphs if kind == "fp32" else {k: _variant(p, kind, work) for k, p in graphs.items()}
-            merged = merge_decoders(onnx.load(files["decoder"]), onnx.load(files["decoder_past"]), layout)
-            for graph, proto in ((ENCODER, onnx.load(files["encoder"])), (DECODER, merged)):
-                target = onnx_dir / layout.file_name(graph, kind)
-                external |= _save(proto, target, external_data)
-                _check(target)
+            external |= write_variant(graphs, kind, onnx_dir, layout, external_data, scheme, features)
             bar.update()
         write_client_files(whisper, processor, folder, external_data=external)
         info = {
@@ -199,6 +241,10 @@ def export_onnx(
             "exporter": f"torch.onnx.export (dynamo) torch {torch.__version__}, opset {OPSET}",
             "dtypes": ["fp32", *kinds, *(["fp16"] if fp16 else [])],
             "encoder_attention_paths": encoder_paths,
+            # how the 8-bit kinds were quantized: the decoder always dynamically (see .quantization)
+            "quantization": {kind: {"scheme": scheme.to_dict(), "decoder_activations": "dynamic",
+                                    "calibration": calibrated.to_dict() if calibrated else None}
+                             for kind in eight_bit},
             "files": {p.name: p.stat().st_size for p in sorted(onnx_dir.iterdir())},
             "seconds": round(time.perf_counter() - started, 1),
         }

@@ -1,9 +1,13 @@
-"""Smaller variants of an exported graph: ONNX Runtime's dynamic 8-bit quantization, 4-bit weight blocks, fp16.
+"""Smaller variants of an exported graph: ONNX Runtime's 8-bit quantization, 4-bit weight blocks, fp16.
 
 Only the weights of matrix products are quantized (``MatMul``, ``Gemm``); convolutions stay in float, because
 ONNX Runtime's ``ConvInteger`` takes unsigned weights only and the two input convolutions are a small part of
 the encoder. In a LiteWhisper encoder every factor of a factorized layer is its own ``MatMul`` and is quantized
-like a dense weight. The names follow transformers.js's ``dtype`` option: ``q8`` (its default 8-bit name, written
+like a dense weight. How ``q8`` quantizes is a :class:`Q8Scheme`: weights per tensor or per output column,
+activations of the encoder dynamic (each input's range at run time) or static (QDQ, ranges calibrated on speech).
+The decoders are always quantized dynamically: ONNX Runtime's static quantizer does not enter the merged decoder's
+``If`` branches, calibrating the two graphs apart would need a decoding loop feeding real caches, and a decoder
+step reads one token, whose range a dynamic quantizer measures exactly at no real cost. The names follow transformers.js's ``dtype`` option: ``q8`` (its default 8-bit name, written
 as ``*_quantized.onnx``) and ``int8`` are signed 8-bit weights, ``uint8`` unsigned, ``q4`` 4-bit blocks of 32.
 """
 
@@ -12,13 +16,84 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from .layout import QUANTIZATIONS
 
 Q4_BLOCK_SIZE = 32
+ENCODER_ACTIVATIONS = ("dynamic", "static")
+
+
+@dataclass(frozen=True)
+class Q8Scheme:
+    """How ``q8`` (and ``int8``, ``uint8``) quantize: signed 8-bit weights of every ``MatMul``/``Gemm`` with a
+    constant weight, one scale per tensor or per output column (``per_channel``); the encoder's activations
+    ``dynamic`` or ``static`` (QDQ, unsigned 8-bit, MinMax ranges from calibration audio); ``reduce_range`` keeps
+    weights to 7 bits, so that AVX2 CPUs without VNNI cannot saturate their 16-bit sums of u8*s8 products;
+    ``float_ranks_below``: both matrix products of a factor pair whose rank is below this stay in float;
+    ``equalize_factors``: the rank-space activations of factor pairs evened out first on calibration audio
+    (:mod:`.factor_pairs`), exact in float; ``float_peak_to_rms``: a product whose input's peak is more than this
+    many times its root mean square on calibration audio stays in float (Whisper's last ``fc2`` reads one GELU
+    channel hundreds of times larger than the rest, which a per-tensor activation scale cannot hold)."""
+
+    name: str
+    encoder_activations: str = "dynamic"
+    per_channel: bool = False
+    reduce_range: bool = False
+    float_ranks_below: int = 0
+    equalize_factors: bool = False
+    float_peak_to_rms: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.encoder_activations not in ENCODER_ACTIVATIONS:
+            raise ValueError(f"Q8Scheme.encoder_activations = {self.encoder_activations!r}: choose from "
+                             f"{', '.join(ENCODER_ACTIVATIONS)}.")
+        if self.float_ranks_below < 0:
+            raise ValueError(f"Q8Scheme.float_ranks_below = {self.float_ranks_below}: give a rank >= 0.")
+        if self.float_peak_to_rms is not None and self.float_peak_to_rms <= 1:
+            raise ValueError(f"Q8Scheme.float_peak_to_rms = {self.float_peak_to_rms}: give a ratio above 1, or None.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def calibration_uses(self) -> tuple[str, ...]:
+        """What the encoder's quantization measures on calibration audio (empty: it reads none)."""
+        return tuple(use for use, on in (
+            ("MinMax ranges of the quantized products' inputs (static activations)",
+             self.encoder_activations == "static"),
+            ("peak per rank-space column of every factor pair (equalization)", self.equalize_factors),
+            (f"peak-to-RMS ratio of every product's input (float above {self.float_peak_to_rms})",
+             self.float_peak_to_rms is not None),
+        ) if on)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the encoder's quantization reads calibration audio."""
+        return bool(self.calibration_uses)
+
+
+#: The schemes compared for ``q8`` (:mod:`.q8_comparison`; docs/results/q8-tiny-cpu.json); ``per-tensor`` is what
+#: ``q8`` wrote before. Measured on tiny.en and a compressed tiny.en, on an AVX2 CPU without VNNI: full 8-bit
+#: per-channel weights saturate ONNX Runtime's u8*s8 kernels (encoder error twice per-tensor's), 7 bits do not; static
+#: MinMax ranges are far worse than each input's own range (WER +89); equalizing the rank space changes nothing
+#: measurable; leaving the last fc2 in float removes a quarter of the remaining encoder error.
+Q8_SCHEMES = {s.name: s for s in (
+    Q8Scheme("per-tensor"),
+    Q8Scheme("per-channel", per_channel=True),
+    Q8Scheme("per-channel-7bit", per_channel=True, reduce_range=True),
+    Q8Scheme("static-per-channel", encoder_activations="static", per_channel=True),
+    Q8Scheme("static-per-channel-7bit", encoder_activations="static", per_channel=True, reduce_range=True),
+    Q8Scheme("per-tensor-equalized", equalize_factors=True),
+    Q8Scheme("per-channel-7bit-equalized", per_channel=True, reduce_range=True, equalize_factors=True),
+    Q8Scheme("per-channel-7bit-outliers-float", per_channel=True, reduce_range=True, float_peak_to_rms=100.0),
+)}
+#: What ``q8`` writes unless told otherwise.
+DEFAULT_Q8_SCHEME = Q8_SCHEMES["per-channel-7bit-outliers-float"]
 
 
 def check_quantizations(names) -> tuple[str, ...]:
@@ -43,17 +118,42 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def quantize_file(source: Path, target: Path, kind: str, external_data: bool = False) -> None:
-    """Write the ``kind`` variant of the ONNX file ``source`` to ``target``."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def float_nodes(model: onnx.ModelProto, scheme: Q8Scheme, calibration: np.ndarray | None = None) -> list[str]:
+    """The nodes ``scheme`` leaves in float: both products of every factor pair of rank below
+    ``scheme.float_ranks_below``, and with ``calibration`` windows (``model`` then with its weights loaded) every
+    product by a constant weight whose input's peak-to-RMS ratio passes ``scheme.float_peak_to_rms``."""
+    from .factor_pairs import factor_pairs
+
+    names = [name for first, second, rank in factor_pairs(model) if rank < scheme.float_ranks_below
+             for name in (first, second)]
+    if scheme.float_peak_to_rms is not None and calibration is not None:
+        from .activations import activation_statistics
+
+        weights = {t.name for t in model.graph.initializer}
+        products = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
+        stats = activation_statistics(model, [n.input[0] for n in products], calibration)
+        names += [n.name for n in products
+                  if stats[n.input[0]].peak_to_rms > scheme.float_peak_to_rms and n.name not in names]
+    return names
+
+
+def quantize_file(source: Path, target: Path, kind: str, external_data: bool = False,
+                  scheme: Q8Scheme = DEFAULT_Q8_SCHEME, calibration: np.ndarray | None = None) -> None:
+    """Write the ``kind`` variant of the ONNX file ``source`` to ``target``; 8-bit kinds follow ``scheme``, whose
+    static activations are calibrated on ``calibration``, log-mel windows ``(n, mels, 3000)`` (an encoder graph
+    only: pass None for the decoders, which are then quantized dynamically)."""
+    from onnxruntime.quantization import QuantType
 
     if kind in ("q8", "int8", "uint8"):
-        with _quiet_root_logger():
-            quantize_dynamic(
-                source, target, op_types_to_quantize=["MatMul", "Gemm"], per_channel=False, reduce_range=False,
-                weight_type=QuantType.QUInt8 if kind == "uint8" else QuantType.QInt8,
-                use_external_data_format=external_data,
-            )
+        weight_type = QuantType.QUInt8 if kind == "uint8" else QuantType.QInt8
+        if scheme.equalize_factors and calibration is not None:
+            source = _equalized(source, target.with_name(f"{target.stem}_equalized.onnx"), calibration)
+        probe = calibration is not None and scheme.float_peak_to_rms is not None  # needs the weights
+        excluded = float_nodes(onnx.load(source, load_external_data=probe), scheme, calibration)
+        if scheme.encoder_activations == "static" and calibration is not None:
+            _quantize_static(source, target, scheme, weight_type, calibration, excluded, external_data)
+        else:
+            _quantize_dynamic(source, target, scheme, weight_type, excluded, external_data)
     elif kind == "q4":
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -63,6 +163,47 @@ def quantize_file(source: Path, target: Path, kind: str, external_data: bool = F
         quantizer.model.save_model_to_file(str(target), use_external_data_format=external_data)
     else:
         raise ValueError(f"Unknown quantization {kind!r}: choose from {', '.join(QUANTIZATIONS)}.")
+
+
+def _equalized(source: Path, target: Path, calibration: np.ndarray) -> Path:
+    """``source`` with its factor pairs' rank-space activations evened out on ``calibration``, saved to ``target``."""
+    from .factor_pairs import equalize_factor_pairs, rank_space_maxima
+
+    model = onnx.load(source)
+    equalize_factor_pairs(model, rank_space_maxima(model, calibration))
+    onnx.save_model(model, target, save_as_external_data=True, location=f"{target.name}_data")
+    return target
+
+
+def _quantize_dynamic(source: Path, target: Path, scheme: Q8Scheme, weight_type, excluded: list[str],
+                      external_data: bool) -> None:
+    from onnxruntime.quantization import quantize_dynamic
+
+    with _quiet_root_logger():
+        quantize_dynamic(
+            source, target, op_types_to_quantize=["MatMul", "Gemm"], per_channel=scheme.per_channel,
+            reduce_range=scheme.reduce_range, weight_type=weight_type, use_external_data_format=external_data,
+            nodes_to_exclude=excluded,
+        )
+
+
+def _quantize_static(source: Path, target: Path, scheme: Q8Scheme, weight_type, calibration: np.ndarray,
+                     excluded: list[str], external_data: bool) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from .calibration import EncoderFeedReader
+
+    with _quiet_root_logger():
+        quantize_static(
+            source, target, EncoderFeedReader(calibration), quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Gemm"], per_channel=scheme.per_channel, reduce_range=scheme.reduce_range,
+            activation_type=QuantType.QUInt8, weight_type=weight_type, use_external_data_format=external_data,
+            nodes_to_exclude=excluded,
+            calibrate_method=CalibrationMethod.MinMax,
+            # Attention's activation-by-activation products stay float, as in dynamic mode. Memory stays small: the
+            # MinMax calibrator's graph returns each tensor's minimum and maximum per batch, not the tensor.
+            extra_options={"MatMulConstBOnly": True},
+        )
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:

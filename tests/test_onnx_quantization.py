@@ -1,0 +1,96 @@
+"""The q8 schemes on small hand-built graphs: factor pairs are found, equalization is exact in float and evens out the
+rank-space activations, calibration windows are fed one batch at a time, and bad schemes are refused by field."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from liteasr_hf.integrations.onnx.calibration import EncoderFeedReader
+from liteasr_hf.integrations.onnx.factor_pairs import equalize_factor_pairs, factor_pairs, rank_space_maxima
+from liteasr_hf.integrations.onnx.quantization import Q8_SCHEMES, Q8Scheme, float_nodes
+
+MELS, RANK, OUT = 8, 4, 6
+
+
+def _factored_graph(seed: int = 0) -> onnx.ModelProto:
+    """``input_features (B, 8, 3000)`` -> transpose -> x @ w1 (8, 4) -> @ w2 (4, 6) -> + bias, and a dense product
+    x @ w (8, 6) beside it; the rank-space columns of w1 differ in size by 1000x, as principal components do."""
+    rng = np.random.default_rng(seed)
+    w1 = rng.standard_normal((MELS, RANK)).astype(np.float32) * np.array([10.0, 1.0, 0.1, 0.01], np.float32)
+    w2 = rng.standard_normal((RANK, OUT)).astype(np.float32)
+    dense = rng.standard_normal((MELS, OUT)).astype(np.float32)
+    bias = rng.standard_normal(OUT).astype(np.float32)
+    nodes = [
+        helper.make_node("Transpose", ["input_features"], ["x"], perm=[0, 2, 1], name="transpose"),
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="first"),
+        helper.make_node("MatMul", ["h", "w2"], ["y"], name="second"),
+        helper.make_node("Add", ["y", "bias"], ["factored"], name="add"),
+        helper.make_node("MatMul", ["x", "dense"], ["plain"], name="dense"),
+        helper.make_node("Add", ["factored", "plain"], ["last_hidden_state"], name="sum"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("input_features", TensorProto.FLOAT, ["batch", MELS, 3000])],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", 3000, OUT])],
+        [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (w2, "w2"), (dense, "dense"), (bias, "bias"))])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _run(model: onnx.ModelProto, features: np.ndarray, output: str = "last_hidden_state") -> np.ndarray:
+    if output != "last_hidden_state":
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+        model.graph.output.append(helper.make_empty_tensor_value_info(output))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run([output], {"input_features": features})[0]
+
+
+def test_factor_pairs_are_found_and_small_ranks_left_in_float():
+    model = _factored_graph()
+    assert factor_pairs(model) == [("first", "second", RANK)]
+    assert float_nodes(model, Q8Scheme("x", float_ranks_below=RANK + 1)) == ["first", "second"]
+    assert float_nodes(model, Q8Scheme("x", float_ranks_below=RANK)) == []
+
+
+def test_equalization_is_exact_in_float_and_evens_out_the_rank_space():
+    model = _factored_graph()
+    features = np.random.default_rng(1).standard_normal((3, MELS, 3000)).astype(np.float32)
+    before, h_before = _run(model, features), _run(model, features, "h")
+    maxima = rank_space_maxima(model, features)
+    assert list(maxima) == ["first"] and maxima["first"].shape == (RANK,)
+    np.testing.assert_allclose(maxima["first"], np.abs(h_before).max(axis=(0, 1)), rtol=1e-6)
+    assert equalize_factor_pairs(model, maxima) == 1
+    np.testing.assert_allclose(_run(model, features), before, rtol=1e-4, atol=1e-4)
+    peaks = np.abs(_run(model, features, "h")).max(axis=(0, 1))
+    assert peaks.max() / peaks.min() < 0.1 * maxima["first"].max() / maxima["first"].min()
+
+
+def test_equalization_leaves_shared_weights_alone():
+    model = _factored_graph()
+    model.graph.node.append(helper.make_node("MatMul", ["h", "w2"], ["again"], name="reads_w2_too"))
+    w2 = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "w2")).copy()
+    assert equalize_factor_pairs(model, {"first": np.ones(RANK, np.float32)}) == 0
+    np.testing.assert_array_equal(numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "w2")), w2)
+
+
+def test_feed_reader_yields_batches_then_none():
+    features = np.zeros((5, MELS, 3000), np.float32)
+    reader = EncoderFeedReader(features, batch_size=2)
+    sizes = []
+    while (batch := reader.get_next()) is not None:
+        sizes.append(len(batch["input_features"]))
+    assert sizes == [2, 2, 1]
+    reader.rewind()
+    assert reader.get_next()["input_features"].shape == (2, MELS, 3000)
+    with pytest.raises(ValueError, match="at least one window"):
+        EncoderFeedReader(np.zeros((0, MELS, 3000), np.float32))
+
+
+def test_bad_schemes_are_refused_by_field():
+    with pytest.raises(ValueError, match="encoder_activations = 'sometimes'"):
+        Q8Scheme("x", encoder_activations="sometimes")
+    with pytest.raises(ValueError, match="float_ranks_below = -1"):
+        Q8Scheme("x", float_ranks_below=-1)
+    assert Q8_SCHEMES["per-tensor"] == Q8Scheme("per-tensor")  # what q8 wrote before the schemes
