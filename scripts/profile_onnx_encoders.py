@@ -1,41 +1,9 @@
 #!/usr/bin/env python
-"""Where exported encoders spend their time, per operator kind, in ONNX Runtime's profiler
-(:func:`liteasr_hf.integrations.onnx.q8_comparison.profile_encoders`):
+"""``liteasr profile-onnx`` (:mod:`liteasr_hf.cli.profile_onnx`), run from a checkout: ``python scripts/profile_onnx_encoders.py --help``."""
 
-    python scripts/profile_onnx_encoders.py --models exp/whisper-tiny.en:q8 exp/lite-tiny:q8 --threads 2 \\
-        --report docs/results/q8-tiny-profile.json
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
-import shlex
-import subprocess
 import sys
 
-
-def main(argv: list[str] | None = None) -> int:
-    from liteasr_hf.integrations.onnx.q8_comparison import profile_encoders
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", required=True, help="exported folders, DIR or DIR:TYPE")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--runs", type=int, default=3, help="profiled runs after one untimed run")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--report", default=None, help="JSON report to write")
-    args = p.parse_args(argv)
-    report = profile_encoders(args.models, args.batch_size, args.runs, args.threads)
-    report["command"] = "python scripts/profile_onnx_encoders.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    for spec, profile in report["profiles_ms"].items():
-        print(spec, json.dumps(profile))
-    report["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
-    if args.report:
-        from liteasr_hf.evaluation.benchmark import write_report
-
-        write_report(args.report, report)
-    return 0
-
+from liteasr_hf.cli.profile_onnx import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,10 +28,12 @@ COMMANDS = {
     "plot-pareto": "plot WER against speed from evaluation summaries and a benchmark report",
     "ablate-calibration": "compress with each ingredient of the calibration audio in turn and evaluate them together",
     "ablate-healing": "compress once and compare healing variants on the same speech",
+    "compare-q8": "which 8-bit ONNX scheme keeps each model's fp32 WER per speaker group, and encoder error and size",
+    "profile-onnx": "where exported encoders spend their time per operator kind (ONNX Runtime's profiler)",
     "report": "render the results tables of README.md and docs/ from the reports in docs/results/ (--check)",
 }
 #: Sub-commands whose dependencies are an optional extra of the package.
-EXTRAS = {"export-onnx": "onnx", "benchmark-vllm": "vllm"}
+EXTRAS = {"export-onnx": "onnx", "compare-q8": "onnx", "profile-onnx": "onnx", "benchmark-vllm": "vllm"}
 
 
 def usage() -> str:
