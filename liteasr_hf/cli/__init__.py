@@ -67,4 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"liteasr {name} needs the package {err.name.split('.')[0]!r}, which is not installed here: {fix}.",
               file=sys.stderr)
         return 2
+    from ..evaluation.reporting import source_commit
+
+    source_commit()  # the source as this command starts, for the reports it writes
     return module.main(rest) or 0

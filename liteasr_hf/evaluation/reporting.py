@@ -3,6 +3,8 @@ with, and their Markdown tables. Used by the PyTorch and ONNX Runtime benchmarks
 
 from __future__ import annotations
 
+import functools
+
 import os
 import platform
 import statistics
@@ -36,9 +38,11 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
+@functools.cache
 def source_commit() -> str | None:
     """The git commit of the liteasr_hf source that runs (``-dirty`` appended when tracked files differ from it);
-    ``None`` outside a git checkout, as for an installed wheel."""
+    ``None`` outside a git checkout, as for an installed wheel. Read once per process: a checkout that moves on
+    during a long run must not be recorded as the code that ran (``liteasr`` reads it as the command starts)."""
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
