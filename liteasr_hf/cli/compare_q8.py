@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from liteasr_hf.evaluation.reporting import run_provenance
-    from liteasr_hf.integrations.onnx.q8_comparison import compare_q8_schemes
+    from liteasr_hf.integrations.onnx.q8_comparison import compare_q8_schemes, format_q8_comparison
     from liteasr_hf.integrations.onnx.quantization import Q8_SCHEMES
 
     args = parse_args(argv)
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         max_per_group=args.max_per_group, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         threads=args.threads, calibration_windows=args.calibration_windows, report=None)
     report.update(run_provenance("liteasr compare-q8 " + shlex.join(sys.argv[1:] if argv is None else argv)))
+    print(format_q8_comparison(report))
     if args.report:
         from liteasr_hf.evaluation.benchmark import write_report
 

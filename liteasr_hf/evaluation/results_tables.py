@@ -232,8 +232,17 @@ def render_vllm(results: Path, spec: TableSpec) -> list[str]:
     return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "", *markdown_table(table), note]
 
 
+def render_q8(results: Path, spec: TableSpec) -> list[str]:
+    """``liteasr compare-q8``: each 8-bit scheme against the same model in fp32."""
+    from ..integrations.onnx.q8_comparison import format_q8_comparison
+
+    (row,) = spec.rows
+    report = _read_json(results, row)
+    return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "", format_q8_comparison(report)]
+
+
 RENDERERS = {"presets": render_presets, "comparison": render_comparison, "ablation": render_ablation,
-             "benchmark": render_benchmark, "onnx": render_onnx, "vllm": render_vllm}
+             "benchmark": render_benchmark, "onnx": render_onnx, "vllm": render_vllm, "q8": render_q8}
 #: The kinds whose tables show encoder sizes, and so say how they are counted.
 _SHOWS_PARAMS = {"presets", "comparison", "ablation"}
 

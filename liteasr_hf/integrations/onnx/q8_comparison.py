@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -274,3 +274,23 @@ def profile_encoders(specs: Sequence[str], batch_size: int = 1, runs: int = 3, t
     return {"batch_size": batch_size, "runs": runs, "threads": threads, "profiles_ms": profiles,
             "machine": machine_info(torch.device("cpu")), "onnxruntime": onnxruntime.__version__,
             **library_versions(), "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def format_q8_comparison(report: Mapping) -> str:
+    """:func:`compare_q8_schemes`'s report as Markdown: per model and scheme, the encoder's size and relative error,
+    WER and its change from the same model in fp32, overall and per speaker group (real speech first)."""
+    from ...evaluation.reporting import markdown_table
+
+    rows = report["rows"]
+    groups = sorted({g for r in rows for g in r.get("groups", {})}, key=lambda g: (g == "synthetic", g))
+    table = [("model", "scheme", "encoder MB", "encoder error", "WER %", "change", *(f"change {g}" for g in groups))]
+    for r in rows:
+        deltas = r.get("delta_groups") or {}
+        table.append((Path(r["model"]).name, r["scheme"], f"{r['encoder_mb']:.1f}", f"{r['encoder_error']:.3f}", f"{r['wer']:.2f}",
+                      f"{r['delta_wer']:+.2f}", *(f"{deltas[g]:+.2f}" if g in deltas else "-" for g in groups)))
+    per_group = f"the first {report['max_per_group']} of each speaker group" if report.get("max_per_group") else "all"
+    split = f" ({report['split']})" if report.get("split") else ""
+    note = (f"{report['n_utterances']} utterances ({per_group}) of {Path(str(report['data'])).name}{split}, greedy, at most {report['max_new_tokens']} new tokens; the "
+            f"encoder error is |q8 - fp32| / |fp32| of the encoder's output on {report['error_windows']} windows of "
+            "real speech; changes are against the same model in fp32.")
+    return "\n".join([*markdown_table(table), "", note])
