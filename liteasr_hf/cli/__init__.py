@@ -11,6 +11,7 @@ fast, and a tool's optional dependencies (ONNX, vLLM) are needed only when it ru
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        close = [c for c in COMMANDS if c.startswith(name[:3])]
+        # What the name begins (a command cut short), else the one command it most resembles (a typo).
+        close = [c for c in COMMANDS if c.startswith(name)] or difflib.get_close_matches(name, COMMANDS, n=1)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
         print(f"liteasr: unknown command {name!r}.{hint} Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
         return 2
