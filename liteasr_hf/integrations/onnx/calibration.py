@@ -7,12 +7,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ...compression.settings import CompressionSettings
 from ...data.speech import LoadFailure, SpeechSource
 from ...data.windows import pack_clips
 
-#: 30 s windows of the default calibration mix: as many as the tiny and base presets calibrate their ranks on.
-CALIBRATION_WINDOWS = 16
-PACK_SECONDS = 28.0
+#: 30 s windows of the default calibration mix, packed as rank calibration packs them (the compressor's defaults).
+CALIBRATION_WINDOWS = CompressionSettings.num_samples
+PACK_SECONDS = CompressionSettings.pack_seconds
 
 
 @dataclass(frozen=True)
