@@ -17,6 +17,7 @@ import torch
 from liteasr_hf.compression.checkpoint import compress_checkpoint
 from liteasr_hf.compression.rank_selection import RankPlan
 from liteasr_hf.data.speech import SHIPPED_SPEECH_SET, load_speech
+from liteasr_hf.data.suite import EVALUATION_MANIFEST
 from liteasr_hf.evaluation.transcription import transcribe
 from liteasr_hf.integrations.onnx import OnnxLayout, OnnxWhisper, export_onnx
 from liteasr_hf.integrations.onnx import export as export_module
@@ -148,7 +149,6 @@ def test_q8_encoder_stays_near_fp32_on_real_speech(exported, tmp_path):
     """On real speakers' 28 s windows the q8 encoder's output moves from fp32 by well under what the scheme q8 wrote
     before (per-tensor 8-bit weights, the last fc2 quantized). Measured relative errors: 0.174 before and 0.121 now on
     this test's model; 0.118 and 0.077 on the tiny preset's (docs/results/q8-tiny-cpu.json)."""
-    from liteasr_hf.data.suite import EVALUATION_MANIFEST
     from liteasr_hf.integrations.onnx.q8_comparison import encoder_error, real_speech_windows
     from liteasr_hf.integrations.onnx.quantization import Q8_SCHEMES, quantize_file
 
@@ -293,9 +293,22 @@ def test_benchmark_times_encoders_and_sets_faster_whisper_beside(exported, tmp_p
     systems = {r["system"]: r for r in report["systems"]}
     assert list(systems) == [str(exported), f"{exported}:q8", "faster-whisper tiny.en:int8"]
     assert all(r["n_clips"] == 2 and r["rtfx"] > 0 and 0 <= r["wer"] < 100 for r in systems.values())
+    # the shipped speech set's folder names no speaker group: overall WER only
+    assert all(r["wer_groups"] == {} and r["long_outputs"] >= 0 for r in systems.values())
     assert json.loads((tmp_path / "report.json").read_text())["faster_whisper"]
     table = format_onnx_table(report)
     assert "| lite-whisper-tiny.en |" in table and "faster-whisper tiny.en:int8" in table
+
+    # on the evaluation manifest, WER per speaker group; a token limit binds ONNX Runtime and faster-whisper alike
+    limited = run_onnx_benchmark([str(exported)], batch_sizes=[1], repeats=1, threads=2, data=EVALUATION_MANIFEST,
+                                 clips=2, faster_whisper="tiny.en", compute_types=["int8"], cache=tmp_path / "ct2",
+                                 max_new_tokens=2, log=None)
+    assert limited["settings"]["max_new_tokens"] == 2
+    for row in limited["systems"]:  # the two references are 4 and 6 words: at most 2 words each come out
+        assert list(row["wer_groups"]) == ["real non-native child"]
+        assert row["wer_groups"]["real non-native child"] == row["wer"] >= 60
+    assert "WER real non-native child" in format_onnx_table(limited)
+    assert "at most 2 new tokens per clip" in format_onnx_table(limited)
 
     sys.path.insert(0, str(ROOT / "scripts"))
     try:

@@ -26,7 +26,7 @@ from dataclasses import asdict
 import torch
 
 from ..checkpoints.placement import DTYPES
-from ..data.speech import SHIPPED_SPEECH_SET
+from ..data.suite import EVALUATION_MANIFEST
 from ..evaluation.benchmark import (
     benchmark_attention_paths,
     format_attention_paths,
@@ -59,11 +59,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch.compile the encoders (compilation is timed apart)")
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                    help="measure the peak memory of one forward pass")
-    p.add_argument("--data", default=str(SHIPPED_SPEECH_SET), help="speech data for the end-to-end timing")
+    p.add_argument("--data", default=str(EVALUATION_MANIFEST),
+                   help="speech for the end-to-end timing (default: every shipped evaluation split, real speakers and "
+                        "synthetic voices; ONNX Runtime runs report WER per speaker group)")
     p.add_argument("--split", default="evaluation")
     p.add_argument("--e2e-clips", type=int, default=16, help="clips transcribed end to end (0: skip; -1: all)")
     p.add_argument("--e2e-batch-size", type=int, default=8)
     p.add_argument("--e2e-repeats", type=int, default=3)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="onnxruntime only: stop every system's transcription of a clip after this many tokens "
+                        "(default: the decoder's length), so that a runaway costs each system the same")
     p.add_argument("--output", default="results/benchmark.json", help="JSON report")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="run code shipped with a model (its auto_map): only for repos whose code you have read; LiteWhisper and Whisper models never need it")
@@ -118,7 +123,8 @@ def _main_onnxruntime(args: argparse.Namespace) -> int:
             args.models, batch_sizes=args.batch_sizes, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
             data=args.data, split=args.split, clips=None if args.e2e_clips < 0 else args.e2e_clips,
             e2e_batch_size=args.e2e_batch_size, e2e_repeats=args.e2e_repeats, faster_whisper=args.faster_whisper,
-            compute_types=args.compute_types, output=args.output, command=args.command,
+            compute_types=args.compute_types, max_new_tokens=args.max_new_tokens, output=args.output,
+            command=args.command,
         )
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -13,7 +13,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -128,9 +128,12 @@ class SystemRow:
     wer: float
     batch_size: int
     repeats: int
+    wer_groups: dict[str, float] = field(default_factory=dict)  # WER per speaker group, real speech first
+    long_outputs: int | None = None  # predictions over LONG_OUTPUT_RATIO x the reference's words (runaways)
 
 
-def _faster_whisper_runner(source: str, compute_type: str, threads: int | None, cache: Path):
+def _faster_whisper_runner(source: str, compute_type: str, threads: int | None, cache: Path,
+                           max_new_tokens: int | None = None):
     from faster_whisper import WhisperModel
 
     from ...checkpoints.ctranslate2_format import ctranslate2_folder
@@ -146,7 +149,8 @@ def _faster_whisper_runner(source: str, compute_type: str, threads: int | None, 
             segments, _ = model.transcribe(
                 audio, language="en", task="transcribe", beam_size=1, best_of=1, temperature=0.0,
                 without_timestamps=True, condition_on_previous_text=False, vad_filter=False,
-                compression_ratio_threshold=None, log_prob_threshold=None, no_speech_threshold=None)
+                compression_ratio_threshold=None, log_prob_threshold=None, no_speech_threshold=None,
+                max_new_tokens=max_new_tokens)
             texts.append("".join(s.text for s in segments).strip())
         return texts
 
@@ -163,14 +167,16 @@ def benchmark_systems(
     faster_whisper: str | None = None,
     compute_types: Sequence[str] = ("int8", "float32"),
     cache: str | os.PathLike = "models/ctranslate2",
+    max_new_tokens: int | None = None,
     log: Callable[[str], None] | None = print,
 ) -> list[SystemRow]:
-    """Transcribe ``utterances`` (with ``audio`` and ``text``) with every ONNX ``DIR[:dtype]`` and, with
+    """Transcribe ``utterances`` (with ``audio``, ``text`` and ``group``) with every ONNX ``DIR[:dtype]`` and, with
     ``faster_whisper`` (a CTranslate2 folder or packaged alias), with faster-whisper at each compute type;
-    systems interleaved per repeat after one untimed pass over the first clip."""
+    systems interleaved per repeat after one untimed pass over the first clip. Every system stops a clip after
+    ``max_new_tokens`` tokens (None: at the decoder's length), so that a runaway costs each the same."""
     from transformers import WhisperTokenizer
 
-    from ...evaluation.transcription import english_normalizer, score
+    from ...evaluation.transcription import english_normalizer, group_word_error_rates, score
 
     audios = [u.audio for u in utterances]
     references = [u.text or "" for u in utterances]
@@ -181,9 +187,10 @@ def benchmark_systems(
         model = OnnxWhisper(folder, dtype, threads=threads)
         size = sum(_file_bytes(folder / SUBFOLDER / model.layout.file_name(g, dtype)) for g in (ENCODER, DECODER))
         runners[str(spec)] = ("onnxruntime", dtype, size,
-                              lambda a, m=model: m.transcribe(list(a), batch_size=batch_size, language="en"))
+                              lambda a, m=model: m.transcribe(list(a), batch_size=batch_size, language="en",
+                                                              max_new_tokens=max_new_tokens))
     for compute_type in (compute_types if faster_whisper else ()):
-        run, size = _faster_whisper_runner(faster_whisper, compute_type, threads, Path(cache))
+        run, size = _faster_whisper_runner(faster_whisper, compute_type, threads, Path(cache), max_new_tokens)
         runners[f"faster-whisper {Path(str(faster_whisper)).name}:{compute_type}"] = (
             "faster-whisper", compute_type, size, run)
     tokenizer = WhisperTokenizer.from_pretrained(parse_model_spec(specs[0])[0]) if specs else None
@@ -205,9 +212,12 @@ def benchmark_systems(
     for name in names:
         runtime, dtype, size, _ = runners[name]
         seconds = statistics.median(times[name])
-        wer = score(references, texts[name], normalizer)[1].wer
+        pairs, stats = score(references, texts[name], normalizer)
+        groups = group_word_error_rates([u.group for u in utterances], pairs)
         rows.append(SystemRow(name, runtime, dtype, size / 2**20, len(audios), audio_seconds, seconds,
-                              audio_seconds / seconds, wer, batch_size if runtime == "onnxruntime" else 1, repeats))
+                              audio_seconds / seconds, stats.wer, batch_size if runtime == "onnxruntime" else 1,
+                              repeats, wer_groups={g: w.wer for g, w in groups.items()},
+                              long_outputs=sum(p.long_output for p in pairs)))
     return rows
 
 
@@ -226,6 +236,7 @@ def run_onnx_benchmark(
     faster_whisper: str | None = None,
     compute_types: Sequence[str] = ("int8", "float32"),
     cache: str | os.PathLike = "models/ctranslate2",
+    max_new_tokens: int | None = None,
     output: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = print,
     command: str | None = None,
@@ -251,7 +262,7 @@ def run_onnx_benchmark(
             log(f"end to end: {len(utterances)} clips")
         system_rows = benchmark_systems(specs, utterances, batch_size=e2e_batch_size, repeats=e2e_repeats,
                                         threads=threads, faster_whisper=faster_whisper, compute_types=compute_types,
-                                        cache=cache, log=log)
+                                        cache=cache, max_new_tokens=max_new_tokens, log=log)
     import onnxruntime
     import torch
 
@@ -261,7 +272,7 @@ def run_onnx_benchmark(
         "settings": {"threads": threads, "batch_sizes": list(batch_sizes), "repeats": repeats,
                      "warmup": max(warmup, 1), "e2e_data": str(data) if system_rows else None,
                      "e2e_split": split if system_rows else None, "e2e_batch_size": e2e_batch_size,
-                     "e2e_repeats": e2e_repeats},
+                     "e2e_repeats": e2e_repeats, "max_new_tokens": max_new_tokens},
         "machine": machine_info(torch.device("cpu")),
         "encoder": [asdict(r) for r in encoder_rows],
         "systems": [asdict(r) for r in system_rows],
@@ -299,10 +310,20 @@ def format_onnx_table(report: Mapping) -> str:
     lines = [f"ONNX Runtime {report['onnxruntime']} encoders (one run over a batch of 30 s inputs, "
              f"{settings['threads'] or 'default'} threads):", *markdown_table(rows)]
     if report.get("systems"):
-        rows = [("system", "runtime", "weights", "files MB", "clips", "audio s", "time s", "RTFx", "WER %")]
-        for r in report["systems"]:
+        systems = report["systems"]
+        groups = list(dict.fromkeys(g for r in systems for g in r.get("wer_groups") or {}))
+        runaways = any(r.get("long_outputs") is not None for r in systems)
+        rows = [("system", "runtime", "weights", "files MB", "clips", "audio s", "time s", "RTFx",
+                 *(f"WER {g}" for g in groups), "WER % (all)" if groups else "WER %",
+                 *(("runaways",) if runaways else ()))]
+        for r in systems:
+            by_group = r.get("wer_groups") or {}
             rows.append((Path(r["system"].split(":")[0]).name if r["runtime"] == "onnxruntime" else r["system"],
                          r["runtime"], r["dtype"], f"{r['size_mb']:.0f}", str(r["n_clips"]),
-                         f"{r['audio_seconds']:.1f}", f"{r['seconds']:.1f}", f"{r['rtfx']:.1f}", f"{r['wer']:.2f}"))
-        lines += ["", "End to end (features, greedy decoding, text; one clip at a time unless said):", *markdown_table(rows)]
+                         f"{r['audio_seconds']:.1f}", f"{r['seconds']:.1f}", f"{r['rtfx']:.1f}",
+                         *(f"{by_group[g]:.2f}" if g in by_group else "-" for g in groups), f"{r['wer']:.2f}",
+                         *((str(r.get("long_outputs", "-")),) if runaways else ())))
+        limit = settings.get("max_new_tokens")
+        lines += ["", "End to end (features, greedy decoding, text; one clip at a time unless said"
+                  + (f"; at most {limit} new tokens per clip" if limit else "") + "):", *markdown_table(rows)]
     return "\n".join(lines)
