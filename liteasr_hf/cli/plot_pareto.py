@@ -19,6 +19,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--summaries", nargs="+", required=True, help="*.summary.json written by liteasr evaluate")
     p.add_argument("--benchmark", required=True, help="JSON report written by liteasr benchmark")
     p.add_argument("--batch-size", type=int, default=None, help="latency at this batch size (default: the smallest)")
+    p.add_argument("--speech", choices=("all", "real"), default="all",
+                   help="WER of every evaluation group (all) or of the real speakers' groups pooled (real)")
     p.add_argument("--output", default="results/pareto.png")
     return p.parse_args(argv)
 
@@ -26,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        _, points = plot_from_files(args.summaries, args.benchmark, args.output, args.batch_size)
+        _, points = plot_from_files(args.summaries, args.benchmark, args.output, args.batch_size, args.speech)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

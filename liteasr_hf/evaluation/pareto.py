@@ -1,6 +1,11 @@
 """WER against encoder size and against measured encoder latency, for stock Whisper and LiteWhisper models:
 the evaluation summaries give WER and parameters, a benchmark report (:mod:`liteasr_hf.evaluation.benchmark`) the
-latency; the Pareto front is the set of models that no other model beats on both axes."""
+latency; the Pareto front is the set of models that no other model beats on both axes. :func:`plot_wer_against_size`
+sets named series of models (recipes: the paper's, ours, healed) side by side by size alone.
+
+Parameters are counted without the position table, as the published lite-whisper tables count them. ``speech``
+chooses the WER: ``"all"``, the corpus WER of the evaluation, or ``"real"``, the real speakers' groups pooled
+(:meth:`~.summary.EvaluationSummary.pooled_wer`)."""
 
 from __future__ import annotations
 
@@ -27,6 +32,24 @@ class ParetoPoint:
     encoder_params: int
     latency_ms: float  # median encoder forward pass at the benchmark's batch size
     lite: bool  # a LiteWhisper model (else stock Whisper)
+
+
+#: What ``speech`` may name, and the axis label of each.
+SPEECH = {"all": "WER (%, every evaluation group)", "real": "WER on real speakers (%, their groups pooled)"}
+
+
+def summary_wer(summary: EvaluationSummary, speech: str = "all") -> float:
+    """The WER a plot shows for ``summary``: the corpus WER (``"all"``) or the real speakers' pooled (``"real"``)."""
+    if speech not in SPEECH:
+        raise ValueError(f"Unknown speech {speech!r}: choose one of {', '.join(SPEECH)}.")
+    return float(summary.wer) if speech == "all" else summary.pooled_wer("real")
+
+
+def _same_data(read: Sequence[tuple[EvaluationSummary, str]]) -> None:
+    datasets = {(Path(str(s.data)).name, s.config, s.split, s.n_scored) for s, _ in read}
+    if len(datasets) > 1:
+        raise ValueError("The summaries come from different evaluation data (data, config, split, utterances): "
+                         f"{sorted(datasets, key=str)}; WERs would not be comparable.")
 
 
 def _read_benchmark(source: str | os.PathLike | Mapping) -> tuple[Mapping, str]:
@@ -63,6 +86,7 @@ def load_points(
     summaries: Sequence[str | os.PathLike | EvaluationSummary],
     benchmark: str | os.PathLike | Mapping,
     batch_size: int | None = None,
+    speech: str = "all",
 ) -> list[ParetoPoint]:
     """One point per evaluation summary (``*.summary.json`` written by ``liteasr evaluate``), with the
     encoder latency of the same model at ``batch_size`` (default: the benchmark's smallest) from the benchmark
@@ -75,10 +99,7 @@ def load_points(
     if "encoder" not in report or "models" not in report:
         raise ValueError(f"{report_name} is not a benchmark report (no 'encoder' or 'models').")
 
-    datasets = {(Path(str(s.data)).name, s.config, s.split, s.n_scored) for s, _ in read}
-    if len(datasets) > 1:
-        raise ValueError("The summaries come from different evaluation data (data, config, split, utterances): "
-                         f"{sorted(datasets, key=str)}; WERs would not be comparable.")
+    _same_data(read)
 
     sizes = sorted({r["batch_size"] for r in report["encoder"]})
     batch_size = sizes[0] if batch_size is None else batch_size
@@ -101,8 +122,8 @@ def load_points(
         points.append(ParetoPoint(
             label=Path(path).name or path,
             model=hits[0],
-            wer=float(summary.wer),
-            encoder_params=int(summary.encoder_params),
+            wer=summary_wer(summary, speech),
+            encoder_params=int(summary.published_encoder_params),
             latency_ms=float(latency[hits[0]]),
             lite=summary.model_type != "whisper",
         ))
@@ -130,13 +151,14 @@ def plot_pareto(
     output: str | os.PathLike | None = None,
     latency_label: str = "encoder latency (ms)",
     title: str | None = None,
+    wer_label: str = "WER (%)",
 ) -> Figure:
     """Two panels, WER against encoder parameters and against encoder latency: stock Whisper as squares,
     LiteWhisper as circles, each point labelled, the Pareto front as a staircase. Writes a PNG to ``output``."""
     fig = Figure(figsize=(12, 5), layout="constrained")
     FigureCanvasAgg(fig)
     panels = [
-        ("encoder parameters (M)", lambda p: p.encoder_params / 1e6),
+        (PARAMS_LABEL, lambda p: p.encoder_params / 1e6),
         (latency_label, lambda p: p.latency_ms),
     ]
     for ax, (xlabel, cost) in zip(fig.subplots(1, 2), panels):
@@ -157,16 +179,20 @@ def plot_pareto(
         ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.yaxis.set_minor_formatter(ScalarFormatter())
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("WER (%, log scale)")
+        ax.set_ylabel(f"{wer_label}, log scale")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     if output is not None:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=150)
-        atomic_write_bytes(output, buffer.getvalue())
+        _write_png(fig, output)
     return fig
+
+
+def _write_png(fig: Figure, output: str | os.PathLike) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=150)
+    atomic_write_bytes(output, buffer.getvalue())
 
 
 def plot_from_files(
@@ -174,13 +200,72 @@ def plot_from_files(
     benchmark: str | os.PathLike,
     output: str | os.PathLike,
     batch_size: int | None = None,
+    speech: str = "all",
 ) -> tuple[Figure, list[ParetoPoint]]:
     """:func:`load_points` and :func:`plot_pareto`, with the benchmark's device and settings on the figure."""
     report, _ = _read_benchmark(benchmark)
-    points = load_points(summaries, report, batch_size)
+    points = load_points(summaries, report, batch_size, speech)
     settings = report.get("settings", {})
     batch = batch_size or min(r["batch_size"] for r in report["encoder"])
     where = f"{settings.get('device', '?')}, {settings.get('threads', '?')} threads, {settings.get('dtype', '?')}"
     fig = plot_pareto(points, output, latency_label=f"encoder latency, batch {batch} (ms; {where})",
-                      title="WER against encoder size and speed")
+                      title="WER against encoder size and speed", wer_label=SPEECH[speech])
     return fig, points
+
+
+PARAMS_LABEL = "encoder parameters, without the position table (M)"
+
+
+@dataclass(frozen=True)
+class SizePoint:
+    series: str  # e.g. "Whisper", "paper's recipe", "ours", "ours, healed"
+    label: str  # the model's folder name
+    wer: float
+    encoder_params: int  # without the position table
+
+
+def size_points(series: Mapping[str, Sequence[str | os.PathLike | EvaluationSummary]],
+                speech: str = "real") -> list[SizePoint]:
+    """One point per summary, in its named series. Every summary must come from the same evaluation data, and no model
+    may appear twice; raises ``ValueError`` naming the one that does not fit."""
+    read = [(name, _summary(s)[0], s) for name, sources in series.items() for s in sources]
+    if not read:
+        raise ValueError("No evaluation summaries given.")
+    _same_data([(s, str(n)) for _, s, n in read])
+    points, seen = [], {}
+    for name, summary, source in read:
+        if isinstance(source, EvaluationSummary):
+            path = str(summary.model_path or summary.model)
+            label = Path(path).name or path
+        else:  # the file's name, as its writer chose it (liteasr evaluate's: <model>__<data>-<split>.summary.json)
+            label = Path(source).name.removesuffix(".summary.json").split("__")[0]
+        if label in seen:
+            raise ValueError(f"{label} is given twice ({seen[label]} and {source}): one point per model.")
+        seen[label] = source
+        points.append(SizePoint(name, label, summary_wer(summary, speech), int(summary.published_encoder_params)))
+    return points
+
+
+def plot_wer_against_size(points: Sequence[SizePoint], output: str | os.PathLike | None = None,
+                          speech: str = "real", title: str | None = None) -> Figure:
+    """WER against encoder parameters, one marker per series, each point labelled; a PNG to ``output``."""
+    fig = Figure(figsize=(8, 5.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    markers = "soD^v<>P*"
+    for i, name in enumerate(dict.fromkeys(p.series for p in points)):
+        group = [p for p in points if p.series == name]
+        ax.scatter([p.encoder_params / 1e6 for p in group], [p.wer for p in group], marker=markers[i % len(markers)],
+                   s=45, label=name, zorder=3)
+    for i, p in enumerate(sorted(points, key=lambda p: p.encoder_params)):
+        ax.annotate(p.label, (p.encoder_params / 1e6, p.wer), textcoords="offset points",
+                    xytext=(5, 5 if i % 2 else -11), fontsize=7)
+    ax.set_xlabel(PARAMS_LABEL)
+    ax.set_ylabel(SPEECH[speech])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    if output is not None:
+        _write_png(fig, output)
+    return fig

@@ -99,3 +99,15 @@ class EvaluationSummary(JsonRecord):
     def data_key(self) -> tuple[str, str, str | None]:
         """``(data, config or "", split)``: which evaluation this is, whatever the model."""
         return self.data, self.config or "", self.split
+
+    def pooled_wer(self, prefix: str = "real") -> float:
+        """Corpus WER (percent) over every speaker group whose name begins with ``prefix`` taken together (errors over
+        reference words, as one set): ``"real"`` pools the real speakers, whatever their group. Raises ``ValueError``
+        where the summary has no such group (an evaluation on data without groups, or by an earlier version)."""
+        chosen = [g for name, g in self.groups.items() if name.startswith(prefix)]
+        words = sum(g.reference_words for g in chosen)
+        if not words:
+            raise ValueError(f"{self.model}: the evaluation summary has no speaker group beginning {prefix!r} "
+                             f"(groups: {', '.join(self.groups) or 'none'}); evaluate on the shipped evaluation "
+                             "splits (liteasr evaluate's default data), whose rows name their group.")
+        return round(100 * sum(g.errors for g in chosen) / words, 2)
