@@ -281,6 +281,20 @@ def test_script_reports_bad_input(tmp_path, capsys):
     assert "Unknown quantization 'q5'" in capsys.readouterr().err
 
 
+def test_log_mel_padding_zeroes_the_frames_after_the_clip(exported):
+    from liteasr_hf.integrations.onnx.runtime import OnnxWhisper
+
+    clips = [u.audio for u in load_speech(EVALUATION_MANIFEST, max_samples=2)[0]]
+    audio_padded = OnnxWhisper(exported).features(clips)
+    mel_padded = OnnxWhisper(exported, padding="log-mel").features(clips)
+    for clip, a, m in zip(clips, audio_padded, mel_padded):
+        end = len(clip) // 160
+        assert np.array_equal(a[:, :end], m[:, :end]) and not m[:, end:].any()
+        assert a[:, end + 2:].std() < 1e-6 and abs(a[0, -1]) > 0.1  # silence's log-mel: one constant, not zero
+    with pytest.raises(ValueError, match="Unknown padding 'zeros'"):
+        OnnxWhisper(exported, padding="zeros")
+
+
 def test_benchmark_times_encoders_and_sets_faster_whisper_beside(exported, tmp_path):
     from liteasr_hf.integrations.onnx.benchmark import format_onnx_table, run_onnx_benchmark
 
@@ -300,10 +314,12 @@ def test_benchmark_times_encoders_and_sets_faster_whisper_beside(exported, tmp_p
     assert "| lite-whisper-tiny.en |" in table and "faster-whisper tiny.en:int8" in table
 
     # on the evaluation manifest, WER per speaker group; a token limit binds ONNX Runtime and faster-whisper alike
-    limited = run_onnx_benchmark([str(exported)], batch_sizes=[1], repeats=1, threads=2, data=EVALUATION_MANIFEST,
-                                 clips=2, faster_whisper="tiny.en", compute_types=["int8"], cache=tmp_path / "ct2",
-                                 max_new_tokens=2, log=None)
-    assert limited["settings"]["max_new_tokens"] == 2
+    # and a padding (openai's zero log-mel frames after the clip) is one more system on the same encoder
+    limited = run_onnx_benchmark([str(exported), f"{exported}@log-mel"], batch_sizes=[1], repeats=1, threads=2,
+                                 data=EVALUATION_MANIFEST, clips=2, faster_whisper="tiny.en", compute_types=["int8"],
+                                 cache=tmp_path / "ct2", max_new_tokens=2, log=None)
+    assert limited["settings"]["max_new_tokens"] == 2 and len(limited["encoder"]) == 1
+    assert [r["padding"] for r in limited["systems"]] == ["audio", "log-mel", "log-mel"]
     for row in limited["systems"]:  # the two references are 4 and 6 words: at most 2 words each come out
         assert list(row["wer_groups"]) == ["real non-native child"]
         assert row["wer_groups"]["real non-native child"] == row["wer"] >= 60

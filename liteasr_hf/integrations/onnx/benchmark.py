@@ -21,13 +21,26 @@ import numpy as np
 
 from ...evaluation.reporting import iqr
 from .layout import DECODER, DTYPE_SUFFIXES, ENCODER, SUBFOLDER, OnnxLayout
-from .runtime import OnnxWhisper, session_options
+from .runtime import PADDINGS, OnnxWhisper, session_options
 
 FRAMES = 3000  # Whisper's 30 s of log-mel frames
 
 
+def parse_system_spec(spec: str) -> tuple[Path, str, str]:
+    """``DIR[:dtype][@padding]`` -> (folder, dtype, padding): the padding of short clips end to end (one of
+    :data:`~.runtime.PADDINGS`; default ``audio``, as transformers pads)."""
+    text, _, padding = str(spec).partition("@")
+    padding = padding or "audio"
+    if padding not in PADDINGS:
+        raise ValueError(f"{spec}: unknown padding {padding!r}; write DIR[:TYPE][@PADDING] with PADDING one of "
+                         f"{', '.join(PADDINGS)}.")
+    return (*parse_model_spec(text), padding)
+
+
 def parse_model_spec(spec: str) -> tuple[Path, str]:
     """``DIR`` or ``DIR:dtype`` -> (folder, dtype)."""
+    if "@" in str(spec):
+        raise ValueError(f"{spec}: a padding (@...) chooses how clips are transcribed, not an encoder to time.")
     folder, _, dtype = str(spec).rpartition(":") if ":" in str(spec) else (str(spec), "", "fp32")
     if dtype not in DTYPE_SUFFIXES:
         raise ValueError(f"{spec}: unknown weight type {dtype!r}; write DIR or DIR:TYPE with TYPE one of "
@@ -128,6 +141,7 @@ class SystemRow:
     wer: float
     batch_size: int
     repeats: int
+    padding: str = "audio"  # how a short clip fills its 30 s window (runtime.PADDINGS)
     wer_groups: dict[str, float] = field(default_factory=dict)  # WER per speaker group, real speech first
     long_outputs: int | None = None  # predictions over LONG_OUTPUT_RATIO x the reference's words (runaways)
 
@@ -182,18 +196,21 @@ def benchmark_systems(
     references = [u.text or "" for u in utterances]
     audio_seconds = sum(a.size for a in audios) / 16000
     runners: dict[str, tuple[str, str, float, Callable]] = {}
+    paddings: dict[str, str] = {}
     for spec in specs:
-        folder, dtype = parse_model_spec(spec)
-        model = OnnxWhisper(folder, dtype, threads=threads)
+        folder, dtype, padding = parse_system_spec(spec)
+        model = OnnxWhisper(folder, dtype, threads=threads, padding=padding)
         size = sum(_file_bytes(folder / SUBFOLDER / model.layout.file_name(g, dtype)) for g in (ENCODER, DECODER))
+        paddings[str(spec)] = padding
         runners[str(spec)] = ("onnxruntime", dtype, size,
                               lambda a, m=model: m.transcribe(list(a), batch_size=batch_size, language="en",
                                                               max_new_tokens=max_new_tokens))
     for compute_type in (compute_types if faster_whisper else ()):
         run, size = _faster_whisper_runner(faster_whisper, compute_type, threads, Path(cache), max_new_tokens)
+        paddings[f"faster-whisper {Path(str(faster_whisper)).name}:{compute_type}"] = "log-mel"  # openai's
         runners[f"faster-whisper {Path(str(faster_whisper)).name}:{compute_type}"] = (
             "faster-whisper", compute_type, size, run)
-    tokenizer = WhisperTokenizer.from_pretrained(parse_model_spec(specs[0])[0]) if specs else None
+    tokenizer = WhisperTokenizer.from_pretrained(parse_system_spec(specs[0])[0]) if specs else None
     normalizer, _ = english_normalizer(tokenizer)
     names = list(runners)
     times: dict[str, list[float]] = {n: [] for n in names}
@@ -216,7 +233,7 @@ def benchmark_systems(
         groups = group_word_error_rates([u.group for u in utterances], pairs)
         rows.append(SystemRow(name, runtime, dtype, size / 2**20, len(audios), audio_seconds, seconds,
                               audio_seconds / seconds, stats.wer, batch_size if runtime == "onnxruntime" else 1,
-                              repeats, wer_groups={g: w.wer for g, w in groups.items()},
+                              repeats, padding=paddings[name], wer_groups={g: w.wer for g, w in groups.items()},
                               long_outputs=sum(p.long_output for p in pairs)))
     return rows
 
@@ -250,7 +267,9 @@ def run_onnx_benchmark(
     started = time.perf_counter()
     if log:
         log(f"ONNX Runtime encoders: batch sizes {list(batch_sizes)}, {max(warmup, 1)} warm-up + {repeats} rounds")
-    encoder_rows = benchmark_onnx_encoders(specs, batch_sizes, repeats, warmup, threads)
+    # a padding changes the transcription only: each exported encoder is timed once
+    encoders = list(dict.fromkeys(str(spec).partition("@")[0] for spec in specs))
+    encoder_rows = benchmark_onnx_encoders(encoders, batch_sizes, repeats, warmup, threads)
     system_rows = []
     if data is not None and clips != 0:
         from ...data.speech import load_speech
@@ -268,7 +287,7 @@ def run_onnx_benchmark(
 
     report = {
         "runtime": "onnxruntime",
-        "reference": str(specs[0]),
+        "reference": encoders[0],
         "settings": {"threads": threads, "batch_sizes": list(batch_sizes), "repeats": repeats,
                      "warmup": max(warmup, 1), "e2e_data": str(data) if system_rows else None,
                      "e2e_split": split if system_rows else None, "e2e_batch_size": e2e_batch_size,
@@ -313,13 +332,17 @@ def format_onnx_table(report: Mapping) -> str:
         systems = report["systems"]
         groups = list(dict.fromkeys(g for r in systems for g in r.get("wer_groups") or {}))
         runaways = any(r.get("long_outputs") is not None for r in systems)
-        rows = [("system", "runtime", "weights", "files MB", "clips", "audio s", "time s", "RTFx",
+        padded = any("padding" in r for r in systems)
+        rows = [("system", "runtime", "weights", *(("padding",) if padded else ()), "files MB", "clips", "audio s",
+                 "time s", "RTFx",
                  *(f"WER {g}" for g in groups), "WER % (all)" if groups else "WER %",
                  *(("runaways",) if runaways else ()))]
         for r in systems:
             by_group = r.get("wer_groups") or {}
-            rows.append((Path(r["system"].split(":")[0]).name if r["runtime"] == "onnxruntime" else r["system"],
-                         r["runtime"], r["dtype"], f"{r['size_mb']:.0f}", str(r["n_clips"]),
+            rows.append((Path(r["system"].split(":")[0].split("@")[0]).name if r["runtime"] == "onnxruntime"
+                         else r["system"],
+                         r["runtime"], r["dtype"], *((r.get("padding", "-"),) if padded else ()),
+                         f"{r['size_mb']:.0f}", str(r["n_clips"]),
                          f"{r['audio_seconds']:.1f}", f"{r['seconds']:.1f}", f"{r['rtfx']:.1f}",
                          *(f"{by_group[g]:.2f}" if g in by_group else "-" for g in groups), f"{r['wer']:.2f}",
                          *((str(r.get("long_outputs", "-")),) if runaways else ())))

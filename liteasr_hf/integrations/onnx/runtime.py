@@ -26,16 +26,27 @@ def session_options(threads: int | None = None):
     return options
 
 
+#: How a clip shorter than 30 s is padded: ``audio`` (transformers, and so ``generate``, the pipeline and
+#: transformers.js: the audio with silence, then the log-mel of the whole window) or ``log-mel`` (openai/whisper and
+#: faster-whisper: the log-mel frames after the clip set to zero).
+PADDINGS = ("audio", "log-mel")
+HOP_LENGTH = 160  # samples per log-mel frame
+
+
 class OnnxWhisper:
-    """An exported Whisper folder in ONNX Runtime, with the weights ``dtype`` (``fp32``, ``q8``, ``int8``, ...)."""
+    """An exported Whisper folder in ONNX Runtime, with the weights ``dtype`` (``fp32``, ``q8``, ``int8``, ...);
+    ``padding`` (one of :data:`PADDINGS`) fills a short clip's 30 s window."""
 
     def __init__(self, folder: str | os.PathLike, dtype: str = "fp32", threads: int | None = None,
-                 providers: tuple[str, ...] = ("CPUExecutionProvider",)):
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",), padding: str = "audio"):
         import onnxruntime as ort
         from transformers import AutoConfig, GenerationConfig, WhisperProcessor
 
         if dtype not in DTYPE_SUFFIXES:
             raise ValueError(f"Unknown dtype {dtype!r}: choose from {', '.join(DTYPE_SUFFIXES)}.")
+        if padding not in PADDINGS:
+            raise ValueError(f"Unknown padding {padding!r}: choose from {', '.join(PADDINGS)}.")
+        self.padding = padding
         self.folder = Path(folder)
         config = AutoConfig.from_pretrained(self.folder)  # whisper or lite-whisper (registered by liteasr_hf)
         self.layout = OnnxLayout.from_config(config)
@@ -54,8 +65,14 @@ class OnnxWhisper:
         self.dtype = dtype
 
     def features(self, audios: list[np.ndarray]) -> np.ndarray:
-        """Log-mel features ``(B, mels, 3000)`` of 16 kHz mono clips, as the processor computes them."""
-        return self.processor.feature_extractor(audios, sampling_rate=16000, return_tensors="np").input_features
+        """Log-mel features ``(B, mels, 3000)`` of 16 kHz mono clips, as the processor computes them; with
+        ``padding="log-mel"`` every frame after a clip's end is zero, as openai/whisper pads a segment."""
+        features = self.processor.feature_extractor(audios, sampling_rate=16000, return_tensors="np").input_features
+        if self.padding == "log-mel":
+            # The window's normalization (its maximum) is the clip's either way: silence adds only the floor.
+            for row, audio in zip(features, audios):
+                row[:, len(audio) // HOP_LENGTH:] = 0.0
+        return features
 
     def encode(self, features: np.ndarray) -> np.ndarray:
         """``last_hidden_state`` ``(B, 1500, d)`` of the encoder."""
