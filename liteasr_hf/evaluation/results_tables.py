@@ -54,8 +54,8 @@ class TableSpec(JsonRecord):
     """What one marked table shows. ``kind``: ``presets`` (each row against its original), ``comparison`` (one
     :func:`~.transcription.format_comparison` table, the first row the reference), ``ablation`` (a healing or
     calibration ablation's ``ablation.json``), ``benchmark`` (``liteasr benchmark``), ``onnx`` (``liteasr benchmark
-    --runtime onnxruntime``), ``vllm`` (``liteasr benchmark-vllm``). ``of``: which models or presets the figures are
-    of, when that is not today's presets."""
+    --runtime onnxruntime``; ``onnx-systems``: its end-to-end table alone), ``vllm`` (``liteasr benchmark-vllm``).
+    ``of``: which models or presets the figures are of, when that is not today's presets."""
 
     kind: str
     rows: list[Row] = reads(each(Row.from_dict))
@@ -210,6 +210,15 @@ def render_onnx(results: Path, spec: TableSpec) -> list[str]:
     return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "", format_onnx_table(report)]
 
 
+def render_onnx_systems(results: Path, spec: TableSpec) -> list[str]:
+    """The end-to-end table alone of ``liteasr benchmark --runtime onnxruntime`` (README shows it)."""
+    from ..integrations.onnx.benchmark import format_onnx_systems
+
+    (row,) = spec.rows
+    report = _read_json(results, row)
+    return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "", format_onnx_systems(report)]
+
+
 def render_vllm(results: Path, spec: TableSpec) -> list[str]:
     """``liteasr benchmark-vllm``: each model's best round, throughput against the first, latency percentiles and
     WER. (The command's own ``format_serving_table`` needs every request's latency, which the report does not keep.)"""
@@ -242,7 +251,8 @@ def render_q8(results: Path, spec: TableSpec) -> list[str]:
 
 
 RENDERERS = {"presets": render_presets, "comparison": render_comparison, "ablation": render_ablation,
-             "benchmark": render_benchmark, "onnx": render_onnx, "vllm": render_vllm, "q8": render_q8}
+             "benchmark": render_benchmark, "onnx": render_onnx, "onnx-systems": render_onnx_systems,
+             "vllm": render_vllm, "q8": render_q8}
 #: The kinds whose tables show encoder sizes, and so say how they are counted.
 _SHOWS_PARAMS = {"presets", "comparison", "ablation"}
 

@@ -316,6 +316,12 @@ def run_onnx_benchmark(
 
 def format_onnx_table(report: Mapping) -> str:
     """The report's encoder and end-to-end tables in Markdown."""
+    systems = format_onnx_systems(report)
+    return format_onnx_encoders(report) + ("\n\n" + systems if systems else "")
+
+
+def format_onnx_encoders(report: Mapping) -> str:
+    """The report's encoder table in Markdown."""
     from ...evaluation.reporting import markdown_table
 
     rows = [("model", "weights", "batch", "encoder MB", "GFLOPs", "FLOP red.", "latency ms (IQR)", "speed-up",
@@ -326,27 +332,31 @@ def format_onnx_table(report: Mapping) -> str:
                      f"{r['latency_ms']:.1f} ({r['latency_iqr_ms']:.1f})", f"{r['speedup']:.2f}x",
                      f"{r['speedup_per_flop_reduction']:.2f}"))
     settings = report["settings"]
-    lines = [f"ONNX Runtime {report['onnxruntime']} encoders (one run over a batch of 30 s inputs, "
-             f"{settings['threads'] or 'default'} threads):", *markdown_table(rows)]
-    if report.get("systems"):
-        systems = report["systems"]
-        groups = list(dict.fromkeys(g for r in systems for g in r.get("wer_groups") or {}))
-        runaways = any(r.get("long_outputs") is not None for r in systems)
-        padded = any("padding" in r for r in systems)
-        rows = [("system", "runtime", "weights", *(("padding",) if padded else ()), "files MB", "clips", "audio s",
-                 "time s", "RTFx",
-                 *(f"WER {g}" for g in groups), "WER % (all)" if groups else "WER %",
-                 *(("runaways",) if runaways else ()))]
-        for r in systems:
-            by_group = r.get("wer_groups") or {}
-            rows.append((Path(r["system"].split(":")[0].split("@")[0]).name if r["runtime"] == "onnxruntime"
-                         else r["system"],
-                         r["runtime"], r["dtype"], *((r.get("padding", "-"),) if padded else ()),
-                         f"{r['size_mb']:.0f}", str(r["n_clips"]),
-                         f"{r['audio_seconds']:.1f}", f"{r['seconds']:.1f}", f"{r['rtfx']:.1f}",
-                         *(f"{by_group[g]:.2f}" if g in by_group else "-" for g in groups), f"{r['wer']:.2f}",
-                         *((str(r.get("long_outputs", "-")),) if runaways else ())))
-        limit = settings.get("max_new_tokens")
-        lines += ["", "End to end (features, greedy decoding, text; one clip at a time unless said"
-                  + (f"; at most {limit} new tokens per clip" if limit else "") + "):", *markdown_table(rows)]
-    return "\n".join(lines)
+    return "\n".join([f"ONNX Runtime {report['onnxruntime']} encoders (one run over a batch of 30 s inputs, "
+                      f"{settings['threads'] or 'default'} threads):", *markdown_table(rows)])
+
+
+def format_onnx_systems(report: Mapping) -> str:
+    """The report's end-to-end table in Markdown (empty where the run transcribed nothing)."""
+    from ...evaluation.reporting import markdown_table
+
+    systems = report.get("systems")
+    if not systems:
+        return ""
+    groups = list(dict.fromkeys(g for r in systems for g in r.get("wer_groups") or {}))
+    runaways = any(r.get("long_outputs") is not None for r in systems)
+    padded = any("padding" in r for r in systems)
+    rows = [("system", "runtime", "weights", *(("padding",) if padded else ()), "files MB", "clips", "audio s",
+             "time s", "RTFx", *(f"WER {g}" for g in groups), "WER % (all)" if groups else "WER %",
+             *(("runaways",) if runaways else ()))]
+    for r in systems:
+        by_group = r.get("wer_groups") or {}
+        rows.append((Path(r["system"].split(":")[0].split("@")[0]).name if r["runtime"] == "onnxruntime"
+                     else r["system"],
+                     r["runtime"], r["dtype"], *((r.get("padding", "-"),) if padded else ()),
+                     f"{r['size_mb']:.0f}", str(r["n_clips"]), f"{r['audio_seconds']:.1f}", f"{r['seconds']:.1f}",
+                     f"{r['rtfx']:.1f}", *(f"{by_group[g]:.2f}" if g in by_group else "-" for g in groups),
+                     f"{r['wer']:.2f}", *((str(r.get("long_outputs", "-")),) if runaways else ())))
+    limit = report["settings"].get("max_new_tokens")
+    return "\n".join(["End to end (features, greedy decoding, text; one clip at a time unless said"
+                      + (f"; at most {limit} new tokens per clip" if limit else "") + "):", *markdown_table(rows)])
