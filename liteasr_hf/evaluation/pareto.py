@@ -71,6 +71,15 @@ def _summary(source: str | os.PathLike | EvaluationSummary) -> tuple[EvaluationS
         raise ValueError(f"Cannot read {source}: {err}") from err
 
 
+def _label(summary: EvaluationSummary, source: str | os.PathLike | EvaluationSummary) -> str:
+    """A point's label: the summary file's name as its writer chose it (``liteasr evaluate`` writes
+    ``<model>__<data>-<split>.summary.json``), else the model's folder name."""
+    if isinstance(source, EvaluationSummary):
+        path = str(summary.model_path or summary.model)
+        return Path(path).name or path
+    return Path(source).name.removesuffix(".summary.json").split("__")[0]
+
+
 def _keys(model: str | None, model_path: str | None) -> set[str]:
     """What a model can be recognized by: its name as given and its resolved path; local folders as absolute
     paths, so that ``models/x`` and ``/work/models/x`` match."""
@@ -92,14 +101,14 @@ def load_points(
     encoder latency of the same model at ``batch_size`` (default: the benchmark's smallest) from the benchmark
     report. Every summary must have a benchmark row and every benchmarked model a summary; the summaries must
     come from the same evaluation data. Raises ``ValueError`` naming what does not match."""
-    read = [_summary(s) for s in summaries]
+    read = [(*_summary(s), s) for s in summaries]
     if not read:
         raise ValueError("No evaluation summaries given.")
     report, report_name = _read_benchmark(benchmark)
     if "encoder" not in report or "models" not in report:
         raise ValueError(f"{report_name} is not a benchmark report (no 'encoder' or 'models').")
 
-    _same_data(read)
+    _same_data([(summary, name) for summary, name, _ in read])
 
     sizes = sorted({r["batch_size"] for r in report["encoder"]})
     batch_size = sizes[0] if batch_size is None else batch_size
@@ -109,7 +118,7 @@ def load_points(
     benchmarked = [(m["model"], _keys(m.get("model"), m.get("model_path"))) for m in report["models"]]
 
     points, matched, unmatched = [], set(), []
-    for summary, name in read:
+    for summary, name, source in read:
         keys = _keys(summary.model, summary.model_path)
         hits = [model for model, model_keys in benchmarked if keys & model_keys]
         if not hits:
@@ -118,9 +127,8 @@ def load_points(
         if hits[0] in matched:
             raise ValueError(f"Two summaries are for the same model {hits[0]} (one is {name}).")
         matched.add(hits[0])
-        path = str(summary.model_path or summary.model)
         points.append(ParetoPoint(
-            label=Path(path).name or path,
+            label=_label(summary, source),
             model=hits[0],
             wer=summary_wer(summary, speech),
             encoder_params=int(summary.published_encoder_params),
@@ -234,11 +242,7 @@ def size_points(series: Mapping[str, Sequence[str | os.PathLike | EvaluationSumm
     _same_data([(s, str(n)) for _, s, n in read])
     points, seen = [], {}
     for name, summary, source in read:
-        if isinstance(source, EvaluationSummary):
-            path = str(summary.model_path or summary.model)
-            label = Path(path).name or path
-        else:  # the file's name, as its writer chose it (liteasr evaluate's: <model>__<data>-<split>.summary.json)
-            label = Path(source).name.removesuffix(".summary.json").split("__")[0]
+        label = _label(summary, source)
         if label in seen:
             raise ValueError(f"{label} is given twice ({seen[label]} and {source}): one point per model.")
         seen[label] = source
