@@ -14,6 +14,7 @@ from transformers import WhisperConfig, WhisperForConditionalGeneration
 from liteasr_hf import LiteWhisperConfig, LiteWhisperForConditionalGeneration
 from liteasr_hf.compression.cost import encoder_cost
 from liteasr_hf.data.speech import load_speech
+from liteasr_hf.data.suite import EVALUATION_MANIFEST
 from liteasr_hf.evaluation.benchmark import (
     EncoderRow,
     benchmark_encoders,
@@ -153,7 +154,10 @@ def test_script_writes_a_report_with_end_to_end_times(report_path, tiny_en_dir):
     assert row["encoder_params"] == 8_208_384 and row["speedup"] == 1.0
     assert row["peak_memory_mb"] > row["weights_mb"] == pytest.approx(8_208_384 * 4 / 2**20)
     (e2e,) = report["end_to_end"]
-    utterances, _ = load_speech(SPEECH, split="evaluation", max_samples=2)
+    # by default the first clips of the evaluation manifest: real speakers come first
+    assert report["settings"]["e2e_data"] == str(EVALUATION_MANIFEST)
+    utterances, _ = load_speech(EVALUATION_MANIFEST, split="evaluation", max_samples=2)
+    assert all(u.group.startswith("real") for u in utterances)
     assert e2e["n_clips"] == 2 and e2e["audio_seconds"] == pytest.approx(sum(u.duration for u in utterances))
     assert e2e["rtfx"] == pytest.approx(e2e["audio_seconds"] / e2e["seconds"])
 
