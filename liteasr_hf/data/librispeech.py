@@ -1,0 +1,147 @@
+"""LibriSpeech test-other: real English read by adult LibriVox volunteers, for evaluation only.
+
+LibriSpeech (Panayotov, Chen, Povey and Khudanpur, ICASSP 2015; CC-BY-4.0) is audiobook speech read by LibriVox
+volunteers, 16 kHz FLAC, with a transcript per utterance. No package registry this project reaches ships it; the
+project ships a sample rebuilt by :func:`build_librispeech_set` from two public repositories:
+
+- the audio: the 10 test-other speakers, 10 utterances each, that github.com/resemble-ai/Resemblyzer commits under
+  ``audio_data/librispeech_test-other`` (with the corpus's ``SPEAKERS.TXT`` and ``LICENSE.TXT``);
+- the transcripts: the test-other references of github.com/facebookresearch/fbai-speech
+  (``is21_deep_bias/ref/test-other.biasing_100.tsv``: utterance id, lower-case text, then biasing word lists),
+  which are the corpus's ``*.trans.txt`` lines in lower case.
+
+test-other is the corpus's harder half ("less US-accented" speakers): the readers are adults, not all of them native
+speakers, so the group is named for the corpus, not for a first language. A test split: evaluation only, never read
+by calibration or healing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import soundfile as sf
+from tqdm.auto import tqdm
+
+from ..atomic import atomic_directory
+from .conditioning import to_mono_16k
+from .speech_set import write_clip, write_metadata
+
+#: Bumped when the selection recipe changes.
+LIBRISPEECH_SET_VERSION = 1
+GROUP = "real LibriSpeech adult"
+SOURCE = "librispeech"
+CORPUS_SPLIT = "test-other"
+AUDIO_REPOSITORY = ("github.com/resemble-ai/Resemblyzer", "15d828edebe06bc72b9cabc8ef8ca5ab2cb457ce",
+                    "audio_data/librispeech_test-other")
+TRANSCRIPT_REPOSITORY = ("github.com/facebookresearch/fbai-speech", "43cdb3ca9644a755d5c6cc55cbcc91132f85ed44",
+                         "is21_deep_bias/ref/test-other.biasing_100.tsv")
+
+
+@dataclasses.dataclass(frozen=True)
+class Utterance:
+    """One LibriSpeech utterance: ``<speaker>-<chapter>-<index>``."""
+
+    id: str
+    path: Path
+    text: str
+    speaker: str
+    gender: str | None
+
+
+def read_transcripts(path: str | os.PathLike) -> dict[str, str]:
+    """Utterance id -> upper-case text from a LibriSpeech ``*.trans.txt`` (``ID TEXT``) or a tab-separated
+    ``ID<TAB>text[<TAB>...]`` file such as fbai-speech's references."""
+    texts = {}
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        key, _, rest = line.partition("\t") if "\t" in line else line.partition(" ")
+        text = rest.split("\t")[0].strip()
+        if not text:
+            raise ValueError(f"{path}, line {number}: no text after the utterance id {key!r}.")
+        texts[key.strip()] = " ".join(text.upper().split())
+    return texts
+
+
+def read_speakers(path: Path) -> dict[str, str]:
+    """Speaker id -> gender (``F``/``M``) from the corpus's ``SPEAKERS.TXT`` (``ID | SEX | SUBSET | MINUTES | NAME``)."""
+    genders = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) >= 2 and not line.lstrip().startswith(";") and fields[0].isdigit():
+            genders[fields[0]] = fields[1]
+    return genders
+
+
+def read_librispeech_sample(audio: str | os.PathLike, transcripts: str | os.PathLike) -> list[Utterance]:
+    """Every ``<speaker>/<id>.flac`` (or ``<speaker>/<chapter>/<id>.flac``) under ``audio`` with its transcript.
+    Raises where a clip has no transcript: a sample must be scored whole."""
+    audio = Path(audio)
+    clips = sorted(audio.rglob("*.flac"))
+    if not clips:
+        raise FileNotFoundError(f"No .flac files under {audio}: point --audio at the folder of speaker folders "
+                                f"({AUDIO_REPOSITORY[2]} in a checkout of {AUDIO_REPOSITORY[0]}).")
+    texts = read_transcripts(transcripts)
+    missing = [c.stem for c in clips if c.stem not in texts]
+    if missing:
+        raise ValueError(f"{len(missing)} clip(s) under {audio} have no transcript in {transcripts} (first: "
+                         f"{missing[0]}); give the references of the split the clips come from.")
+    speakers_file = audio / "SPEAKERS.TXT"
+    genders = read_speakers(speakers_file) if speakers_file.is_file() else {}
+    return [Utterance(id=c.stem, path=c, text=texts[c.stem], speaker=c.stem.split("-")[0],
+                      gender=genders.get(c.stem.split("-")[0])) for c in clips]
+
+
+def build_librispeech_set(audio: str | os.PathLike, transcripts: str | os.PathLike, output: str | os.PathLike,
+                          overwrite: bool = False, progress: bool = True) -> list[dict]:
+    """Write the sample under ``audio`` (:func:`read_librispeech_sample`) to ``output/evaluation`` (FLAC, 16 kHz,
+    samples unchanged) with its metadata and data card, atomically; the metadata rows."""
+    utterances = read_librispeech_sample(audio, transcripts)
+    with atomic_directory(output, overwrite=overwrite) as out:
+        out.chmod(0o755)
+        folder = out / "evaluation"
+        folder.mkdir()
+        rows = []
+        for u in tqdm(utterances, desc="LibriSpeech test-other", unit="clip", disable=not progress):
+            samples, rate = sf.read(u.path, dtype="float32")
+            rows.append(write_clip(folder, f"ls-{u.id}", to_mono_16k(samples, rate), {
+                "text": u.text, "speaker": f"ls-{u.speaker}", "group": GROUP, "gender": u.gender,
+                "engine": "recording", "source": SOURCE, "corpus_split": CORPUS_SPLIT}))
+        write_metadata(folder, rows)
+        (out / "README.md").write_text(data_card(rows), encoding="utf-8")
+    return rows
+
+
+def data_card(rows: list[dict]) -> str:
+    """The folder's README: what it holds, who speaks, where it comes from and under which terms."""
+    speakers = sorted({r["speaker"] for r in rows})
+    women = len({r["speaker"] for r in rows if r.get("gender") == "F"})
+    minutes = sum(r["duration"] for r in rows) / 60
+    return "\n".join([
+        "# LibriSpeech test-other sample: real adult readers, for evaluation only",
+        "",
+        "Written by `python scripts/make_librispeech_set.py` (`liteasr_hf.data.librispeech.build_librispeech_set`, "
+        f"recipe v{LIBRISPEECH_SET_VERSION}); regenerate rather than edit.",
+        "",
+        "| split | corpus split | use | clips | speakers | women | men | minutes | format |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        f"| evaluation | {CORPUS_SPLIT} | evaluation only | {len(rows)} | {len(speakers)} | {women} | "
+        f"{len(speakers) - women} | {minutes:.1f} | FLAC |",
+        "",
+        f"`group` is `{GROUP}`: adult LibriVox volunteers reading audiobooks. test-other is the corpus's harder "
+        "half, of less US-accented speakers; not every reader is a native speaker, so the group is named for the "
+        "corpus. `text` is the corpus's transcript (upper case). A test split: neither calibration nor healing "
+        "reads it.",
+        "",
+        "## Source and licence",
+        "",
+        "LibriSpeech (Panayotov, Chen, Povey and Khudanpur, 'Librispeech: an ASR corpus based on public domain audio "
+        "books', ICASSP 2015), 'LibriSpeech (c) 2014 by Vassil Panayotov ... licensed under a Creative Commons "
+        "Attribution 4.0 International License' (its LICENSE.TXT). The audio is the sample of "
+        f"{AUDIO_REPOSITORY[0]} (commit {AUDIO_REPOSITORY[1][:12]}, `{AUDIO_REPOSITORY[2]}`; Apache-2.0), the "
+        f"transcripts those of {TRANSCRIPT_REPOSITORY[0]} (commit {TRANSCRIPT_REPOSITORY[1][:12]}, "
+        f"`{TRANSCRIPT_REPOSITORY[2]}`; MIT), in upper case as the corpus writes them. Samples are copied unchanged.",
+        "",
+    ])
