@@ -376,7 +376,11 @@ def test_transcription_logs_no_transformers_deprecation_warnings(tiny_en_dir, ca
     with caplog.at_level(logging.WARNING, logger="transformers"):
         result = transcribe(model, processor, [u.audio for u in utterances], batch_size=2, warmup_batches=0,
                             progress=False)
-    assert all(result.texts)
+        # A token cap beside the saved config's max_length (Whisper's decoder length) is what the cap is for.
+        capped = transcribe(model, processor, [u.audio for u in utterances], batch_size=2, warmup_batches=0,
+                            max_new_tokens=64, progress=False)
+    assert all(result.texts) and capped.texts == result.texts
+    assert model.generation_config.max_length == model.config.max_target_positions
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     # Outside our calls transformers' own warnings are untouched: the filter is gone.
     assert not logging.getLogger("transformers.generation.utils").filters

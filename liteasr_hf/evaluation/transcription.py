@@ -202,10 +202,13 @@ def _generate_inputs(feature_extractor, audios: list[np.ndarray], device: torch.
 
 #: Warnings transformers' own Whisper ``generate`` logs on calls that are right: it passes ``suppress_tokens`` beside
 #: the generation config itself (transformers PR #48108), and a batch's decoder prompt has pad == eos with nothing to
-#: pad. They say nothing about our arguments, so they are filtered out while we transcribe.
+#: pad; and every call with ``max_new_tokens`` draws "both max_new_tokens and max_length", since a saved model's
+#: generation config holds Whisper's decoder length, which the cap is meant to override. They say nothing wrong
+#: about our arguments, so they are filtered out while we transcribe.
 _WHISPER_GENERATE_NOISE = (
     "Passing `generation_config` together with generation-related arguments",
     "The attention mask is not set with a batched input",
+    "Both `max_new_tokens`",
 )
 
 
