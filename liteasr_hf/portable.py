@@ -50,10 +50,18 @@ def portable_command(command: str) -> str:
     return shlex.join(out)
 
 
+#: A model named with a label or a variant, as the benchmarks take them: ``LABEL=PATH`` (``benchmark-vllm``) and
+#: ``PATH:TYPE@PADDING`` (``benchmark --runtime onnxruntime``): the path is reduced, the label and variant kept.
+_MODEL_SPEC = re.compile(r"(?P<label>[\w.-]+=)?(?P<path>[^=]+?)(?P<variant>(?::[\w-]+)?(?:@[\w-]+)?)")
+
+
 def portable_value(value: str, path_only: bool = False) -> str:
     """One command-line value: a path as its last component, anything else unchanged (``path_only``: the value
     is known to be a path, even where it looks like a Hub id)."""
     if re.match(r"^[A-Za-z]:[\\/]", value) or "\\" in value:  # a Windows path
         return PureWindowsPath(value.rstrip("\\/")).name or value
+    spec = _MODEL_SPEC.fullmatch(value)
+    if spec and (spec["label"] or spec["variant"]):
+        return (spec["label"] or "") + portable_value(spec["path"], path_only) + spec["variant"]
     local = value.startswith(("/", "~", "./", "../")) or ("/" in value and (path_only or not HUB_ID.fullmatch(value)))
     return PurePosixPath(value.rstrip("/")).name or value if local else value

@@ -287,6 +287,11 @@ def test_missing_evaluation_is_stated_as_missing(lite_model, tmp_path):
     ("python scripts/compress.py --model 'C:\\Users\\me\\base' --output '/tmp/my models/out' --plan runs/plan.json",
      "python scripts/compress.py --model base --output out --plan plan.json"),
     ("python scripts/compress.py --model data/a/b/c", "python scripts/compress.py --model c"),
+    # the benchmarks' model specs: a label and a variant stay, the path in them is reduced as any other
+    ("liteasr benchmark --models onnx/whisper-base onnx/whisper-base:q8 /home/me/onnx/lite:q8@log-mel ./x@audio",
+     "liteasr benchmark --models onnx/whisper-base onnx/whisper-base:q8 lite:q8@log-mel x@audio"),
+    ("liteasr benchmark-vllm --models whisper-base=models/whisper-base lite=/home/me/lite --device cuda:0",
+     "liteasr benchmark-vllm --models whisper-base=models/whisper-base lite=lite --device cuda:0"),
 ])
 def test_portable_command_keeps_ids_and_drops_local_directories(command, expected):
     assert portable_command(command) == expected
