@@ -73,7 +73,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
         raise FileExistsError(f"{target} already exists; pass overwrite=True (--overwrite) or choose another path.")
     tmp = Path(tempfile.mkdtemp(prefix=f"{partial_name(target)}{os.getpid()}.", suffix=".partial", dir=target.parent))
     try:
-        with _sigterm_raises():
+        with sigterm_raises():
             yield tmp
             _apply_umask(tmp)
             fault_point("written")
@@ -194,9 +194,10 @@ class _Terminated(SystemExit):
 
 
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """While the block runs, SIGTERM raises SystemExit(143) so that cleanup runs, where Python's default would end
-    the process at once. Only in the main thread and only where no one else has installed a handler."""
+def sigterm_raises() -> Iterator[None]:
+    """While the block runs, SIGTERM raises SystemExit(143) so that cleanup runs (a temporary folder removed, a
+    server stopped), where Python's default would end the process at once. Only in the main thread and only where
+    no one else has installed a handler."""
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         yield

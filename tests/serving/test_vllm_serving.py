@@ -187,6 +187,31 @@ def test_weights_that_disagree_with_low_rank_config_fail_at_load_naming_the_modu
                      rf"\(rank {config['low_rank_config'][layer]['fc1']}\) implies", run.stderr), run.stderr[-4000:]
 
 
+def test_a_terminated_process_stops_the_server_it_started(folders, tmp_path):
+    """SIGTERM (a job killed, a benchmark stopped) ends the process that serves, and the server with it: the server
+    runs in a session of its own, which Python's default SIGTERM would have left serving."""
+    script = textwrap.dedent(f"""
+        import time
+        from liteasr_hf.integrations.vllm.server import vllm_server
+        with vllm_server({str(folders["lite-base"])!r}, {SERVER_ARGS!r}, env={SERVER_ENV!r},
+                         log={str(tmp_path / "server.log")!r}) as url:
+            print(url, flush=True)
+            time.sleep(600)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), (tmp_path / "server.log").read_text()[-4000:]
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+        process.terminate()
+        assert process.wait(timeout=120) == 143
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{url}/health", timeout=5)
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_a_server_that_fails_to_start_reports_the_first_error_in_its_log(tmp_path):
     from liteasr_hf.integrations.vllm.server import _failure
 

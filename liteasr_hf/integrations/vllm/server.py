@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from ...atomic import sigterm_raises
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on now."""
@@ -67,31 +69,34 @@ def vllm_server(
     log_path = Path(log) if log else Path(tempfile.mkstemp(prefix="vllm-server-", suffix=".log")[1])
     command = [str(python or sys.executable), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
                "--host", host, "--port", str(port), *args]
-    with open(log_path, "w") as out:
-        # A session of its own, so that stopping it stops the engine processes it started too.
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                                   start_new_session=True)
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"The vLLM server for {model} exited with code {process.returncode} before "
-                                   f"answering. {_failure(log_path)}")
-            try:
-                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"The vLLM server for {model} did not answer within {startup_timeout:.0f} s. "
-                                   f"{_failure(log_path)}")
-            time.sleep(1.0)
-        yield url
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    # The server runs in a session of its own (below), so a SIGTERM that ended this process at once would leave it
+    # serving: while the server runs, SIGTERM raises instead, and the block below stops it.
+    with sigterm_raises():
+        with open(log_path, "w") as out:
+            # A session of its own, so that stopping it stops the engine processes it started too.
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                       env={**os.environ, **(env or {})}, start_new_session=True)
+        try:
+            deadline = time.monotonic() + startup_timeout
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"The vLLM server for {model} exited with code {process.returncode} before "
+                                       f"answering. {_failure(log_path)}")
+                try:
+                    if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"The vLLM server for {model} did not answer within {startup_timeout:.0f} s. "
+                                       f"{_failure(log_path)}")
+                time.sleep(1.0)
+            yield url
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
