@@ -178,10 +178,7 @@ def plot_pareto(
         front = pareto_front(points, cost)
         ax.step([cost(p) for p in front], [p.wer for p in front], where="post", linestyle="--", color="grey",
                 linewidth=1, label="Pareto front", zorder=2)
-        # Neighbours along x get labels above and below in turn, so that close points stay readable.
-        for i, p in enumerate(sorted(points, key=cost)):
-            ax.annotate(p.label, (cost(p), p.wer), textcoords="offset points", xytext=(4, 5 if i % 2 else -11),
-                        fontsize=7)
+        _label_points(ax, [(p.label, cost(p), p.wer) for p in points], dx=4)
         # A collapsed variant can sit at several times the others' WER; a log axis keeps both readable.
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(ScalarFormatter())
@@ -195,6 +192,13 @@ def plot_pareto(
     if output is not None:
         _write_png(fig, output)
     return fig
+
+
+def _label_points(ax, labelled: Sequence[tuple[str, float, float]], dx: int) -> None:
+    """Label each (text, x, y) point; neighbours along x get their labels above and below in turn, so that close
+    points stay readable."""
+    for i, (text, x, y) in enumerate(sorted(labelled, key=lambda item: item[1])):
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, 5 if i % 2 else -11), fontsize=7)
 
 
 def _write_png(fig: Figure, output: str | os.PathLike) -> None:
@@ -261,9 +265,7 @@ def plot_wer_against_size(points: Sequence[SizePoint], output: str | os.PathLike
         group = [p for p in points if p.series == name]
         ax.scatter([p.encoder_params / 1e6 for p in group], [p.wer for p in group], marker=markers[i % len(markers)],
                    s=45, label=name, zorder=3)
-    for i, p in enumerate(sorted(points, key=lambda p: p.encoder_params)):
-        ax.annotate(p.label, (p.encoder_params / 1e6, p.wer), textcoords="offset points",
-                    xytext=(5, 5 if i % 2 else -11), fontsize=7)
+    _label_points(ax, [(p.label, p.encoder_params / 1e6, p.wer) for p in points], dx=5)
     ax.set_xlabel(PARAMS_LABEL)
     ax.set_ylabel(SPEECH[speech])
     ax.grid(alpha=0.3)
