@@ -207,9 +207,9 @@ def benchmark_systems(
                                                               max_new_tokens=max_new_tokens))
     for compute_type in (compute_types if faster_whisper else ()):
         run, size = _faster_whisper_runner(faster_whisper, compute_type, threads, Path(cache), max_new_tokens)
-        paddings[f"faster-whisper {Path(str(faster_whisper)).name}:{compute_type}"] = "log-mel"  # openai's
-        runners[f"faster-whisper {Path(str(faster_whisper)).name}:{compute_type}"] = (
-            "faster-whisper", compute_type, size, run)
+        name = f"faster-whisper {Path(str(faster_whisper)).name}:{compute_type}"
+        paddings[name] = "log-mel"  # openai's
+        runners[name] = ("faster-whisper", compute_type, size, run)
     tokenizer = WhisperTokenizer.from_pretrained(parse_system_spec(specs[0])[0]) if specs else None
     normalizer, _ = english_normalizer(tokenizer)
     names = list(runners)

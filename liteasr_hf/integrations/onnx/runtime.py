@@ -30,7 +30,6 @@ def session_options(threads: int | None = None):
 #: transformers.js: the audio with silence, then the log-mel of the whole window) or ``log-mel`` (openai/whisper and
 #: faster-whisper: the log-mel frames after the clip set to zero).
 PADDINGS = ("audio", "log-mel")
-HOP_LENGTH = 160  # samples per log-mel frame
 
 
 class OnnxWhisper:
@@ -67,11 +66,12 @@ class OnnxWhisper:
     def features(self, audios: list[np.ndarray]) -> np.ndarray:
         """Log-mel features ``(B, mels, 3000)`` of 16 kHz mono clips, as the processor computes them; with
         ``padding="log-mel"`` every frame after a clip's end is zero, as openai/whisper pads a segment."""
-        features = self.processor.feature_extractor(audios, sampling_rate=16000, return_tensors="np").input_features
+        extractor = self.processor.feature_extractor
+        features = extractor(audios, sampling_rate=16000, return_tensors="np").input_features
         if self.padding == "log-mel":
             # The window's normalization (its maximum) is the clip's either way: silence adds only the floor.
             for row, audio in zip(features, audios):
-                row[:, len(audio) // HOP_LENGTH:] = 0.0
+                row[:, len(audio) // extractor.hop_length:] = 0.0
         return features
 
     def encode(self, features: np.ndarray) -> np.ndarray:
