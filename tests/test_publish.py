@@ -41,7 +41,7 @@ from liteasr_hf.hub import (
 )
 from liteasr_hf.hub.model_card import build_model_card, check_card, validate_card_on_hub
 from liteasr_hf.hub.staging import STAGING_MARKER
-from liteasr_hf.portable import portable_command
+from liteasr_hf.portable import portable_command, portable_data
 
 # huggingface_hub's own LFS upload passes the file as `data=`, which its HTTP client deprecates.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
@@ -295,6 +295,21 @@ def test_missing_evaluation_is_stated_as_missing(lite_model, tmp_path):
 ])
 def test_portable_command_keeps_ids_and_drops_local_directories(command, expected):
     assert portable_command(command) == expected
+
+
+def test_shipped_speech_is_recorded_relative_to_the_shipped_root(tmp_path, monkeypatch):
+    from liteasr_hf.hub.model_card import dataset_ref
+    from liteasr_hf.shipped import DATA_ROOT
+
+    monkeypatch.chdir(tmp_path)  # not the checkout: the recorded path must not depend on where the report was written
+    recorded = portable_data(DATA_ROOT / "evaluation.jsonl")
+    assert recorded == "data/evaluation.jsonl"
+    assert portable_data(DATA_ROOT.resolve() / "speech") == "data/speech"
+    assert dataset_ref(recorded).name == "liteasr-hf speech set"  # a card made from the report still knows it
+    mine = tmp_path.parent / "elsewhere" / "my-speech"
+    mine.mkdir(parents=True, exist_ok=True)
+    assert portable_data(mine) == "my-speech"  # the user's own folder says nothing about their machine
+    assert portable_data("openslr/librispeech_asr") == "openslr/librispeech_asr"
 
 
 def test_card_shows_the_recorded_command_without_local_paths(lite_model, tmp_path):

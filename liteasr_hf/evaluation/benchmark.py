@@ -26,6 +26,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 from ..atomic import atomic_write_text
 from ..compression.cost import EncoderCost, encoder_cost
 from ..data.audio import SAMPLING_RATE
+from ..portable import portable_data
 from .reporting import iqr, library_versions, machine_info, markdown_table, run_provenance
 from .synthetic_models import describe, is_synthetic, synthetic_model
 
@@ -451,7 +452,7 @@ def run_benchmark(
             "device": str(torch.device(device)), "dtype": str(dtype).removeprefix("torch."),
             "threads": torch.get_num_threads(), "compile": compile, "batch_sizes": list(batch_sizes),
             "repeats": repeats, "warmup": max(warmup, 1), "measure_memory": measure_memory,
-            "e2e_data": None if not audios else str(data), "e2e_split": split if audios else None,
+            "e2e_data": None if not audios else portable_data(data), "e2e_split": split if audios else None,
             "e2e_clips": len(audios), "e2e_batch_size": e2e_batch_size if audios else None,
             "e2e_repeats": e2e_repeats if audios else None,
         },

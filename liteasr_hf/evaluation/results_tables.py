@@ -134,20 +134,9 @@ def _read_json(results: Path, row: Row) -> dict:
 
 
 def _summaries(results: Path, spec: TableSpec) -> list[EvaluationSummary]:
-    """The rows' summaries, each relabelled with its row's label and its data named as a repository path."""
-    out = []
-    for row in spec.rows:
-        summary = EvaluationSummary.read(results / row.report)
-        out.append(dataclasses.replace(summary, model=row.label or summary.model,
-                                       data=_repository_path(summary.data)))
-    return out
-
-
-def _repository_path(data: str) -> str:
-    """A shipped data set as the repository names it (``.../shipped/data/evaluation.jsonl`` -> ``data/evaluation.jsonl``):
-    the machine the report was written on says nothing to a reader."""
-    parts = Path(data).parts
-    return "/".join(parts[len(parts) - 1 - parts[::-1].index("data"):]) if "data" in parts else data
+    """The rows' summaries, each relabelled with its row's label."""
+    return [dataclasses.replace(summary, model=row.label or summary.model)
+            for row in spec.rows for summary in [EvaluationSummary.read(results / row.report)]]
 
 
 def render_presets(results: Path, spec: TableSpec) -> list[str]:

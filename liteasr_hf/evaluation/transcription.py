@@ -34,6 +34,7 @@ from ..atomic import atomic_write_text
 from ..data.audio import SAMPLING_RATE
 from ..data.speech import LoadFailure, Utterance, load_speech
 from ..parallel import Processes
+from ..portable import portable_data
 from .reporting import library_versions, run_provenance
 from .summary import EvaluationSummary, FailedItem, GroupWer
 
@@ -370,7 +371,7 @@ def evaluate_utterances(
         model=str(model) if not isinstance(model, PreTrainedModel) else name,
         model_path=name,
         model_type=whisper.config.model_type,
-        data=str(data),
+        data=portable_data(data),
         config=config,
         split=split,
         n_utterances=len(rows),

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ...evaluation.reporting import iqr
+from ...portable import portable_data
 from .layout import DECODER, DTYPE_SUFFIXES, ENCODER, SUBFOLDER, OnnxLayout
 from .runtime import PADDINGS, OnnxWhisper, session_options
 
@@ -289,7 +290,7 @@ def run_onnx_benchmark(
         "runtime": "onnxruntime",
         "reference": encoders[0],
         "settings": {"threads": threads, "batch_sizes": list(batch_sizes), "repeats": repeats,
-                     "warmup": max(warmup, 1), "e2e_data": str(data) if system_rows else None,
+                     "warmup": max(warmup, 1), "e2e_data": portable_data(data) if system_rows else None,
                      "e2e_split": split if system_rows else None, "e2e_batch_size": e2e_batch_size,
                      "e2e_repeats": e2e_repeats, "max_new_tokens": max_new_tokens},
         "machine": machine_info(torch.device("cpu")),

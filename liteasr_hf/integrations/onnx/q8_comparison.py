@@ -22,6 +22,7 @@ import numpy as np
 
 from ...data.speech import SpeechSource, Utterance, load_speech
 from ...data.windows import pack_clips
+from ...portable import portable_data
 from .calibration import CALIBRATION_WINDOWS, calibration_features
 from .layout import ENCODER, SUBFOLDER, OnnxLayout
 from .quantization import Q8_SCHEMES, Q8Scheme
@@ -210,9 +211,9 @@ def compare_q8_schemes(
     import torch
 
     result = {
-        "data": str(data), "split": split, "max_per_group": max_per_group, "n_utterances": len(utterances),
+        "data": portable_data(data), "split": split, "max_per_group": max_per_group, "n_utterances": len(utterances),
         "failed": len(failures), "batch_size": batch_size, "max_new_tokens": max_new_tokens, "threads": threads,
-        "calibration": {"data": str(calibration.data) if calibration else "speaker mix (default)",
+        "calibration": {"data": portable_data(calibration.data) if calibration else "speaker mix (default)",
                         "windows": calibration_windows},
         "error_windows": error_windows,
         "schemes": [s.to_dict() for s in schemes],
