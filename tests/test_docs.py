@@ -70,6 +70,38 @@ def test_a_summary_and_a_line_of_the_specification_add_a_preset_row(tmp_path):
     assert "17.75M (89.5%)" in row and "27.63" in row
 
 
+def test_the_presets_table_shows_each_rows_encoder_latency_from_one_benchmark(tmp_path):
+    root = _copy_docs(tmp_path)
+    results = root / RESULTS_DIR
+    spec = json.loads((results / SPEC_FILE).read_text(encoding="utf-8"))
+    timings = [("dense", 1, 100.0), ("lite", 1, 80.0), ("dense", 8, 700.0), ("lite", 8, 500.0)]
+    (results / "bench.json").write_text(json.dumps({
+        "settings": {"device": "cpu", "dtype": "float32", "threads": 2}, "torch_version": "2.13.0",
+        "encoder": [{"model": m, "batch_size": b, "latency_ms": ms} for m, b, ms in timings]}), encoding="utf-8")
+    spec["presets"]["benchmark"] = "bench.json"
+    rows = spec["presets"]["rows"]
+    for row in rows:
+        row.pop("timing", None)
+    whisper_base = next(r for r in rows if r["label"] == "whisper-base")
+    base = next(r for r in rows if r.get("original") == "whisper-base")
+    whisper_base["timing"], base["timing"] = "dense", "lite"
+    (results / SPEC_FILE).write_text(json.dumps(spec, indent=2), encoding="utf-8")
+    (readme,) = [doc for doc in render_documents(root) if doc.path.name == "README.md"]
+    lines = readme.rendered.splitlines()
+    assert any("encoder ms (batch 1)" in line and "speed-up" in line for line in lines)
+    def cells(label: str) -> list[str]:
+        return [c.strip() for c in next(line for line in lines if line.startswith(f"| {label} ")).split("|")]
+
+    assert cells(base["label"])[-4:-2] == ["80.0", "1.25x"]  # the smallest batch, against its original's latency
+    assert cells("whisper-base")[-4:-2] == ["100.0", "1.00x"]
+    assert any("at batch 1, PyTorch 2.13.0, cpu, float32, 2 threads" in line for line in lines)
+
+    base["timing"] = "not-timed"
+    (results / SPEC_FILE).write_text(json.dumps(spec, indent=2), encoding="utf-8")
+    with pytest.raises(ValueError, match="no encoder timing for not-timed; it times dense, lite"):
+        render_documents(root)
+
+
 def _runnable_commands(text: str) -> list[str]:
     """The commands of the README's ``bash runnable`` blocks: continuation lines joined, comments dropped."""
     commands = []

@@ -42,11 +42,13 @@ NOT_RECORDED = "not recorded"
 @dataclasses.dataclass(kw_only=True)
 class Row(JsonRecord):
     """One report of a table: its file (relative to ``docs/results/``), the row's label and, for the presets
-    table, the label of the row it is compared with (its original model)."""
+    table, the label of the row it is compared with (its original model) and the model's name in the table's
+    ``benchmark`` report (``timing``)."""
 
     report: str
     label: str | None = None
     original: str | None = None
+    timing: str | None = None
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -55,11 +57,14 @@ class TableSpec(JsonRecord):
     :func:`~.transcription.format_comparison` table, the first row the reference), ``ablation`` (a healing or
     calibration ablation's ``ablation.json``), ``benchmark`` (``liteasr benchmark``), ``onnx`` (``liteasr benchmark
     --runtime onnxruntime``; ``onnx-systems``: its end-to-end table alone), ``vllm`` (``liteasr benchmark-vllm``).
-    ``of``: which models or presets the figures are of, when that is not today's presets."""
+    ``of``: which models or presets the figures are of, when that is not today's presets. ``benchmark``: for the
+    presets table, a ``liteasr benchmark`` report (relative to ``docs/results/``) whose encoder latency at its
+    smallest batch size each row shows in place of the evaluation's RTFx, which a shared machine makes noisy."""
 
     kind: str
     rows: list[Row] = reads(each(Row.from_dict))
     of: str | None = None
+    benchmark: str | None = None
 
 
 def read_spec(results: Path) -> dict[str, TableSpec]:
@@ -141,26 +146,83 @@ def _summaries(results: Path, spec: TableSpec) -> list[EvaluationSummary]:
 
 def render_presets(results: Path, spec: TableSpec) -> list[str]:
     """Each row's encoder size (share of its original's), WER per speaker group (real speech first), overall WER,
-    RTFx and long outputs; every preset row beside the original it was measured against, in one run."""
+    speed and long outputs. Speed is the encoder latency from ``spec.benchmark`` (one timed run of every model) and
+    the speed-up over the row's original; without a benchmark, the evaluation's RTFx."""
     from .transcription import ENCODER_SIZE_HEADERS, encoder_size_cells
 
     summaries = _summaries(results, spec)
     by_label = {row.label: s for row, s in zip(spec.rows, summaries)}
+    timed = _encoder_latency(results, spec) if spec.benchmark else None
     groups = list(dict.fromkeys(g for s in summaries for g in s.groups))
-    table = [("model", *ENCODER_SIZE_HEADERS, *(f"WER {g}" for g in groups), "WER % (all)", "RTFx",
+    speed = ([f"encoder ms (batch {timed.batch_size})", "speed-up"] if timed else ["RTFx"])
+    table = [("model", *ENCODER_SIZE_HEADERS, *(f"WER {g}" for g in groups), "WER % (all)", *speed,
               "long outputs")]
     for row, s in zip(spec.rows, summaries):
         original = by_label.get(row.original) if row.original else None
         if row.original and original is None:
             raise ValueError(f"{row.report}: its original {row.original!r} is not a row of the table.")
+        if timed:
+            reference = next((r.timing for r in spec.rows if r.label == row.original), row.timing)
+            cells = [timed.cell(row.timing), timed.speedup(row.timing, reference)]
+        else:
+            cells = [f"{s.rtfx:.1f}" if s.rtfx is not None else "-"]
         table.append((s.model, *encoder_size_cells(s, original or s),
                       *(f"{s.groups[g].wer:.2f}" if g in s.groups else "-" for g in groups), f"{s.wer:.2f}",
-                      f"{s.rtfx:.1f}" if s.rtfx is not None else "-", str(s.n_long_outputs or 0)))
+                      *cells, str(s.n_long_outputs or 0)))
     first = summaries[0]
-    note = (f"{first.data} ({first.split}): {first.n_scored} utterances scored per model; RTFx is comparable only "
-            "between a preset and its original, measured in one run.")
     head = provenance_lines([(s.model, provenance(s)) for s in summaries])
+    if timed:
+        head += provenance_lines([(f"encoder latency (`{spec.benchmark}`)", provenance(timed.report))])
+        note = (f"{first.data} ({first.split}): {first.n_scored} utterances scored per model; encoder latency: one "
+                f"30 s input at batch {timed.batch_size}, {timed.describe()}, every model in one run (median, "
+                "speed-up against the row's original).")
+    else:
+        note = (f"{first.data} ({first.split}): {first.n_scored} utterances scored per model; RTFx is comparable "
+                "only between a preset and its original, measured in one run.")
     return [*head, "", *markdown_table(table), note]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Latency:
+    """A benchmark report's encoder latency per model at its smallest batch size."""
+
+    report: dict
+    batch_size: int
+    latency_ms: dict[str, float]
+
+    def cell(self, model: str | None) -> str:
+        return "-" if model is None else f"{self.latency_ms[model]:.1f}"
+
+    def speedup(self, model: str | None, reference: str | None) -> str:
+        if model is None or reference is None:
+            return "-"
+        return f"{self.latency_ms[reference] / self.latency_ms[model]:.2f}x"
+
+    def describe(self) -> str:
+        settings = self.report.get("settings", {})
+        runtime = f"PyTorch {self.report.get('torch_version', '')}".strip()
+        threads = settings.get("threads")
+        return ", ".join(part for part in (runtime, settings.get("device"), settings.get("dtype"),
+                                           f"{threads} threads" if threads else None) if part)
+
+
+def _encoder_latency(results: Path, spec: TableSpec) -> _Latency:
+    """The presets table's benchmark: latency per model at the smallest batch size; every ``timing`` a row names
+    must be a model of it."""
+    path = results / spec.benchmark
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"Cannot read the report {path}: {err}") from err
+    rows = report.get("encoder") or []
+    if not rows:
+        raise ValueError(f"{path} has no encoder timings; write it with `liteasr benchmark`.")
+    batch = min(r["batch_size"] for r in rows)
+    latency = {r["model"]: float(r["latency_ms"]) for r in rows if r["batch_size"] == batch}
+    missing = [r.timing for r in spec.rows if r.timing is not None and r.timing not in latency]
+    if missing:
+        raise ValueError(f"{path} has no encoder timing for {', '.join(missing)}; it times {', '.join(latency)}.")
+    return _Latency(report, batch, latency)
 
 
 def render_comparison(results: Path, spec: TableSpec) -> list[str]:
