@@ -296,7 +296,7 @@ def test_log_mel_padding_zeroes_the_frames_after_the_clip(exported):
 
 
 def test_benchmark_times_encoders_and_sets_faster_whisper_beside(exported, tmp_path):
-    from liteasr_hf.integrations.onnx.benchmark import format_onnx_table, run_onnx_benchmark
+    from liteasr_hf.integrations.onnx.benchmark import clips_behind, format_onnx_table, run_onnx_benchmark
 
     report = run_onnx_benchmark([str(exported), f"{exported}:q8"], batch_sizes=[1], repeats=1, threads=2,
                                 data=SHIPPED_SPEECH_SET, clips=2, faster_whisper="tiny.en", compute_types=["int8"],
@@ -309,7 +309,19 @@ def test_benchmark_times_encoders_and_sets_faster_whisper_beside(exported, tmp_p
     assert all(r["n_clips"] == 2 and r["rtfx"] > 0 and 0 <= r["wer"] < 100 for r in systems.values())
     # the shipped speech set's folder names no speaker group: overall WER only
     assert all(r["wer_groups"] == {} and r["long_outputs"] >= 0 for r in systems.values())
-    assert json.loads((tmp_path / "report.json").read_text())["faster_whisper"]
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written["faster_whisper"] and "predictions" not in written["systems"][0]
+    # every clip's prediction and word errors per system, beside the report, to trace a WER difference to its clips
+    clips = [json.loads(line) for line in (tmp_path / "report.transcripts.jsonl").read_text().splitlines()]
+    assert len(clips) == 2 and all(set(c["systems"]) == set(systems) for c in clips)
+    words = sum(c["reference_words"] for c in clips)
+    for name, row in systems.items():
+        assert all(isinstance(c["systems"][name]["prediction"], str) for c in clips)
+        assert round(100 * sum(c["systems"][name]["errors"] for c in clips) / words, 2) == round(row["wer"], 2)
+    behind = clips_behind(tmp_path / "report.transcripts.jsonl", f"{exported}:q8", str(exported))
+    assert all(c["errors"] > c["reference_errors"] for c in behind)
+    with pytest.raises(ValueError, match="has no system 'nope'"):
+        clips_behind(tmp_path / "report.transcripts.jsonl", "nope", str(exported))
     table = format_onnx_table(report)
     assert "| lite-whisper-tiny.en |" in table and "faster-whisper tiny.en:int8" in table
 

@@ -130,7 +130,7 @@ def _main_onnxruntime(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_onnx_table(report))
-    print(f"\nWrote {args.output}")
+    print(f"\nWrote {args.output}" + (f" and {transcripts_path(args.output)}" if report["systems"] else ""))
     return 0
 
 

@@ -9,6 +9,7 @@ English normalizer: RTFx = audio seconds / compute seconds, as the Open ASR Lead
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...atomic import atomic_write_text
 from ...evaluation.reporting import iqr
 from ...portable import portable_data
 from .layout import DECODER, DTYPE_SUFFIXES, ENCODER, SUBFOLDER, OnnxLayout
@@ -145,6 +147,53 @@ class SystemRow:
     padding: str = "audio"  # how a short clip fills its 30 s window (runtime.PADDINGS)
     wer_groups: dict[str, float] = field(default_factory=dict)  # WER per speaker group, real speech first
     long_outputs: int | None = None  # predictions over LONG_OUTPUT_RATIO x the reference's words (runaways)
+    # per clip, in the clips' order: kept out of the report, written beside it (write_transcripts)
+    predictions: list[str] = field(default_factory=list, repr=False)
+    errors: list[int | None] = field(default_factory=list, repr=False)
+    reference_words: list[int] = field(default_factory=list, repr=False)  # normalized, as WER counts them
+
+    def summary(self) -> dict:
+        """The row as the report stores it: without the per-clip texts and errors."""
+        row = asdict(self)
+        del row["predictions"], row["errors"], row["reference_words"]
+        return row
+
+
+def transcripts_path(report: str | os.PathLike) -> Path:
+    """Where the per-clip transcripts of a report are written: ``x.json`` -> ``x.transcripts.jsonl``."""
+    report = Path(report)
+    return report.with_name(f"{report.stem}.transcripts.jsonl")
+
+
+def write_transcripts(path: str | os.PathLike, utterances: Sequence, rows: Sequence[SystemRow]) -> Path:
+    """One JSON line per clip: its id, group, reference and every system's prediction and word errors, so that two
+    systems' WER can be traced to the clips it comes from. Written atomically."""
+    lines = []
+    for i, utterance in enumerate(utterances):
+        systems = {row.system: {"prediction": row.predictions[i], "errors": row.errors[i]} for row in rows}
+        lines.append(json.dumps({"id": utterance.id, "group": utterance.group, "reference": utterance.text,
+                                 "reference_words": rows[0].reference_words[i] if rows else None,
+                                 "systems": systems}, ensure_ascii=False))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return Path(path)
+
+
+def clips_behind(path: str | os.PathLike, system: str, reference: str) -> list[dict]:
+    """The clips of a transcripts file (:func:`write_transcripts`) where ``system`` makes more word errors than
+    ``reference``, most first: ``id``, ``group``, both error counts and both predictions. Where one system's WER
+    is behind another's, this says whether a few runaway clips or many small slips make the difference."""
+    behind = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        clip = json.loads(line)
+        missing = [name for name in (system, reference) if name not in clip["systems"]]
+        if missing:
+            raise ValueError(f"{path} has no system {missing[0]!r}; it has {', '.join(clip['systems'])}.")
+        ours, theirs = clip["systems"][system], clip["systems"][reference]
+        if (ours["errors"] or 0) > (theirs["errors"] or 0):
+            behind.append({"id": clip["id"], "group": clip["group"], "reference": clip["reference"],
+                           "errors": ours["errors"], "reference_errors": theirs["errors"],
+                           "prediction": ours["prediction"], "reference_prediction": theirs["prediction"]})
+    return sorted(behind, key=lambda c: (c["reference_errors"] or 0) - c["errors"])
 
 
 def _faster_whisper_runner(source: str, compute_type: str, threads: int | None, cache: Path,
@@ -235,7 +284,8 @@ def benchmark_systems(
         rows.append(SystemRow(name, runtime, dtype, size / 2**20, len(audios), audio_seconds, seconds,
                               audio_seconds / seconds, stats.wer, batch_size if runtime == "onnxruntime" else 1,
                               repeats, padding=paddings[name], wer_groups={g: w.wer for g, w in groups.items()},
-                              long_outputs=sum(p.long_output for p in pairs)))
+                              long_outputs=sum(p.long_output for p in pairs), predictions=list(texts[name]),
+                              errors=[p.errors for p in pairs], reference_words=[p.reference_words for p in pairs]))
     return rows
 
 
@@ -271,7 +321,7 @@ def run_onnx_benchmark(
     # a padding changes the transcription only: each exported encoder is timed once
     encoders = list(dict.fromkeys(str(spec).partition("@")[0] for spec in specs))
     encoder_rows = benchmark_onnx_encoders(encoders, batch_sizes, repeats, warmup, threads)
-    system_rows = []
+    system_rows, utterances = [], []
     if data is not None and clips != 0:
         from ...data.speech import load_speech
 
@@ -295,7 +345,7 @@ def run_onnx_benchmark(
                      "e2e_repeats": e2e_repeats, "max_new_tokens": max_new_tokens},
         "machine": machine_info(torch.device("cpu")),
         "encoder": [asdict(r) for r in encoder_rows],
-        "systems": [asdict(r) for r in system_rows],
+        "systems": [r.summary() for r in system_rows],
         "onnxruntime": onnxruntime.__version__,
         "benchmark_seconds": round(time.perf_counter() - started, 1),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -311,6 +361,8 @@ def run_onnx_benchmark(
         recorded = run_provenance(command)
         report.update(command=recorded["command"], commit=recorded["commit"])
     if output is not None:
+        if system_rows:
+            write_transcripts(transcripts_path(output), utterances, system_rows)
         write_report(output, report)
     return report
 
