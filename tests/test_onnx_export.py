@@ -295,7 +295,7 @@ def test_log_mel_padding_zeroes_the_frames_after_the_clip(exported):
         OnnxWhisper(exported, padding="zeros")
 
 
-def test_benchmark_times_encoders_and_sets_faster_whisper_beside(exported, tmp_path):
+def test_benchmark_times_encoders_and_sets_faster_whisper_beside(exported, tmp_path, capsys):
     from liteasr_hf.integrations.onnx.benchmark import clips_behind, format_onnx_table, run_onnx_benchmark
 
     report = run_onnx_benchmark([str(exported), f"{exported}:q8"], batch_sizes=[1], repeats=1, threads=2,
@@ -344,3 +344,7 @@ def test_benchmark_times_encoders_and_sets_faster_whisper_beside(exported, tmp_p
     finally:
         sys.path.pop(0)
     assert script.main(["--runtime", "onnxruntime", "--models", f"{exported}:q9"]) == 2
+    capsys.readouterr()
+    assert script.main(["--runtime", "onnxruntime", "--models", str(exported), "--batch-sizes", "1", "--repeats", "1",
+                        "--threads", "2", "--e2e-clips", "1", "--output", str(tmp_path / "cli.json")]) == 0
+    assert f"Wrote {tmp_path / 'cli.json'} and {tmp_path / 'cli.transcripts.jsonl'}" in capsys.readouterr().out

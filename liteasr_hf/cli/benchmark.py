@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main_onnxruntime(args: argparse.Namespace) -> int:
-    from ..integrations.onnx.benchmark import format_onnx_table, run_onnx_benchmark
+    from ..integrations.onnx.benchmark import format_onnx_table, run_onnx_benchmark, transcripts_path
 
     try:
         report = run_onnx_benchmark(
