@@ -11,7 +11,7 @@ import re
 import shlex
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from .shipped import shipped_root
+from .shipped import shipped_data_path
 
 #: ``namespace/name``: what a Hub repo id looks like (a relative ``a/b`` path looks the same).
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -35,14 +35,8 @@ def portable_data(data: str | os.PathLike) -> str:
     """Speech data as a report records it: the speech liteasr-hf ships relative to its root (``data/evaluation.jsonl``,
     which :func:`~liteasr_hf.shipped.shipped_root` finds in a checkout and in an installed package alike), anything
     else as :func:`portable_path` does. A report read on another machine then still knows the shipped speech."""
-    path = Path(data)
-    if path.exists():
-        root = shipped_root().resolve()
-        resolved = path.resolve()
-        shipped = (root / "data").resolve()
-        if resolved == shipped or shipped in resolved.parents:
-            return str(PurePosixPath("data", *resolved.relative_to(shipped).parts))
-    return portable_path(data)
+    shipped = shipped_data_path(data)
+    return str(shipped) if shipped is not None else portable_path(data)
 
 
 def portable_command(command: str) -> str:

@@ -210,10 +210,7 @@ def _encoder_latency(results: Path, spec: TableSpec) -> _Latency:
     """The presets table's benchmark: latency per model at the smallest batch size; every ``timing`` a row names
     must be a model of it."""
     path = results / spec.benchmark
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ValueError(f"Cannot read the report {path}: {err}") from err
+    report = _read_json(results, Row(report=spec.benchmark))
     rows = report.get("encoder") or []
     if not rows:
         raise ValueError(f"{path} has no encoder timings; write it with `liteasr benchmark`.")

@@ -30,7 +30,7 @@ from ..data.suite import SPEAKER_MIX_PREFIX
 from ..evaluation.summary import EvaluationSummary
 from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES
 from ..portable import HUB_ID, portable_command, portable_value
-from ..shipped import CARD_TEMPLATE, DATA_ROOT, PRESET_DIR, shipped_root
+from ..shipped import CARD_TEMPLATE, PRESET_DIR, shipped_data_path, shipped_root
 from .speed import SpeedComparison, load_benchmark, speed_comparison
 
 TASK = "automatic-speech-recognition"
@@ -65,9 +65,8 @@ def is_shipped_speech_set(data: str | os.PathLike) -> bool:
     path = Path(str(data)).expanduser()
     if path.name.startswith(SPEAKER_MIX_PREFIX):
         return True
-    shipped = DATA_ROOT.resolve()
-    candidates = [path.resolve()] + ([] if path.is_absolute() else [(shipped_root() / path).resolve()])
-    return any(c == shipped or shipped in c.parents for c in candidates if c.exists())
+    candidates = [path] + ([] if path.is_absolute() else [shipped_root() / path])
+    return any(shipped_data_path(c) is not None for c in candidates)
 
 
 def dataset_ref(data: str, config: str | None = None, split: str | None = None) -> DatasetRef:

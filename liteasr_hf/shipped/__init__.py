@@ -8,8 +8,9 @@ checkout: an installed package has none.
 
 from __future__ import annotations
 
+import os
 from importlib.resources import files
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 
 def shipped_root() -> Path:
@@ -27,3 +28,14 @@ PRESET_DIR = shipped_root() / "configs"
 CARD_TEMPLATE = shipped_root() / "model_cards" / "lite_whisper.md"
 #: The shipped speech: the synthetic set, the real speakers, the evaluation manifest.
 DATA_ROOT = shipped_root() / "data"
+
+
+def shipped_data_path(path: str | os.PathLike) -> PurePosixPath | None:
+    """``path`` as ``data/...`` when it exists and is the shipped speech folder or lies under it; else None."""
+    path, shipped = Path(path), DATA_ROOT.resolve()
+    if not path.exists():
+        return None
+    resolved = path.resolve()
+    if resolved != shipped and shipped not in resolved.parents:
+        return None
+    return PurePosixPath("data", *resolved.relative_to(shipped).parts)
