@@ -163,6 +163,21 @@ def test_q8_encoder_stays_near_fp32_on_real_speech(exported, tmp_path):
     assert new < 0.15 and new < 0.8 * old, (new, old)
 
 
+def test_the_first_layer_scheme_finds_every_product_of_the_encoders_first_layer(exported):
+    """The exporter's module scopes name each product's layer: the fixture's first layer has q, k, out_proj and fc1
+    factorized (two products each) and v_proj and fc2 dense, ten products; the decoder graph has no encoder layer."""
+    from liteasr_hf.integrations.onnx.quantization import Q8_SCHEMES, encoder_layer, float_nodes
+
+    scheme = Q8_SCHEMES["per-channel-7bit-outliers-first-layer-float"]
+    encoder = onnx.load(exported / "onnx" / "encoder_model.onnx", load_external_data=False)
+    names = float_nodes(encoder, scheme)
+    layers = {n.name: encoder_layer(n) for n in encoder.graph.node}
+    assert len(names) == 10 and {layers[name] for name in names} == {0}, names
+    assert set(layers.values()) == {None, 0, 1, 2, 3}
+    decoder = onnx.load(exported / "onnx" / "decoder_model_merged.onnx", load_external_data=False)
+    assert float_nodes(decoder, scheme) == []
+
+
 def test_greedy_transcripts_match_pytorch(exported, utterances, torch_texts):
     texts = OnnxWhisper(exported, threads=2).transcribe([u.audio for u in utterances], batch_size=8)
     assert sum(bool(t) for t in texts) >= N_PARITY - 2  # real transcripts, not empty strings

@@ -54,6 +54,25 @@ def test_factor_pairs_are_found_and_small_ranks_left_in_float():
     assert float_nodes(model, Q8Scheme("x", float_ranks_below=RANK)) == []
 
 
+def test_first_layers_are_found_by_the_module_scopes_the_exporter_records():
+    model = _factored_graph()
+    scheme = Q8Scheme("x", float_first_layers=1)
+    with pytest.raises(ValueError, match="no node of this encoder graph names its layer: export it with"):
+        float_nodes(model, scheme)
+    scopes = {"first": "encoder.layers.0.fc1", "second": "encoder.layers.0.fc1", "dense": "encoder.layers.1.fc2"}
+    for node in model.graph.node:
+        if node.name in scopes:
+            module = scopes[node.name]
+            parts = module.split(".")
+            chain = ["", *(".".join(parts[:i]) for i in range(1, len(parts) + 1)), "matmul"]
+            node.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=repr(chain))
+    assert float_nodes(model, scheme) == ["first", "second"]
+    assert sorted(float_nodes(model, Q8Scheme("x", float_first_layers=2))) == ["dense", "first", "second"]
+    assert float_nodes(model, Q8Scheme("x")) == []
+    with pytest.raises(ValueError, match="float_first_layers = -1"):
+        Q8Scheme("x", float_first_layers=-1)
+
+
 def test_equalization_is_exact_in_float_and_evens_out_the_rank_space():
     model = _factored_graph()
     features = np.random.default_rng(1).standard_normal((3, MELS, 3000)).astype(np.float32)

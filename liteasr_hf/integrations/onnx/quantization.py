@@ -13,8 +13,10 @@ as ``*_quantized.onnx``) and ``int8`` are signed 8-bit weights, ``uint8`` unsign
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,7 +40,10 @@ class Q8Scheme:
     ``equalize_factors``: the rank-space activations of factor pairs evened out first on calibration audio
     (:mod:`.factor_pairs`), exact in float; ``float_peak_to_rms``: a product whose input's peak is more than this
     many times its root mean square on calibration audio stays in float (Whisper's last ``fc2`` reads one GELU
-    channel hundreds of times larger than the rest, which a per-tensor activation scale cannot hold)."""
+    channel hundreds of times larger than the rest, which a per-tensor activation scale cannot hold);
+    ``float_first_layers``: every product of the encoder's first N layers stays in float (the first layer reads the
+    convolutions and the position table, and its rounding passes through every later layer: in whisper-base and the
+    ``base`` preset it is half of the q8 encoder's error)."""
 
     name: str
     encoder_activations: str = "dynamic"
@@ -47,6 +52,7 @@ class Q8Scheme:
     float_ranks_below: int = 0
     equalize_factors: bool = False
     float_peak_to_rms: float | None = None
+    float_first_layers: int = 0
 
     def __post_init__(self) -> None:
         if self.encoder_activations not in ENCODER_ACTIVATIONS:
@@ -54,6 +60,8 @@ class Q8Scheme:
                              f"{', '.join(ENCODER_ACTIVATIONS)}.")
         if self.float_ranks_below < 0:
             raise ValueError(f"Q8Scheme.float_ranks_below = {self.float_ranks_below}: give a rank >= 0.")
+        if self.float_first_layers < 0:
+            raise ValueError(f"Q8Scheme.float_first_layers = {self.float_first_layers}: give a number of layers >= 0.")
         if self.float_peak_to_rms is not None and self.float_peak_to_rms <= 1:
             raise ValueError(f"Q8Scheme.float_peak_to_rms = {self.float_peak_to_rms}: give a ratio above 1, or None.")
 
@@ -91,6 +99,8 @@ Q8_SCHEMES = {s.name: s for s in (
     Q8Scheme("per-tensor-equalized", equalize_factors=True),
     Q8Scheme("per-channel-7bit-equalized", per_channel=True, reduce_range=True, equalize_factors=True),
     Q8Scheme("per-channel-7bit-outliers-float", per_channel=True, reduce_range=True, float_peak_to_rms=100.0),
+    Q8Scheme("per-channel-7bit-outliers-first-layer-float", per_channel=True, reduce_range=True,
+             float_peak_to_rms=100.0, float_first_layers=1),
 )}
 #: What ``q8`` writes unless told otherwise.
 DEFAULT_Q8_SCHEME = Q8_SCHEMES["per-channel-7bit-outliers-float"]
@@ -118,19 +128,43 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
+ENCODER_LAYER_SCOPE = re.compile(r"(?:^|\.)encoder\.layers\.(\d+)$")
+
+
+def encoder_layer(node: onnx.NodeProto) -> int | None:
+    """The index of the encoder layer ``node`` was exported from, read from the module scopes that
+    ``torch.onnx.export`` records on each node (``pkg.torch.onnx.name_scopes``); None outside the encoder's layers."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            scopes = ast.literal_eval(prop.value)  # a list of module names, written as a Python literal
+            layers = [int(m.group(1)) for scope in scopes if (m := ENCODER_LAYER_SCOPE.search(scope))]
+            return layers[-1] if layers else None
+    return None
+
+
 def float_nodes(model: onnx.ModelProto, scheme: Q8Scheme, calibration: np.ndarray | None = None) -> list[str]:
     """The nodes ``scheme`` leaves in float: both products of every factor pair of rank below
-    ``scheme.float_ranks_below``, and with ``calibration`` windows (``model`` then with its weights loaded) every
-    product by a constant weight whose input's peak-to-RMS ratio passes ``scheme.float_peak_to_rms``."""
+    ``scheme.float_ranks_below``, every product by a constant weight in the encoder's first
+    ``scheme.float_first_layers`` layers (of an encoder graph: one that reads ``input_features``), and with
+    ``calibration`` windows (``model`` then with its weights loaded) every such product whose input's peak-to-RMS
+    ratio passes ``scheme.float_peak_to_rms``."""
     from .factor_pairs import factor_pairs
 
     names = [name for first, second, rank in factor_pairs(model) if rank < scheme.float_ranks_below
              for name in (first, second)]
+    weights = {t.name for t in model.graph.initializer}
+    products = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
+    if scheme.float_first_layers and any(i.name == "input_features" for i in model.graph.input):
+        layers = {n.name: encoder_layer(n) for n in products}
+        if all(layer is None for layer in layers.values()):
+            raise ValueError(f"Q8 scheme {scheme.name!r} keeps the encoder's first {scheme.float_first_layers} "
+                             "layer(s) in float, but no node of this encoder graph names its layer: export it with "
+                             "`liteasr export-onnx` (torch.onnx records each node's module), or pick another scheme.")
+        names += [name for name, layer in layers.items()
+                  if layer is not None and layer < scheme.float_first_layers and name not in names]
     if scheme.float_peak_to_rms is not None and calibration is not None:
         from .activations import activation_statistics
 
-        weights = {t.name for t in model.graph.initializer}
-        products = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
         stats = activation_statistics(model, [n.input[0] for n in products], calibration)
         names += [n.name for n in products
                   if stats[n.input[0]].peak_to_rms > scheme.float_peak_to_rms and n.name not in names]
