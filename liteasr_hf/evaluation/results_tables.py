@@ -298,9 +298,18 @@ def render_q8(results: Path, spec: TableSpec) -> list[str]:
     return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "", format_q8_comparison(report)]
 
 
+def render_profile(results: Path, spec: TableSpec) -> list[str]:
+    """``liteasr profile-onnx``: where each encoder's time goes, per operator kind."""
+    from ..integrations.onnx.q8_comparison import format_profiles
+
+    (row,) = spec.rows
+    report = _read_json(results, row)
+    return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "", format_profiles(report)]
+
+
 RENDERERS = {"presets": render_presets, "comparison": render_comparison, "ablation": render_ablation,
              "benchmark": render_benchmark, "onnx": render_onnx, "onnx-systems": render_onnx_systems,
-             "vllm": render_vllm, "q8": render_q8}
+             "vllm": render_vllm, "q8": render_q8, "profile": render_profile}
 #: The kinds whose tables show encoder sizes, and so say how they are counted.
 _SHOWS_PARAMS = {"presets", "comparison", "ablation"}
 

@@ -277,6 +277,29 @@ def profile_encoders(specs: Sequence[str], batch_size: int = 1, runs: int = 3, t
             **library_versions(), "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
+def format_profiles(report: Mapping) -> str:
+    """:func:`profile_encoders`'s report as Markdown: milliseconds per run in each operator kind (a row, largest in
+    the first encoder first), one column per encoder, the total last."""
+    from ...evaluation.reporting import markdown_table
+
+    profiles = report["profiles_ms"]
+    if not profiles:
+        raise ValueError("The profile report holds no encoder.")
+    kinds: list[str] = []
+    for profile in profiles.values():
+        kinds += [k for k in profile if k != "total" and k not in kinds]
+    first = next(iter(profiles.values()))
+    kinds.sort(key=lambda k: -first.get(k, 0.0))
+    # a spec's folder and the one above it name the model and its scheme (compare-q8 writes MODEL/SCHEME)
+    table = [("operator kind", *("/".join(Path(str(spec)).parts[-2:]) for spec in profiles))]
+    for kind in [*kinds, "total"]:
+        table.append((kind if kind != "total" else "**total**",
+                      *(f"{p[kind]:.1f}" if kind in p else "-" for p in profiles.values())))
+    note = (f"ONNX Runtime's profiler: milliseconds per run in each operator kind, batch {report['batch_size']}, mean "
+            f"of {report['runs']} runs after one untimed run, {report.get('threads') or 'default'} threads.")
+    return "\n".join([*markdown_table(table), "", note])
+
+
 def format_q8_comparison(report: Mapping) -> str:
     """:func:`compare_q8_schemes`'s report as Markdown: per model and scheme, the encoder's size and relative error,
     WER and its change from the same model in fp32, overall and per speaker group (real speech first)."""
