@@ -147,8 +147,9 @@ def test_export_info_records_the_q8_scheme_and_its_calibration(exported):
 
 def test_q8_encoder_stays_near_fp32_on_real_speech(exported, tmp_path):
     """On real speakers' 28 s windows the q8 encoder's output moves from fp32 by well under what the scheme q8 wrote
-    before (per-tensor 8-bit weights, the last fc2 quantized). Measured relative errors: 0.174 before and 0.121 now on
-    this test's model; 0.118 and 0.077 on the tiny preset's (docs/results/q8-tiny-cpu.json)."""
+    before (per-tensor 8-bit weights, the last fc2 quantized). Measured relative errors on this test's model: 0.171
+    per-tensor and 0.095 in today's default (the first layer in float); on whisper-base and the base preset the
+    first layer in float halves the former default's error (docs/results/q8-base-cpu.json)."""
     from liteasr_hf.integrations.onnx.q8_comparison import encoder_error, real_speech_windows
     from liteasr_hf.integrations.onnx.quantization import Q8_SCHEMES, quantize_file
 
@@ -160,7 +161,7 @@ def test_q8_encoder_stays_near_fp32_on_real_speech(exported, tmp_path):
     quantize_file(exported / "onnx" / "encoder_model.onnx", old_file, "q8", scheme=Q8_SCHEMES["per-tensor"])
     old_session = ort.InferenceSession(str(old_file))
     old = encoder_error(reference.encode, lambda f: old_session.run(None, {"input_features": f})[0], windows)
-    assert new < 0.15 and new < 0.8 * old, (new, old)
+    assert new < 0.11 and new < 0.7 * old, (new, old)
 
 
 def test_the_first_layer_scheme_finds_every_product_of_the_encoders_first_layer(exported):
@@ -186,7 +187,8 @@ def test_greedy_transcripts_match_pytorch(exported, utterances, torch_texts):
 
 def test_q8_and_fp16_variants_are_smaller_and_transcribe(exported, q8_texts, fp16_texts, torch_texts, utterances):
     size = {p.name: p.stat().st_size for p in (exported / "onnx").iterdir()}
-    assert size["encoder_model_quantized.onnx"] < 0.5 * size["encoder_model.onnx"]
+    # 8-bit weights but for the first of the fixture's four layers (float in the default scheme) and the convolutions
+    assert size["encoder_model_quantized.onnx"] < 0.65 * size["encoder_model.onnx"]
     assert size["decoder_model_merged_quantized.onnx"] < 0.8 * size["decoder_model_merged.onnx"]
     assert size["encoder_model_fp16.onnx"] < 0.6 * size["encoder_model.onnx"]
     for text, utterance in zip(q8_texts, utterances):
@@ -317,7 +319,7 @@ def test_benchmark_times_encoders_and_sets_faster_whisper_beside(exported, tmp_p
                                 data=SHIPPED_SPEECH_SET, clips=2, faster_whisper="tiny.en", compute_types=["int8"],
                                 cache=tmp_path / "ct2", output=tmp_path / "report.json", log=None)
     assert [(r["dtype"], r["batch_size"]) for r in report["encoder"]] == [("fp32", 1), ("q8", 1)]
-    assert report["encoder"][1]["encoder_mb"] < 0.5 * report["encoder"][0]["encoder_mb"]
+    assert report["encoder"][1]["encoder_mb"] < 0.65 * report["encoder"][0]["encoder_mb"]
     assert all(r["latency_ms"] > 0 for r in report["encoder"])
     systems = {r["system"]: r for r in report["systems"]}
     assert list(systems) == [str(exported), f"{exported}:q8", "faster-whisper tiny.en:int8"]
