@@ -138,8 +138,12 @@ def encoder_layer(node: onnx.NodeProto) -> int | None:
     ``torch.onnx.export`` records on each node (``pkg.torch.onnx.name_scopes``); None outside the encoder's layers."""
     for prop in node.metadata_props:
         if prop.key == "pkg.torch.onnx.name_scopes":
-            scopes = ast.literal_eval(prop.value)  # a list of module names, written as a Python literal
-            layers = [int(m.group(1)) for scope in scopes if (m := ENCODER_LAYER_SCOPE.search(scope))]
+            try:  # a list of module names, written as a Python literal (never evaluated as code)
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                return None
+            layers = [int(m.group(1)) for scope in scopes if isinstance(scope, str)
+                      and (m := ENCODER_LAYER_SCOPE.search(scope))]
             return layers[-1] if layers else None
     return None
 
