@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -231,40 +231,39 @@ def render_comparison(results: Path, spec: TableSpec) -> list[str]:
     return [*head, "", format_comparison(summaries)]
 
 
+def _one_report(results: Path, spec: TableSpec, format_report: Callable[[dict], str]) -> list[str]:
+    """A table of one report: its provenance, then ``format_report`` of it (the command's own Markdown)."""
+    (row,) = spec.rows
+    report = _read_json(results, row)
+    return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "", format_report(report)]
+
+
 def render_ablation(results: Path, spec: TableSpec) -> list[str]:
     """A healing or calibration ablation (``ablation.json``), as it wrote ``ablation.md``."""
     from .ablation import format_ablation
 
-    (row,) = spec.rows
-    report = _read_json(results, row)
-    return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "", format_ablation(report)]
+    return _one_report(results, spec, format_ablation)
 
 
 def render_benchmark(results: Path, spec: TableSpec) -> list[str]:
     """``liteasr benchmark``'s encoder (and end-to-end) tables."""
     from .benchmark import format_table
 
-    (row,) = spec.rows
-    report = _read_json(results, row)
-    return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "", format_table(report)]
+    return _one_report(results, spec, format_table)
 
 
 def render_onnx(results: Path, spec: TableSpec) -> list[str]:
     """``liteasr benchmark --runtime onnxruntime``'s tables (ONNX Runtime encoders, then every system end to end)."""
     from ..integrations.onnx.benchmark import format_onnx_table
 
-    (row,) = spec.rows
-    report = _read_json(results, row)
-    return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "", format_onnx_table(report)]
+    return _one_report(results, spec, format_onnx_table)
 
 
 def render_onnx_systems(results: Path, spec: TableSpec) -> list[str]:
     """The end-to-end table alone of ``liteasr benchmark --runtime onnxruntime`` (README shows it)."""
     from ..integrations.onnx.benchmark import format_onnx_systems
 
-    (row,) = spec.rows
-    report = _read_json(results, row)
-    return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "", format_onnx_systems(report)]
+    return _one_report(results, spec, format_onnx_systems)
 
 
 def render_vllm(results: Path, spec: TableSpec) -> list[str]:
@@ -293,18 +292,14 @@ def render_q8(results: Path, spec: TableSpec) -> list[str]:
     """``liteasr compare-q8``: each 8-bit scheme against the same model in fp32."""
     from ..integrations.onnx.q8_comparison import format_q8_comparison
 
-    (row,) = spec.rows
-    report = _read_json(results, row)
-    return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "", format_q8_comparison(report)]
+    return _one_report(results, spec, format_q8_comparison)
 
 
 def render_profile(results: Path, spec: TableSpec) -> list[str]:
     """``liteasr profile-onnx``: where each encoder's time goes, per operator kind."""
     from ..integrations.onnx.q8_comparison import format_profiles
 
-    (row,) = spec.rows
-    report = _read_json(results, row)
-    return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "", format_profiles(report)]
+    return _one_report(results, spec, format_profiles)
 
 
 RENDERERS = {"presets": render_presets, "comparison": render_comparison, "ablation": render_ablation,
