@@ -343,9 +343,10 @@ def test_benchmark_times_encoders_and_sets_faster_whisper_beside(exported, tmp_p
     assert "| lite-whisper-tiny.en |" in table and "faster-whisper tiny.en:int8" in table
 
     # on the evaluation manifest, WER per speaker group; a token limit binds ONNX Runtime and faster-whisper alike
-    # and a padding (openai's zero log-mel frames after the clip) is one more system on the same encoder
+    # and a padding (openai's zero log-mel frames after the clip) is one more system on the same encoder; faster-whisper
+    # takes a list of checkpoints too
     limited = run_onnx_benchmark([str(exported), f"{exported}@log-mel"], batch_sizes=[1], repeats=1, threads=2,
-                                 data=EVALUATION_MANIFEST, clips=2, faster_whisper="tiny.en", compute_types=["int8"],
+                                 data=EVALUATION_MANIFEST, clips=2, faster_whisper=["tiny.en"], compute_types=["int8"],
                                  cache=tmp_path / "ct2", max_new_tokens=2, log=None)
     assert limited["settings"]["max_new_tokens"] == 2 and len(limited["encoder"]) == 1
     assert [r["padding"] for r in limited["systems"]] == ["audio", "log-mel", "log-mel"]

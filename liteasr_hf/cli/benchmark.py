@@ -44,9 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(encoders only: --e2e-clips 0); the first is the reference")
     p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
                    help="PyTorch eager on the model folders, or ONNX Runtime on exported folders (DIR[:TYPE])")
-    p.add_argument("--faster-whisper", default=None, metavar="CT2",
-                   help="onnxruntime only: also transcribe with faster-whisper on this CTranslate2 folder or packaged "
-                        "checkpoint (tiny.en, base)")
+    p.add_argument("--faster-whisper", nargs="+", default=None, metavar="CT2",
+                   help="onnxruntime only: also transcribe with faster-whisper on these CTranslate2 folders or "
+                        "packaged checkpoints (tiny.en, base)")
     p.add_argument("--compute-types", nargs="+", default=["int8", "float32"],
                    help="faster-whisper compute types (CTranslate2's)")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])

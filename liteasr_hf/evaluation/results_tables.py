@@ -268,18 +268,21 @@ def render_onnx_systems(results: Path, spec: TableSpec) -> list[str]:
 
 def render_vllm(results: Path, spec: TableSpec) -> list[str]:
     """``liteasr benchmark-vllm``: each model's best round, throughput against the first, latency percentiles and
-    WER. (The command's own ``format_serving_table`` needs every request's latency, which the report does not keep.)"""
+    WER (per speaker group where the report has them). (The command's own ``format_serving_table`` needs every request's latency, which the report does not keep.)"""
     (row,) = spec.rows
     report = _read_json(results, row)
     models = report["models"]
     first = models[0]["audio_seconds_per_second"]
+    groups = list(dict.fromkeys(g for m in models for g in m.get("wer_groups") or {}))
     table = [("model", "requests", "concurrency", "audio s / s", "vs first", "p50 latency", "p90", "p99",
-              "rounds (audio s / s)", "WER %")]
+              "rounds (audio s / s)", *(f"WER {g}" for g in groups), "WER % (all)" if groups else "WER %")]
     for m in models:
         rounds = ", ".join(f"{r:.2f}" for r in m.get("rounds_audio_seconds_per_second", []))
+        by_group = m.get("wer_groups") or {}
         table.append((m["label"], str(m["requests"]), str(m["concurrency"]), f"{m['audio_seconds_per_second']:.2f}",
                       f"{m['audio_seconds_per_second'] / first:.2f}x", f"{m['latency_p50_s']:.2f} s",
                       f"{m['latency_p90_s']:.2f} s", f"{m['latency_p99_s']:.2f} s", rounds or "-",
+                      *(f"{by_group[g]:.2f}" if g in by_group else "-" for g in groups),
                       f"{m['wer']:.2f}" if m.get("wer") is not None else "-"))
     env = " ".join(f"{k}={v}" for k, v in (report.get("server_env") or {}).items())
     note = (f"{report['utterances']} utterances ({report['audio_seconds']:.0f} s of audio), {report['rounds']} "

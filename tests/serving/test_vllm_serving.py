@@ -22,7 +22,13 @@ from transformers import pipeline
 from liteasr_hf.checkpoints.ctranslate2 import convert_ctranslate2
 from liteasr_hf.compression.checkpoint import compress_checkpoint
 from liteasr_hf.data.speech import SHIPPED_SPEECH_SET, load_speech
-from liteasr_hf.integrations.vllm.benchmark import run_serving_benchmark, transcribe_request, wav_bytes
+from liteasr_hf.data.suite import EVALUATION_MANIFEST
+from liteasr_hf.integrations.vllm.benchmark import (
+    answer_word_error_rates,
+    run_serving_benchmark,
+    transcribe_request,
+    wav_bytes,
+)
 from liteasr_hf.integrations.vllm.server import vllm_server
 
 # float32 as transformers runs it; eager (no torch.compile: minutes on 2 cores); 1 GiB of KV cache on the CPU backend.
@@ -135,6 +141,23 @@ def test_serving_benchmark_counts_every_request(utterances, lite_base_server):
     assert 0 < result.latency_percentile(50) <= result.latency_percentile(99) <= result.wall_seconds + 1e-6
     summary = result.summary()
     assert summary["audio_seconds_per_second"] > 0 and summary["requests"] == 8
+
+
+def test_served_answers_are_scored_per_speaker_group(lite_base_server):
+    """The benchmark's WER of real answers: overall and per group of the evaluation manifest, each group's errors
+    scored alone as its own corpus (the first three clips: two children, one adult)."""
+    clips, _ = load_speech(EVALUATION_MANIFEST, max_samples=3)
+    result = run_serving_benchmark(lite_base_server, clips, requests=3, concurrency=3, progress=False)
+    scores = answer_word_error_rates(clips, result.texts)
+    assert set(scores["wer_groups"]) == {"real non-native child", "real non-native adult"}
+    for group, wer in scores["wer_groups"].items():
+        alone = [(u, t) for u, t in zip(clips, result.texts, strict=True) if u.group == group]
+        assert answer_word_error_rates([u for u, _ in alone], [t for _, t in alone])["wer"] == pytest.approx(wer, abs=0.01)
+    assert scores["wer_utterances"] == 3 and min(scores["wer_groups"].values()) <= scores["wer"] < 100
+    # the references as answers: no errors anywhere; no reference text: nothing to score
+    perfect = answer_word_error_rates(clips, [u.text for u in clips])
+    assert perfect["wer"] == 0 and set(perfect["wer_groups"].values()) == {0}
+    assert answer_word_error_rates([], []) == {}
 
 
 def test_offline_generate_with_two_tensor_parallel_ranks_matches_the_pipeline(folders, utterances, lite_base_texts,

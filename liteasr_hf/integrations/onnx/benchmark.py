@@ -221,6 +221,14 @@ def _faster_whisper_runner(source: str, compute_type: str, threads: int | None, 
     return run, (folder / "model.bin").stat().st_size
 
 
+def _checkpoints(faster_whisper: str | os.PathLike | Sequence[str] | None) -> list[str]:
+    if faster_whisper is None:
+        return []
+    if isinstance(faster_whisper, (str, os.PathLike)):
+        return [str(faster_whisper)]
+    return list(dict.fromkeys(str(c) for c in faster_whisper))
+
+
 def benchmark_systems(
     specs: Sequence[str],
     utterances: Sequence,
@@ -228,14 +236,15 @@ def benchmark_systems(
     batch_size: int = 1,
     repeats: int = 1,
     threads: int | None = None,
-    faster_whisper: str | None = None,
+    faster_whisper: str | Sequence[str] | None = None,
     compute_types: Sequence[str] = ("int8", "float32"),
     cache: str | os.PathLike = "models/ctranslate2",
     max_new_tokens: int | None = None,
     log: Callable[[str], None] | None = print,
 ) -> list[SystemRow]:
     """Transcribe ``utterances`` (with ``audio``, ``text`` and ``group``) with every ONNX ``DIR[:dtype]`` and, with
-    ``faster_whisper`` (a CTranslate2 folder or packaged alias), with faster-whisper at each compute type;
+    ``faster_whisper`` (CTranslate2 folders or packaged aliases, one or several), with faster-whisper on each at
+    each compute type;
     systems interleaved per repeat after one untimed pass over the first clip. Every system stops a clip after
     ``max_new_tokens`` tokens (None: at the decoder's length), so that a runaway costs each the same."""
     from transformers import WhisperTokenizer
@@ -255,11 +264,12 @@ def benchmark_systems(
         runners[str(spec)] = ("onnxruntime", dtype, size,
                               lambda a, m=model: m.transcribe(list(a), batch_size=batch_size, language="en",
                                                               max_new_tokens=max_new_tokens))
-    for compute_type in (compute_types if faster_whisper else ()):
-        run, size = _faster_whisper_runner(faster_whisper, compute_type, threads, Path(cache), max_new_tokens)
-        name = f"faster-whisper {Path(str(faster_whisper)).name}:{compute_type}"
-        paddings[name] = "log-mel"  # openai's
-        runners[name] = ("faster-whisper", compute_type, size, run)
+    for checkpoint in _checkpoints(faster_whisper):
+        for compute_type in compute_types:
+            run, size = _faster_whisper_runner(checkpoint, compute_type, threads, Path(cache), max_new_tokens)
+            name = f"faster-whisper {Path(checkpoint).name}:{compute_type}"
+            paddings[name] = "log-mel"  # openai's
+            runners[name] = ("faster-whisper", compute_type, size, run)
     tokenizer = WhisperTokenizer.from_pretrained(parse_system_spec(specs[0])[0]) if specs else None
     normalizer, _ = english_normalizer(tokenizer)
     names = list(runners)
@@ -301,7 +311,7 @@ def run_onnx_benchmark(
     clips: int = 16,
     e2e_batch_size: int = 1,
     e2e_repeats: int = 1,
-    faster_whisper: str | None = None,
+    faster_whisper: str | Sequence[str] | None = None,
     compute_types: Sequence[str] = ("int8", "float32"),
     cache: str | os.PathLike = "models/ctranslate2",
     max_new_tokens: int | None = None,
@@ -351,7 +361,7 @@ def run_onnx_benchmark(
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **library_versions(),
     }
-    if faster_whisper and system_rows:
+    if _checkpoints(faster_whisper) and system_rows:
         import faster_whisper as fw
 
         report["faster_whisper"] = fw.__version__

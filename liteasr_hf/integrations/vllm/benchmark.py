@@ -121,6 +121,23 @@ def format_serving_table(results: Sequence[ServingResult], labels: Sequence[str]
     return "\n".join(lines)
 
 
+def answer_word_error_rates(utterances: Sequence[Utterance], texts: Sequence[str], normalizer=None) -> dict:
+    """Corpus WER of a server's answers (``wer``, ``wer_utterances``) and, where the utterances carry speaker
+    groups, per group (``wer_groups``); empty when an utterance has no reference text."""
+    from ...evaluation.transcription import english_normalizer, group_word_error_rates, score
+
+    if not utterances or any(u.text is None for u in utterances):
+        return {}
+    if normalizer is None:
+        normalizer, _ = english_normalizer()
+    pairs, stats = score([u.text for u in utterances], list(texts), normalizer)
+    result: dict = {"wer": stats.wer, "wer_utterances": len(utterances)}
+    groups = group_word_error_rates([u.group for u in utterances], pairs)
+    if groups:
+        result["wer_groups"] = {g: w.wer for g, w in groups.items()}
+    return result
+
+
 def benchmark_served_models(
     models: Sequence[tuple[str, str]],
     utterances: Sequence[Utterance],
@@ -136,8 +153,9 @@ def benchmark_served_models(
     """Serve each ``(label, model)`` in turn on 127.0.0.1 and benchmark it; ``rounds`` > 1 repeats the whole
     sequence (A B A B: a slow spell on a shared machine then falls on every model) and keeps each model's best
     round. Returns a report: per model its best run's summary, every round's throughput, and the corpus WER of its
-    answers (the first answer for each utterance sent) when the utterances carry text."""
-    from ...evaluation.transcription import english_normalizer, score
+    answers (the first answer for each utterance sent) when the utterances carry text, per speaker group too when
+    they carry groups."""
+    from ...evaluation.transcription import english_normalizer
     from .server import vllm_server
 
     if rounds < 1:
@@ -157,9 +175,7 @@ def benchmark_served_models(
         entry = {"label": label, "model": str(model), **best.summary(),
                  "rounds_audio_seconds_per_second": [round(r.audio_seconds_per_second, 3) for r in runs[label]]}
         answered = utterances[: min(len(utterances), best.requests)]  # the first answer for each
-        if all(u.text is not None for u in answered):
-            _, stats = score([u.text for u in answered], best.texts[: len(answered)], normalizer)
-            entry["wer"], entry["wer_utterances"] = stats.wer, len(answered)
+        entry.update(answer_word_error_rates(answered, best.texts[: len(answered)], normalizer))
         report["models"].append(entry)
     report["table"] = format_serving_table([max(runs[label], key=lambda r: r.audio_seconds_per_second)
                                             for label, _ in models], [label for label, _ in models])
