@@ -313,7 +313,12 @@ def test_log_mel_padding_zeroes_the_frames_after_the_clip(exported):
 
 
 def test_benchmark_times_encoders_and_sets_faster_whisper_beside(exported, tmp_path, capsys):
-    from liteasr_hf.integrations.onnx.benchmark import clips_behind, format_onnx_table, run_onnx_benchmark
+    from liteasr_hf.integrations.onnx.benchmark import (
+        clip_gaps,
+        clips_behind,
+        format_onnx_table,
+        run_onnx_benchmark,
+    )
 
     report = run_onnx_benchmark([str(exported), f"{exported}:q8"], batch_sizes=[1], repeats=1, threads=2,
                                 data=SHIPPED_SPEECH_SET, clips=2, faster_whisper="tiny.en", compute_types=["int8"],
@@ -339,6 +344,16 @@ def test_benchmark_times_encoders_and_sets_faster_whisper_beside(exported, tmp_p
     assert all(c["errors"] > c["reference_errors"] for c in behind)
     with pytest.raises(ValueError, match="has no system 'nope'"):
         clips_behind(tmp_path / "report.transcripts.jsonl", "nope", str(exported))
+    # the same clips summed per system: errors, and the clips behind and ahead of the reference
+    gaps = {g["system"]: g for g in clip_gaps(tmp_path / "report.transcripts.jsonl", str(exported), group_prefix="")}
+    assert gaps[str(exported)]["clips_behind"] == gaps[str(exported)]["clips_ahead"] == 0
+    q8 = gaps[f"{exported}:q8"]
+    assert q8["clips_behind"] == len(behind) and q8["words"] == words
+    assert q8["errors_behind"] == sum(c["errors"] - c["reference_errors"] for c in behind)
+    assert q8["errors"] == sum(c["systems"][f"{exported}:q8"]["errors"] for c in clips)
+    assert q8["errors"] - gaps[str(exported)]["errors"] == q8["errors_behind"] - q8["errors_ahead"]
+    with pytest.raises(ValueError, match="no clip in a group starting with 'real'"):
+        clip_gaps(tmp_path / "report.transcripts.jsonl", str(exported))
     table = format_onnx_table(report)
     assert "| lite-whisper-tiny.en |" in table and "faster-whisper tiny.en:int8" in table
 

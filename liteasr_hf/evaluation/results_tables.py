@@ -56,7 +56,8 @@ class TableSpec(JsonRecord):
     """What one marked table shows. ``kind``: ``presets`` (each row against its original), ``comparison`` (one
     :func:`~.transcription.format_comparison` table, the first row the reference), ``ablation`` (a healing or
     calibration ablation's ``ablation.json``), ``benchmark`` (``liteasr benchmark``), ``onnx`` (``liteasr benchmark
-    --runtime onnxruntime``; ``onnx-systems``: its end-to-end table alone), ``vllm`` (``liteasr benchmark-vllm``).
+    --runtime onnxruntime``; ``onnx-systems``: its end-to-end table alone; ``clip-gaps``: its transcripts, every
+    system against ``reference`` clip by clip on real speech), ``vllm`` (``liteasr benchmark-vllm``).
     ``of``: which models or presets the figures are of, when that is not today's presets. ``benchmark``: for the
     presets table, a ``liteasr benchmark`` report (relative to ``docs/results/``) whose encoder latency at its
     smallest batch size each row shows in place of the evaluation's RTFx, which a shared machine makes noisy."""
@@ -65,6 +66,7 @@ class TableSpec(JsonRecord):
     rows: list[Row] = reads(each(Row.from_dict))
     of: str | None = None
     benchmark: str | None = None
+    reference: str | None = None
 
 
 def read_spec(results: Path) -> dict[str, TableSpec]:
@@ -266,6 +268,23 @@ def render_onnx_systems(results: Path, spec: TableSpec) -> list[str]:
     return _one_report(results, spec, format_onnx_systems)
 
 
+def render_clip_gaps(results: Path, spec: TableSpec) -> list[str]:
+    """The per-clip transcripts beside an ONNX benchmark report: every system against ``spec.reference`` on the
+    real-speech clips."""
+    from ..integrations.onnx.benchmark import clip_gaps, format_clip_gaps, transcripts_path
+
+    (row,) = spec.rows
+    if not spec.reference:
+        raise ValueError("A clip-gaps table needs a \"reference\": the system the others are compared with.")
+    report = _read_json(results, row)
+    rows = clip_gaps(transcripts_path(results / row.report), spec.reference)
+    note = (f"The real-speech clips of `{transcripts_path(row.report).name}`: a system is behind (ahead of) "
+            f"{spec.reference} on a clip where it makes more (fewer) word errors on it; the largest gap is its most "
+            "errors more on one clip.")
+    return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "",
+            format_clip_gaps(rows, spec.reference), note]
+
+
 def render_vllm(results: Path, spec: TableSpec) -> list[str]:
     """``liteasr benchmark-vllm``: each model's best round, throughput against the first, latency percentiles and
     WER (per speaker group where the report has them). (The command's own ``format_serving_table`` needs every request's latency, which the report does not keep.)"""
@@ -307,7 +326,7 @@ def render_profile(results: Path, spec: TableSpec) -> list[str]:
 
 RENDERERS = {"presets": render_presets, "comparison": render_comparison, "ablation": render_ablation,
              "benchmark": render_benchmark, "onnx": render_onnx, "onnx-systems": render_onnx_systems,
-             "vllm": render_vllm, "q8": render_q8, "profile": render_profile}
+             "clip-gaps": render_clip_gaps, "vllm": render_vllm, "q8": render_q8, "profile": render_profile}
 #: The kinds whose tables show encoder sizes, and so say how they are counted.
 _SHOWS_PARAMS = {"presets", "comparison", "ablation"}
 

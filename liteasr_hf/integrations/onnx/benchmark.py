@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ...atomic import atomic_write_text
-from ...evaluation.reporting import iqr
+from ...evaluation.reporting import iqr, markdown_table
 from ...portable import portable_data
 from .layout import DECODER, DTYPE_SUFFIXES, ENCODER, SUBFOLDER, OnnxLayout
 from .runtime import PADDINGS, OnnxWhisper, session_options
@@ -194,6 +194,53 @@ def clips_behind(path: str | os.PathLike, system: str, reference: str) -> list[d
                            "errors": ours["errors"], "reference_errors": theirs["errors"],
                            "prediction": ours["prediction"], "reference_prediction": theirs["prediction"]})
     return sorted(behind, key=lambda c: (c["reference_errors"] or 0) - c["errors"])
+
+
+def _read_transcripts(path: str | os.PathLike) -> list[dict]:
+    try:
+        return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError) as err:
+        raise ValueError(f"Cannot read the transcripts {path}: {err}") from err
+
+
+def clip_gaps(path: str | os.PathLike, reference: str, group_prefix: str = "real") -> list[dict]:
+    """Every system of a transcripts file against ``reference``, clip by clip, over the clips whose group starts
+    with ``group_prefix`` ("": all): word errors, the clips where it makes more errors than ``reference`` and how
+    many more, and the clips where it makes fewer and how many fewer. Says whether a WER gap is a few runaway clips
+    or many small slips."""
+    clips = [c for c in _read_transcripts(path) if (c.get("group") or "").startswith(group_prefix)]
+    if not clips:
+        raise ValueError(f"{path} has no clip in a group starting with {group_prefix!r}.")
+    systems = list(clips[0]["systems"])
+    if reference not in systems:
+        raise ValueError(f"{path} has no system {reference!r}; it has {', '.join(systems)}.")
+    words = sum(c["reference_words"] or 0 for c in clips)
+    rows = []
+    for system in systems:
+        diffs = [(c["systems"][system]["errors"] or 0) - (c["systems"][reference]["errors"] or 0) for c in clips]
+        errors = sum(c["systems"][system]["errors"] or 0 for c in clips)
+        rows.append({"system": system, "clips": len(clips), "words": words, "errors": errors,
+                     "wer": round(100 * errors / words, 2) if words else float("nan"),
+                     "clips_behind": sum(d > 0 for d in diffs), "errors_behind": sum(d for d in diffs if d > 0),
+                     "clips_ahead": sum(d < 0 for d in diffs), "errors_ahead": -sum(d for d in diffs if d < 0),
+                     "largest_gap": max(diffs)})
+    return rows
+
+
+def format_clip_gaps(rows: Sequence[Mapping], reference: str) -> str:
+    """:func:`clip_gaps` as a Markdown table (``reference``'s row marked)."""
+    table = [("system", "clips", "words", "errors", "WER %", "clips behind", "errors more", "clips ahead",
+              "errors fewer", "largest gap on one clip")]
+    for r in rows:
+        name = Path(r["system"]).name  # an export's folder name, as the other tables show it
+        if r["system"] == reference:
+            table.append((name, str(r["clips"]), str(r["words"]), str(r["errors"]), f"{r['wer']:.2f}",
+                          "(reference)", "", "", "", ""))
+            continue
+        table.append((name, str(r["clips"]), str(r["words"]), str(r["errors"]), f"{r['wer']:.2f}",
+                      str(r["clips_behind"]), f"+{r['errors_behind']}", str(r["clips_ahead"]),
+                      f"-{r['errors_ahead']}", f"{r['largest_gap']:+d}"))
+    return "\n".join(markdown_table(table))
 
 
 def _faster_whisper_runner(source: str, compute_type: str, threads: int | None, cache: Path,
@@ -385,8 +432,6 @@ def format_onnx_table(report: Mapping) -> str:
 
 def format_onnx_encoders(report: Mapping) -> str:
     """The report's encoder table in Markdown."""
-    from ...evaluation.reporting import markdown_table
-
     rows = [("model", "weights", "batch", "encoder MB", "GFLOPs", "FLOP red.", "latency ms (IQR)", "speed-up",
              "speed-up / FLOP red.")]
     for r in report["encoder"]:
@@ -401,8 +446,6 @@ def format_onnx_encoders(report: Mapping) -> str:
 
 def format_onnx_systems(report: Mapping) -> str:
     """The report's end-to-end table in Markdown (empty where the run transcribed nothing)."""
-    from ...evaluation.reporting import markdown_table
-
     systems = report.get("systems")
     if not systems:
         return ""
