@@ -287,7 +287,8 @@ def render_clip_gaps(results: Path, spec: TableSpec) -> list[str]:
 
 def render_vllm(results: Path, spec: TableSpec) -> list[str]:
     """``liteasr benchmark-vllm``: each model's best round, throughput against the first, latency percentiles and
-    WER (per speaker group where the report has them). (The command's own ``format_serving_table`` needs every request's latency, which the report does not keep.)"""
+    WER (per speaker group where the report has them). (The command's own ``format_serving_table`` needs every
+    request's latency, which the report does not keep.)"""
     (row,) = spec.rows
     report = _read_json(results, row)
     models = report["models"]

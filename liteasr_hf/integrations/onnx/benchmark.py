@@ -178,13 +178,19 @@ def write_transcripts(path: str | os.PathLike, utterances: Sequence, rows: Seque
     return Path(path)
 
 
+def _read_transcripts(path: str | os.PathLike) -> list[dict]:
+    try:
+        return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError) as err:
+        raise ValueError(f"Cannot read the transcripts {path}: {err}") from err
+
+
 def clips_behind(path: str | os.PathLike, system: str, reference: str) -> list[dict]:
     """The clips of a transcripts file (:func:`write_transcripts`) where ``system`` makes more word errors than
     ``reference``, most first: ``id``, ``group``, both error counts and both predictions. Where one system's WER
     is behind another's, this says whether a few runaway clips or many small slips make the difference."""
     behind = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        clip = json.loads(line)
+    for clip in _read_transcripts(path):
         missing = [name for name in (system, reference) if name not in clip["systems"]]
         if missing:
             raise ValueError(f"{path} has no system {missing[0]!r}; it has {', '.join(clip['systems'])}.")
@@ -194,13 +200,6 @@ def clips_behind(path: str | os.PathLike, system: str, reference: str) -> list[d
                            "errors": ours["errors"], "reference_errors": theirs["errors"],
                            "prediction": ours["prediction"], "reference_prediction": theirs["prediction"]})
     return sorted(behind, key=lambda c: (c["reference_errors"] or 0) - c["errors"])
-
-
-def _read_transcripts(path: str | os.PathLike) -> list[dict]:
-    try:
-        return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, ValueError) as err:
-        raise ValueError(f"Cannot read the transcripts {path}: {err}") from err
 
 
 def clip_gaps(path: str | os.PathLike, reference: str, group_prefix: str = "real") -> list[dict]:
