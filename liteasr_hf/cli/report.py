@@ -1,9 +1,12 @@
-"""Render every results table in README.md and docs/*.md from the JSON reports under docs/results/.
+"""Render every results table and every figure quoted in README.md and docs/*.md from the JSON reports under
+docs/results/.
 
-    liteasr report            # rewrite the tables between <!-- table: NAME --> and <!-- /table -->
-    liteasr report --check    # exit 1, naming each table, when a committed table differs from its reports
+    liteasr report            # rewrite the tables between <!-- table: NAME --> and <!-- /table -->, and the figures
+                              # between <!-- figure: FORMULA | FORMAT --> and <!-- /figure -->
+    liteasr report --check    # exit 1, naming each table and figure, when committed text differs from its reports
 
-docs/results/tables.json says which reports each table shows; a figure in a table is never typed by hand.
+docs/results/tables.json says which reports each table shows; a figure in prose is a formula over those tables' cells
+and the reports' values (liteasr_hf/evaluation/results_figures.py). No figure is typed by hand.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="liteasr report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=".", help="the repository root: README.md, docs/ and docs/results/ (default: .)")
-    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a rendered table differs")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a rendered table or figure differs")
     return p.parse_args(argv)
 
 
@@ -31,24 +34,23 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    stale = [(doc.path, name) for doc in rendered for name in doc.changed]
+    stale = [(doc.path, f"table {name!r}") for doc in rendered for name in doc.changed]
+    stale += [(doc.path, f"figure {formula!r}") for doc in rendered for formula in doc.changed_figures]
     root = Path(args.root)
     if args.check:
-        for path, name in stale:
-            print(f"{path.relative_to(root)}: table {name!r} differs from its reports (run liteasr report)",
-                  file=sys.stderr)
-        tables = sum(len(doc.changed) for doc in rendered)
+        for path, what in stale:
+            print(f"{path.relative_to(root)}: {what} differs from its reports (run liteasr report)", file=sys.stderr)
         if not stale:
-            print(f"{len(rendered)} documents: every table matches its reports.")
-        return 1 if tables else 0
+            print(f"{len(rendered)} documents: every table and figure matches its reports.")
+        return 1 if stale else 0
     for doc in rendered:
         if doc.rendered != doc.committed:
             atomic_write_text(doc.path, doc.rendered)
-            print(f"rewrote {doc.path.relative_to(root)}: {', '.join(doc.changed)}")
+            what = [*doc.changed, *(f"{len(doc.changed_figures)} figure(s)" for _ in doc.changed_figures[:1])]
+            print(f"rewrote {doc.path.relative_to(root)}: {', '.join(what)}")
     if not stale:
-        print(f"{len(rendered)} documents: every table already matches its reports.")
+        print(f"{len(rendered)} documents: every table and figure already matches its reports.")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..records import JsonRecord, by_name, each, reads
 from .reporting import markdown_table
+from .results_figures import Figures
 from .summary import EvaluationSummary
 
 #: Where the reports and the table specification live, relative to the repository root.
@@ -361,12 +362,14 @@ def _spaced(text: str) -> str:
 
 @dataclasses.dataclass
 class RenderedDocument:
-    """One Markdown file: its text as committed and as rendered, and the tables whose text differs."""
+    """One Markdown file: its text as committed and as rendered, the tables whose text differs and the formulas of
+    the figures whose text differs."""
 
     path: Path
     committed: str
     rendered: str
     changed: list[str]
+    changed_figures: list[str] = dataclasses.field(default_factory=list)
 
 
 def documents(root: Path) -> list[Path]:
@@ -377,24 +380,41 @@ def documents(root: Path) -> list[Path]:
     return [p for p in paths if p.is_file()]
 
 
-def render_document(path: Path, results: Path, spec: Mapping[str, TableSpec]) -> RenderedDocument:
-    """``path`` with every marked table rendered; ``ValueError`` for a marker whose table is not in ``spec``."""
+class _Tables:
+    """Each table of ``spec`` rendered once, for every document and figure that shows or quotes it."""
+
+    def __init__(self, results: Path, spec: Mapping[str, TableSpec]):
+        self.results, self.spec = results, spec
+        self._bodies: dict[str, str] = {}
+
+    def body(self, name: str, where: str = "") -> str:
+        if name not in self.spec:
+            raise ValueError(f"{where}: the table {name!r} is not in {self.results / SPEC_FILE}.")
+        if name not in self._bodies:
+            self._bodies[name] = render_table(self.results, name, self.spec[name])
+        return self._bodies[name]
+
+
+def render_document(path: Path, results: Path, spec: Mapping[str, TableSpec],
+                    tables: _Tables | None = None) -> RenderedDocument:
+    """``path`` with every marked table rendered and every marked figure computed (see
+    :mod:`.results_figures`); ``ValueError`` for a marker whose table is not in ``spec`` or a figure that cannot be
+    computed."""
+    tables = tables or _Tables(results, spec)
     committed = path.read_text(encoding="utf-8")
     changed: list[str] = []
-    cache: dict[str, str] = {}
 
     def replace(match: re.Match) -> str:
-        name = match["name"]
-        if name not in spec:
-            raise ValueError(f"{path}: the table {name!r} is not in {results / SPEC_FILE}.")
-        if name not in cache:
-            cache[name] = render_table(results, name, spec[name])
-        if match["body"] != cache[name]:
-            changed.append(name)
-        return match.group(1) + cache[name] + match.group(4)
+        body = tables.body(match["name"], str(path))
+        if match["body"] != body:
+            changed.append(match["name"])
+        return match.group(1) + body + match.group(4)
 
     rendered = _TABLE.sub(replace, committed)
-    return RenderedDocument(path=path, committed=committed, rendered=rendered, changed=changed)
+    changed_figures: list[str] = []
+    rendered = Figures(results, tables.body).render(rendered, str(path), changed_figures)
+    return RenderedDocument(path=path, committed=committed, rendered=rendered, changed=changed,
+                            changed_figures=changed_figures)
 
 
 def render_documents(root: str | Path = ".") -> list[RenderedDocument]:
@@ -402,7 +422,8 @@ def render_documents(root: str | Path = ".") -> list[RenderedDocument]:
     root = Path(root)
     results = root / RESULTS_DIR
     spec = read_spec(results)
-    return [render_document(path, results, spec) for path in documents(root)]
+    tables = _Tables(results, spec)
+    return [render_document(path, results, spec, tables) for path in documents(root)]
 
 
 def table_names(text: str) -> list[str]:
