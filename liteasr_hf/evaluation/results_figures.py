@@ -9,9 +9,9 @@ between the two comments, and ``liteasr report --check`` fails when the text the
 An operand in braces is either
 
 - a **table cell**, ``{TABLE[KEY, KEY, ...][COLUMN]}``: in the table ``TABLE`` of ``tables.json`` (as rendered),
-  the one row that has every ``KEY`` as a cell (``HEADER=VALUE`` pins a key to a column) and, in it, the column
-  headed ``COLUMN``. The value is the cell's first number (``[COLUMN].2`` takes its second: ``17.75M (89.5%)`` gives
-  17.75, then 89.5); or
+  the one row that has every ``KEY`` as a cell (``HEADER=VALUE`` pins a key to a column; a label with a comma is
+  one key where a cell reads so) and, in it, the column headed ``COLUMN``. The value is the cell's first number
+  (``[COLUMN].2`` takes its second: ``17.75M (89.5%)`` gives 17.75, then 89.5); or
 - a **report value**, ``{FILE#/POINTER}``: in the JSON report ``FILE`` (relative to ``docs/results/``), the value at
   the JSON pointer, where a segment ``[KEY=VALUE]`` picks the one list item whose ``KEY`` is ``VALUE``.
 
@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-FIGURE = re.compile(r"(<!-- figure: (?P<formula>.*?) -->)(?P<value>[^<\n]*)(<!-- /figure -->)", re.DOTALL)
+FIGURE = re.compile(r"(<!-- figure:\s(?P<formula>.*?)\s-->)(?P<value>[^<\n]*)(<!-- /figure -->)", re.DOTALL)
 _OPERAND = re.compile(r"\{(?P<ref>[^{}]*)\}")
 _CELL = re.compile(r"^(?P<table>[\w.-]+)\[(?P<row>[^\]]*)\]\[(?P<column>[^\]]*)\](?:\.(?P<part>\d+))?$")
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
@@ -98,7 +98,8 @@ def report_value(results: Path, ref: str, where: str = "") -> float:
         node = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise FigureError(f"{where}: cannot read the report {path}: {err}") from err
-    for segment in pointer.strip().split("/")[1:]:
+    # a [KEY=VALUE] segment may hold slashes (a system named onnx/whisper-base)
+    for segment in re.findall(r"/(\[[^\]]*\]|[^/]*)", pointer.strip()):
         segment = segment.replace("~1", "/").replace("~0", "~")
         item = _ITEM.match(segment)
         if item and isinstance(node, list):
@@ -186,8 +187,13 @@ class Figures:
         table = cell["table"]
         if table not in self._tables:
             self._tables[table] = markdown_rows(self._table_text(table))
-        keys = [k.strip() for k in cell["row"].split(",") if k.strip()]
-        return cell_value(self._tables[table], keys, cell["column"].strip(), int(cell["part"] or 1), where)
+        tables, whole = self._tables[table], cell["row"].strip()
+        # a label that holds a comma, "tiny-fast (0.85, healed)", is one key when some cell reads so
+        if any(whole in row for t in tables for row in t[1:]):
+            keys = [whole]
+        else:
+            keys = [k.strip() for k in whole.split(",") if k.strip()]
+        return cell_value(tables, keys, cell["column"].strip(), int(cell["part"] or 1), where)
 
     def value(self, formula: str, where: str = "") -> str:
         """The text of the figure ``FORMULA | FORMAT``."""
@@ -204,12 +210,30 @@ class Figures:
         """``text`` with every marked figure's value written; the formulas whose committed text differed are
         appended to ``changed``."""
         def replace(match: re.Match) -> str:
+            _check_inline(text, match, where)
             value = self.value(match["formula"], where)
             if match["value"] != value:
                 changed.append(" ".join(match["formula"].split()))
             return match.group(1) + value + match.group(4)
 
         return FIGURE.sub(replace, text)
+
+
+#: What, at the start of a line, Markdown reads as the start of a block (an HTML block, a list item, a heading, a
+#: quote, a table row, a code fence): a figure's comment must not start a line or have its lines start so, or it
+#: would split the paragraph it sits in.
+_BLOCK_START = re.compile(r"^\s*(<|[-+*>#|]|`{3}|~{3}|\d+[.)](\s|$))")
+
+
+def _check_inline(text: str, match: re.Match, where: str) -> None:
+    line_start = text.rfind("\n", 0, match.start()) + 1
+    if not text[line_start:match.start()].strip():
+        raise FigureError(f"{where}: the figure {' '.join(match['formula'].split())!r} starts a line, where Markdown "
+                          "reads its comment as an HTML block; keep a word before it on its line.")
+    for line in match["formula"].split("\n")[1:]:
+        if _BLOCK_START.match(line):
+            raise FigureError(f"{where}: a line of the figure {' '.join(match['formula'].split())!r} starts with "
+                              f"{line.strip()[:12]!r}, which Markdown reads as a new block; break the line elsewhere.")
 
 
 def figure_formulas(text: str) -> list[str]:
