@@ -4,6 +4,7 @@ real clients (transformers.js in Node, onnx-asr) transcribing it."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -359,12 +360,17 @@ def test_benchmark_times_encoders_and_sets_faster_whisper_beside(exported, tmp_p
 
     # on the evaluation manifest, WER per speaker group; a token limit binds ONNX Runtime and faster-whisper alike
     # and a padding (openai's zero log-mel frames after the clip) is one more system on the same encoder; faster-whisper
-    # takes a list of checkpoints too
+    # takes a list of checkpoints too, each its own row even where two folders share a name
+    from liteasr_hf.checkpoints.ctranslate2_format import ctranslate2_folder
+
+    twin = tmp_path / "twin" / "tiny.en"
+    shutil.copytree(ctranslate2_folder("tiny.en", tmp_path / "ct2"), twin)
     limited = run_onnx_benchmark([str(exported), f"{exported}@log-mel"], batch_sizes=[1], repeats=1, threads=2,
-                                 data=EVALUATION_MANIFEST, clips=2, faster_whisper=["tiny.en"], compute_types=["int8"],
-                                 cache=tmp_path / "ct2", max_new_tokens=2, log=None)
+                                 data=EVALUATION_MANIFEST, clips=2, faster_whisper=["tiny.en", str(twin)],
+                                 compute_types=["int8"], cache=tmp_path / "ct2", max_new_tokens=2, log=None)
     assert limited["settings"]["max_new_tokens"] == 2 and len(limited["encoder"]) == 1
-    assert [r["padding"] for r in limited["systems"]] == ["audio", "log-mel", "log-mel"]
+    assert [r["system"] for r in limited["systems"]][2:] == ["faster-whisper tiny.en:int8", f"faster-whisper {twin}:int8"]
+    assert [r["padding"] for r in limited["systems"]] == ["audio", "log-mel", "log-mel", "log-mel"]
     for row in limited["systems"]:  # the two references are 4 and 6 words: at most 2 words each come out
         assert list(row["wer_groups"]) == ["real non-native child"]
         assert row["wer_groups"]["real non-native child"] == row["wer"] >= 60

@@ -310,10 +310,14 @@ def benchmark_systems(
         runners[str(spec)] = ("onnxruntime", dtype, size,
                               lambda a, m=model: m.transcribe(list(a), batch_size=batch_size, language="en",
                                                               max_new_tokens=max_new_tokens))
-    for checkpoint in _checkpoints(faster_whisper):
+    checkpoints = _checkpoints(faster_whisper)
+    # a checkpoint is named by its folder's name, or by the path as given where two folders share a name
+    short = [Path(c).name for c in checkpoints]
+    labels = {c: (n if short.count(n) == 1 else c) for c, n in zip(checkpoints, short)}
+    for checkpoint in checkpoints:
         for compute_type in compute_types:
             run, size = _faster_whisper_runner(checkpoint, compute_type, threads, Path(cache), max_new_tokens)
-            name = f"faster-whisper {Path(checkpoint).name}:{compute_type}"
+            name = f"faster-whisper {labels[checkpoint]}:{compute_type}"
             paddings[name] = "log-mel"  # openai's
             runners[name] = ("faster-whisper", compute_type, size, run)
     tokenizer = WhisperTokenizer.from_pretrained(parse_system_spec(specs[0])[0]) if specs else None
