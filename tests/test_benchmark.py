@@ -364,3 +364,17 @@ def test_benchmark_times_random_weight_models_with_real_shapes(tmp_path):
     assert not any(layer.self_attn.use_fused_kernel for layer in unfused.get_encoder().layers)
     with pytest.raises(ValueError, match="random-weight models have no tokenizer"):
         run_benchmark(["shape:tiny"], data=ROOT / "data" / "speech", e2e_clips=2, log=None)
+
+
+def test_a_wer_change_interval_resamples_speakers_not_clips():
+    from liteasr_hf.integrations.onnx.benchmark import wer_change_interval
+
+    # ten speakers of five clips each; half of them lose 3 words a clip, half gain 3: clips of a speaker move together
+    diffs = [3 if s % 2 else -3 for s in range(10) for _ in range(5)]
+    words, speakers = [10] * 50, [f"s{s}" for s in range(10) for _ in range(5)]
+    low, high = wer_change_interval(diffs, words, speakers)
+    clip_low, clip_high = wer_change_interval(diffs, words, [str(i) for i in range(50)])
+    assert low < 0 < high and clip_low < 0 < clip_high
+    assert high - low > 1.5 * (clip_high - clip_low)      # drawing clips alone would make it too narrow
+    assert (low, high) == wer_change_interval(diffs, words, speakers)   # one seed: the same table on every run
+    assert wer_change_interval([1] * 6, [10] * 6, list("aabbcc")) == (10.0, 10.0)

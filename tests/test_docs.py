@@ -72,6 +72,8 @@ def test_a_summary_and_a_line_of_the_specification_add_a_preset_row(tmp_path):
 
 def test_the_presets_table_shows_each_rows_encoder_latency_from_one_benchmark(tmp_path):
     root = _copy_docs(tmp_path)
+    for page in (root / "docs").glob("*.md"):  # their figures quote the real benchmark, which this test replaces
+        page.unlink()
     results = root / RESULTS_DIR
     spec = json.loads((results / SPEC_FILE).read_text(encoding="utf-8"))
     timings = [("dense", 1, 100.0), ("lite", 1, 80.0), ("dense", 8, 700.0), ("lite", 8, 500.0)]

@@ -317,6 +317,7 @@ def test_benchmark_times_encoders_and_sets_faster_whisper_beside(exported, tmp_p
     from liteasr_hf.integrations.onnx.benchmark import (
         clip_gaps,
         clips_behind,
+        format_clip_gaps,
         format_onnx_table,
         run_onnx_benchmark,
     )
@@ -337,6 +338,7 @@ def test_benchmark_times_encoders_and_sets_faster_whisper_beside(exported, tmp_p
     # every clip's prediction and word errors per system, beside the report, to trace a WER difference to its clips
     clips = [json.loads(line) for line in (tmp_path / "report.transcripts.jsonl").read_text().splitlines()]
     assert len(clips) == 2 and all(set(c["systems"]) == set(systems) for c in clips)
+    assert all(c["speaker"] for c in clips)  # the manifest's speaker column, for intervals over speakers
     words = sum(c["reference_words"] for c in clips)
     for name, row in systems.items():
         assert all(isinstance(c["systems"][name]["prediction"], str) for c in clips)
@@ -353,6 +355,15 @@ def test_benchmark_times_encoders_and_sets_faster_whisper_beside(exported, tmp_p
     assert q8["errors_behind"] == sum(c["errors"] - c["reference_errors"] for c in behind)
     assert q8["errors"] == sum(c["systems"][f"{exported}:q8"]["errors"] for c in clips)
     assert q8["errors"] - gaps[str(exported)]["errors"] == q8["errors_behind"] - q8["errors_ahead"]
+    assert q8["wer_change"] == round(100 * (q8["errors"] - gaps[str(exported)]["errors"]) / words, 2)
+    assert q8["interval"][0] <= q8["interval"][1] and q8["speakers"] == len({c["speaker"] for c in clips})
+    # each system against its own reference: the q8 export against its fp32 twin alone
+    (own,) = clip_gaps(tmp_path / "report.transcripts.jsonl", "", group_prefix="",
+                       against={f"{exported}:q8": str(exported)})
+    assert own["reference"] == str(exported) and own["wer_change"] == q8["wer_change"]
+    assert " against |" in format_clip_gaps([own]) and " 95% interval |" in format_clip_gaps([own])
+    with pytest.raises(ValueError, match="has no system 'nope'"):
+        clip_gaps(tmp_path / "report.transcripts.jsonl", "", group_prefix="", against={"nope": str(exported)})
     with pytest.raises(ValueError, match="no clip in a group starting with 'real'"):
         clip_gaps(tmp_path / "report.transcripts.jsonl", str(exported))
     table = format_onnx_table(report)
@@ -369,7 +380,8 @@ def test_benchmark_times_encoders_and_sets_faster_whisper_beside(exported, tmp_p
                                  data=EVALUATION_MANIFEST, clips=2, faster_whisper=["tiny.en", str(twin)],
                                  compute_types=["int8"], cache=tmp_path / "ct2", max_new_tokens=2, log=None)
     assert limited["settings"]["max_new_tokens"] == 2 and len(limited["encoder"]) == 1
-    assert [r["system"] for r in limited["systems"]][2:] == ["faster-whisper tiny.en:int8", f"faster-whisper {twin}:int8"]
+    assert [r["system"] for r in limited["systems"]][2:] == ["faster-whisper tiny.en:int8",
+                                                             f"faster-whisper {twin}:int8"]
     assert [r["padding"] for r in limited["systems"]] == ["audio", "log-mel", "log-mel", "log-mel"]
     for row in limited["systems"]:  # the two references are 4 and 6 words: at most 2 words each come out
         assert list(row["wer_groups"]) == ["real non-native child"]

@@ -55,6 +55,7 @@ def test_the_evaluation_manifest_is_what_the_shipped_splits_say(tmp_path):
     assert groups["synthetic"] > 0 and groups["real native adult"] > 0
     utterances, failures = load_speech(EVALUATION_MANIFEST, max_samples=3)
     assert not failures and all(u.group and u.text for u in utterances)
+    assert [u.speaker for u in utterances] == [r["speaker"] for r in shipped_rows[:3]]
 
 
 def test_wer_is_reported_per_group_real_speech_first():

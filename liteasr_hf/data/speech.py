@@ -31,6 +31,8 @@ MANIFEST_AUDIO_COLUMNS = ("audio_filepath", "file_name", "audio_path", "path", "
 _DISK_DATASET_MARKERS = ("dataset_dict.json", "state.json")  # written by Dataset(Dict).save_to_disk
 #: The optional column that says which speaker group a row belongs to (evaluation reports WER per group).
 GROUP_COLUMN = "group"
+#: The optional column that names a row's speaker (comparisons resample speakers, not clips, for their intervals).
+SPEAKER_COLUMN = "speaker"
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Utterance:
     duration: float  # seconds
     index: int | None = None  # the row's position in the data (load_speech); orders the shares of several processes
     group: str | None = None  # the row's ``group`` column, e.g. "real non-native child": WER is also reported per group
+    speaker: str | None = None  # the row's ``speaker`` column
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class _Item:
     text: str | None
     error: str | None = None  # a row that is unusable before decoding (no audio path, no text)
     group: str | None = None
+    speaker: str | None = None
 
 
 #: The speech set this project ships (``calibration`` and ``evaluation`` splits; see its README.md).
@@ -181,7 +185,7 @@ def _decoded(items: Iterable[tuple[int, _Item]], progress: bool) -> Iterator[Utt
             logger.warning("Skipping %s: %s", item.id, err)
             yield LoadFailure(item.id, str(err), index)
             continue
-        yield Utterance(item.id, audio, item.text, audio.size / SAMPLING_RATE, index, item.group)
+        yield Utterance(item.id, audio, item.text, audio.size / SAMPLING_RATE, index, item.group, item.speaker)
 
 
 def _take(items: Iterable[tuple[int, _Item]], n: int) -> Iterator[tuple[int, _Item]]:
@@ -292,8 +296,7 @@ def _row_items(rows, root, audio_key, text_column, id_column) -> Iterator[_Item]
         text, error = _text(row, text_column)
         if not file:
             error = f"row {index} has no audio path in {audio_key!r}"
-        group = row.get(GROUP_COLUMN)
-        yield _Item(item_id, root / file if file else None, text, error, group if isinstance(group, str) else None)
+        yield _Item(item_id, root / file if file else None, text, error, *_labels(row))
 
 
 def _text(row: dict, text_column: str | None) -> tuple[str | None, str | None]:
@@ -365,5 +368,11 @@ def _dataset_row_items(dataset, audio_column, text_column, id_key) -> Iterator[_
         default_id = Path(path).stem if path else f"{index:06d}"
         item_id = _unique(str(row[id_key]) if id_key else default_id, index, seen)
         text, error = _text(row, text_column)
-        group = row.get(GROUP_COLUMN)
-        yield _Item(item_id, audio, text, error, group if isinstance(group, str) else None)
+        yield _Item(item_id, audio, text, error, *_labels(row))
+
+
+def _labels(row) -> tuple[str | None, str | None]:
+    """A row's speaker group and speaker, where it names them as text."""
+    group, speaker = row.get(GROUP_COLUMN), row.get(SPEAKER_COLUMN)
+    return (group if isinstance(group, str) else None,
+            str(speaker) if isinstance(speaker, (str, int)) and not isinstance(speaker, bool) else None)

@@ -16,8 +16,8 @@ An operand in braces is either
   the JSON pointer, where a segment ``[KEY=VALUE]`` picks the one list item whose ``KEY`` is ``VALUE``.
 
 Operands combine with ``+ - * /``, parentheses, numbers, ``abs``, ``min`` and ``max``; nothing else is evaluated.
-The format after ``|`` is Python's format specification (``.2f``, ``+.2f``, ``,.0f``, ``.0%``). A figure
-computed from table cells is computed from the rounded figures the reader sees.
+The format after ``|`` (``\\|`` in a table cell) is Python's format specification (``.2f``, ``+.2f``, ``,.0f``,
+``.0%``). A figure computed from table cells is computed from the rounded figures the reader sees.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def markdown_rows(text: str) -> list[list[list[str]]]:
     current: list[list[str]] = []
     for line in text.splitlines() + [""]:
         if line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
             if not all(re.fullmatch(r":?-+:?", c) for c in cells):
                 current.append(cells)
         elif current:
@@ -198,6 +198,7 @@ class Figures:
     def value(self, formula: str, where: str = "") -> str:
         """The text of the figure ``FORMULA | FORMAT``."""
         body, sep, spec = formula.rpartition("|")
+        body = body.removesuffix("\\")  # in a table cell the separator is written \|
         if not sep:
             raise FigureError(f"{where}: {formula!r} has no format (end it with `| .2f` or the like).")
         where = f"{where}: figure {' '.join(body.split())!r}"
@@ -209,14 +210,23 @@ class Figures:
     def render(self, text: str, where: str, changed: list[str]) -> str:
         """``text`` with every marked figure's value written; the formulas whose committed text differed are
         appended to ``changed``."""
+        errors: list[str] = []
+
         def replace(match: re.Match) -> str:
-            _check_inline(text, match, where)
-            value = self.value(match["formula"], where)
+            try:
+                _check_inline(text, match, where)
+                value = self.value(match["formula"], where)
+            except FigureError as err:
+                errors.append(str(err))
+                return match.group(0)
             if match["value"] != value:
                 changed.append(" ".join(match["formula"].split()))
             return match.group(1) + value + match.group(4)
 
-        return FIGURE.sub(replace, text)
+        rendered = FIGURE.sub(replace, text)
+        if errors:  # every bad figure of the document at once, not the first
+            raise FigureError("\n".join(errors))
+        return rendered
 
 
 #: What, at the start of a line, Markdown reads as the start of a block (an HTML block, a list item, a heading, a

@@ -58,7 +58,8 @@ class TableSpec(JsonRecord):
     :func:`~.transcription.format_comparison` table, the first row the reference), ``ablation`` (a healing or
     calibration ablation's ``ablation.json``), ``benchmark`` (``liteasr benchmark``), ``onnx`` (``liteasr benchmark
     --runtime onnxruntime``; ``onnx-systems``: its end-to-end table alone; ``clip-gaps``: its transcripts, every
-    system against ``reference`` clip by clip on real speech), ``vllm`` (``liteasr benchmark-vllm``).
+    system against ``reference``, or each system ``against`` names against its own, clip by clip on real speech,
+    with a 95% interval over speakers), ``vllm`` (``liteasr benchmark-vllm``).
     ``of``: which models or presets the figures are of, when that is not today's presets. ``benchmark``: for the
     presets table, a ``liteasr benchmark`` report (relative to ``docs/results/``) whose encoder latency at its
     smallest batch size each row shows in place of the evaluation's RTFx, which a shared machine makes noisy."""
@@ -68,6 +69,7 @@ class TableSpec(JsonRecord):
     of: str | None = None
     benchmark: str | None = None
     reference: str | None = None
+    against: dict[str, str] | None = None
 
 
 def read_spec(results: Path) -> dict[str, TableSpec]:
@@ -270,18 +272,21 @@ def render_onnx_systems(results: Path, spec: TableSpec) -> list[str]:
 
 
 def render_clip_gaps(results: Path, spec: TableSpec) -> list[str]:
-    """The per-clip transcripts beside an ONNX benchmark report: every system against ``spec.reference`` on the
-    real-speech clips."""
-    from ..integrations.onnx.benchmark import clip_gaps, format_clip_gaps, transcripts_path
+    """The per-clip transcripts beside an ONNX benchmark report: every system against ``spec.reference``, or each
+    system of ``spec.against`` against its own reference, on the real-speech clips."""
+    from ..integrations.onnx.benchmark import BOOTSTRAP_RESAMPLES, clip_gaps, format_clip_gaps, transcripts_path
 
     (row,) = spec.rows
-    if not spec.reference:
-        raise ValueError("A clip-gaps table needs a \"reference\": the system the others are compared with.")
+    if not spec.reference and not spec.against:
+        raise ValueError("A clip-gaps table needs a \"reference\" (the system the others are compared with) or "
+                         "\"against\" (system -> its reference).")
     report = _read_json(results, row)
-    rows = clip_gaps(transcripts_path(results / row.report), spec.reference)
+    rows = clip_gaps(transcripts_path(results / row.report), spec.reference or "", against=spec.against)
+    whom = spec.reference or "its reference"
     note = (f"The real-speech clips of `{transcripts_path(row.report).name}`: a system is behind (ahead of) "
-            f"{spec.reference} on a clip where it makes more (fewer) word errors on it; the largest gap is its most "
-            "errors more on one clip.")
+            f"{whom} on a clip where it makes more (fewer) word errors on it; the largest gap is its most errors "
+            f"more on one clip. The WER change's 95% interval comes from {BOOTSTRAP_RESAMPLES} draws of the speakers "
+            "with replacement, each speaker's clips together.")
     return [*provenance_lines([(f"`{row.report}`", provenance(report))]), "",
             format_clip_gaps(rows, spec.reference), note]
 
@@ -423,7 +428,15 @@ def render_documents(root: str | Path = ".") -> list[RenderedDocument]:
     results = root / RESULTS_DIR
     spec = read_spec(results)
     tables = _Tables(results, spec)
-    return [render_document(path, results, spec, tables) for path in documents(root)]
+    rendered, errors = [], []
+    for path in documents(root):  # every document's errors at once, not the first document's
+        try:
+            rendered.append(render_document(path, results, spec, tables))
+        except ValueError as err:
+            errors.append(str(err))
+    if errors:
+        raise ValueError("\n".join(errors))
+    return rendered
 
 
 def table_names(text: str) -> list[str]:

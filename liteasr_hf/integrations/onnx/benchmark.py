@@ -171,7 +171,8 @@ def write_transcripts(path: str | os.PathLike, utterances: Sequence, rows: Seque
     lines = []
     for i, utterance in enumerate(utterances):
         systems = {row.system: {"prediction": row.predictions[i], "errors": row.errors[i]} for row in rows}
-        lines.append(json.dumps({"id": utterance.id, "group": utterance.group, "reference": utterance.text,
+        lines.append(json.dumps({"id": utterance.id, "group": utterance.group,
+                                 "speaker": getattr(utterance, "speaker", None), "reference": utterance.text,
                                  "reference_words": rows[0].reference_words[i] if rows else None,
                                  "systems": systems}, ensure_ascii=False))
     atomic_write_text(path, "\n".join(lines) + "\n")
@@ -202,43 +203,82 @@ def clips_behind(path: str | os.PathLike, system: str, reference: str) -> list[d
     return sorted(behind, key=lambda c: (c["reference_errors"] or 0) - c["errors"])
 
 
-def clip_gaps(path: str | os.PathLike, reference: str, group_prefix: str = "real") -> list[dict]:
-    """Every system of a transcripts file against ``reference``, clip by clip, over the clips whose group starts
-    with ``group_prefix`` ("": all): word errors, the clips where it makes more errors than ``reference`` and how
-    many more, and the clips where it makes fewer and how many fewer. Says whether a WER gap is a few runaway clips
-    or many small slips."""
+#: Resamples of the speakers (with one fixed seed, so that a rendered table is the same on every run) behind each
+#: 95% interval of a WER change.
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+def wer_change_interval(diffs: Sequence[int], words: Sequence[int], clusters: Sequence[str],
+                        resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """The 95% percentile interval of a WER change (points; ``diffs``: one system's word errors minus another's per
+    clip, ``words``: the clip's reference words) when the ``clusters`` (speakers) are drawn again with replacement:
+    clips of one speaker move together, so resampling clips would make the interval too narrow."""
+    names = sorted(set(clusters))
+    index = {name: i for i, name in enumerate(names)}
+    diff_sum = np.zeros(len(names))
+    word_sum = np.zeros(len(names))
+    for d, w, c in zip(diffs, words, clusters):
+        diff_sum[index[c]] += d
+        word_sum[index[c]] += w
+    draws = np.random.default_rng(seed).integers(0, len(names), size=(resamples, len(names)))
+    changes = 100 * diff_sum[draws].sum(axis=1) / np.maximum(word_sum[draws].sum(axis=1), 1)
+    low, high = np.percentile(changes, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def clip_gaps(path: str | os.PathLike, reference: str, group_prefix: str = "real",
+              against: Mapping[str, str] | None = None) -> list[dict]:
+    """Every system of a transcripts file against ``reference`` (or, for the systems ``against`` names, against
+    its own reference there; then only those), clip by clip, over the clips whose group starts with
+    ``group_prefix`` ("": all): word errors, the clips where it makes more errors than its reference and how many
+    more, the clips where it makes fewer and how many fewer, and the WER change with its 95% interval over speakers
+    (:func:`wer_change_interval`; each clip its own speaker where the file names none). Says whether a WER gap is a
+    few runaway clips or many small slips, and whether it is more than another draw of speakers would give."""
     clips = [c for c in _read_transcripts(path) if (c.get("group") or "").startswith(group_prefix)]
     if not clips:
         raise ValueError(f"{path} has no clip in a group starting with {group_prefix!r}.")
     systems = list(clips[0]["systems"])
-    if reference not in systems:
-        raise ValueError(f"{path} has no system {reference!r}; it has {', '.join(systems)}.")
-    words = sum(c["reference_words"] or 0 for c in clips)
+    pairs = dict(against) if against else {system: reference for system in systems}
+    for name in [*pairs, *pairs.values()]:
+        if name not in systems:
+            raise ValueError(f"{path} has no system {name!r}; it has {', '.join(systems)}.")
+    words = [c["reference_words"] or 0 for c in clips]
+    speakers = [c.get("speaker") or c["id"] for c in clips]
     rows = []
-    for system in systems:
-        diffs = [(c["systems"][system]["errors"] or 0) - (c["systems"][reference]["errors"] or 0) for c in clips]
+    for system, ref in pairs.items():
+        diffs = [(c["systems"][system]["errors"] or 0) - (c["systems"][ref]["errors"] or 0) for c in clips]
         errors = sum(c["systems"][system]["errors"] or 0 for c in clips)
-        rows.append({"system": system, "clips": len(clips), "words": words, "errors": errors,
-                     "wer": round(100 * errors / words, 2) if words else float("nan"),
+        low, high = wer_change_interval(diffs, words, speakers)
+        rows.append({"system": system, "reference": ref, "clips": len(clips), "speakers": len(set(speakers)),
+                     "words": sum(words), "errors": errors,
+                     "wer": round(100 * errors / sum(words), 2) if sum(words) else float("nan"),
+                     "wer_change": round(100 * sum(diffs) / sum(words), 2) if sum(words) else float("nan"),
+                     "interval": (round(low, 2), round(high, 2)),
                      "clips_behind": sum(d > 0 for d in diffs), "errors_behind": sum(d for d in diffs if d > 0),
                      "clips_ahead": sum(d < 0 for d in diffs), "errors_ahead": -sum(d for d in diffs if d < 0),
                      "largest_gap": max(diffs)})
     return rows
 
 
-def format_clip_gaps(rows: Sequence[Mapping], reference: str) -> str:
-    """:func:`clip_gaps` as a Markdown table (``reference``'s row marked)."""
-    table = [("system", "clips", "words", "errors", "WER %", "clips behind", "errors more", "clips ahead",
-              "errors fewer", "largest gap on one clip")]
+def format_clip_gaps(rows: Sequence[Mapping], reference: str | None = None) -> str:
+    """:func:`clip_gaps` as a Markdown table (``reference``'s own row marked; rows against several references get
+    an "against" column)."""
+    several = len({r["reference"] for r in rows}) > 1 or reference is None
+    table = [("system", *(["against"] if several else []), "clips", "speakers", "words", "errors", "WER %",
+              "WER change", "95% interval", "clips behind", "errors more", "clips ahead", "errors fewer",
+              "largest gap on one clip")]
     for r in rows:
         name = Path(r["system"]).name  # an export's folder name, as the other tables show it
-        if r["system"] == reference:
-            table.append((name, str(r["clips"]), str(r["words"]), str(r["errors"]), f"{r['wer']:.2f}",
-                          "(reference)", "", "", "", ""))
+        head = [name, *([Path(r["reference"]).name] if several else []), str(r["clips"]), str(r["speakers"]),
+                str(r["words"]), str(r["errors"]), f"{r['wer']:.2f}"]
+        if r["system"] == r["reference"]:
+            table.append((*head, "(reference)", "", "", "", "", "", ""))
             continue
-        table.append((name, str(r["clips"]), str(r["words"]), str(r["errors"]), f"{r['wer']:.2f}",
-                      str(r["clips_behind"]), f"+{r['errors_behind']}", str(r["clips_ahead"]),
-                      f"-{r['errors_ahead']}", f"{r['largest_gap']:+d}"))
+        low, high = r["interval"]
+        table.append((*head, f"{r['wer_change']:+.2f}", f"{low:+.2f} to {high:+.2f}", str(r["clips_behind"]),
+                      f"+{r['errors_behind']}", str(r["clips_ahead"]), f"-{r['errors_ahead']}",
+                      f"{r['largest_gap']:+d}"))
     return "\n".join(markdown_table(table))
 
 
