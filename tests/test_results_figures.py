@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from liteasr_hf.cli import report as report_cli
-from liteasr_hf.evaluation.results_figures import (FigureError, cell_value, evaluate_formula, figure_formulas,
+from liteasr_hf.evaluation.results_figures import (FIGURE, FigureError, cell_value, evaluate_formula, figure_formulas,
                                                    format_figure, markdown_rows, report_value)
 from liteasr_hf.evaluation.results_tables import documents, render_documents
 
@@ -134,3 +134,30 @@ def test_a_figure_that_would_split_its_paragraph_or_cannot_be_computed_is_refuse
         page.write_text(text + "\n" + bad + "\n", encoding="utf-8")
         with pytest.raises(ValueError, match=re.escape(message)):
             render_documents(root)
+
+
+#: What a result looks like in prose: a decimal, a signed change, a speed-up.
+_RESULT_LIKE = re.compile(r"(?<![\w.+-])(?:[-+]\d+(?:\.\d+)?|\d+\.\d+|\d+(?:\.\d+)?x)(?![\w.]*\d)(?![\w])")
+#: Numbers of that look that are not results: versions, an arXiv id, the augmentation's settings (speed, RT60), and
+#: the targets and thresholds the issues set.
+_NOT_RESULTS = {"0.12", "0.32", "0.33", "4.57", "4.58", "5.20", "2.11", "2.13", "3.6", "3.10", "2502.20583",
+                "0.9", "1.1", "0.3", "0.7", "0.8", "+0.5", "+1.0", "+3.0"}
+
+
+def _prose(text: str) -> list[str]:
+    """``text`` without tables, code, inline code, link targets and marked figures: the sentences a person typed."""
+    text = FIGURE.sub(" ", text)
+    text = re.sub(r"<!-- table: .*?<!-- /table -->", " ", text, flags=re.DOTALL)
+    text = re.sub(r"^```.*?^```", " ", text, flags=re.DOTALL | re.MULTILINE)
+    lines = [line for line in text.splitlines() if not line.startswith("|")]
+    return [re.sub(r"\]\([^)]*\)", "]", re.sub(r"`[^`]*`", " ", line)) for line in lines]
+
+
+def test_no_result_is_typed_into_the_prose_of_readme_or_docs():
+    sample = "runs 1.54x faster, 11.5 points better, +0.53 on readers, (-1.06); torch 2.13.0, `0.94`, 2026-12-04"
+    assert [m[0] for m in _RESULT_LIKE.finditer(" ".join(_prose(sample)))] == ["1.54x", "11.5", "+0.53", "-1.06"]
+    typed = [f"{path.relative_to(ROOT)}: {m[0]!r} in {line.strip()[:100]!r}"
+             for path in documents(ROOT) for line in _prose(path.read_text(encoding="utf-8"))
+             for m in _RESULT_LIKE.finditer(line) if m[0] not in _NOT_RESULTS]
+    assert not typed, ("Results typed by hand (mark each with <!-- figure: FORMULA | FORMAT -->, see "
+                       "docs/development.md):\n" + "\n".join(typed))
