@@ -378,3 +378,17 @@ def test_a_wer_change_interval_resamples_speakers_not_clips():
     assert high - low > 1.5 * (clip_high - clip_low)      # drawing clips alone would make it too narrow
     assert (low, high) == wer_change_interval(diffs, words, speakers)   # one seed: the same table on every run
     assert wer_change_interval([1] * 6, [10] * 6, list("aabbcc")) == (10.0, 10.0)
+
+
+def test_reports_record_the_cpu_features_that_decide_8_bit_kernels():
+    from liteasr_hf.evaluation.reporting import CPU_FEATURES, machine_info
+    from liteasr_hf.evaluation.results_tables import describe_machine
+
+    info = machine_info(torch.device("cpu"))
+    assert set(info["cpu_features"]) <= set(CPU_FEATURES)
+    flags = open("/proc/cpuinfo", encoding="utf-8").read()
+    assert ("avx2" in info["cpu_features"]) == (" avx2" in flags)
+    cpu = {"cpu": "AMD EPYC", "cpu_count": 2}
+    assert describe_machine({**cpu, "cpu_features": ["avx2", "avx512_vnni"]}) == "AMD EPYC (2 CPUs, VNNI)"
+    assert describe_machine({**cpu, "cpu_features": ["avx2"]}) == "AMD EPYC (2 CPUs, AVX2 without VNNI)"
+    assert describe_machine(cpu) == "AMD EPYC (2 CPUs)"  # a report from before the features were recorded

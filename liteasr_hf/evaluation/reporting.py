@@ -32,10 +32,26 @@ def machine_info(device: torch.device) -> dict:
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform()}
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(), "cpu_features": cpu_features()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+#: The CPU features that decide how 8-bit and float kernels run (ONNX Runtime's u8 x s8 products saturate 16-bit
+#: sums on AVX2 without VNNI; with VNNI they do not), recorded beside every timing and 8-bit comparison.
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "f16c", "asimd", "asimddp", "i8mm")
+
+
+def cpu_features() -> list[str]:
+    """Which of :data:`CPU_FEATURES` this CPU has (``/proc/cpuinfo``'s flags; empty where it cannot be read)."""
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return []
+    flags = {f for line in text.splitlines() if line.split(":")[0].strip() in ("flags", "Features")
+             for f in line.split(":", 1)[1].split()}
+    return [f for f in CPU_FEATURES if f in flags]
 
 
 @functools.cache

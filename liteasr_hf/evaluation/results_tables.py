@@ -105,7 +105,11 @@ def describe_machine(machine: Mapping[str, Any] | None, settings: Mapping[str, A
     if machine.get("gpu"):
         parts.append(machine["gpu"])
     if machine.get("cpu"):
-        parts.append(f"{machine['cpu']} ({machine.get('cpu_count', '?')} CPUs)")
+        features = machine.get("cpu_features")
+        # what decides 8-bit kernels on x86 (recorded since 2026-12-05; older reports say nothing)
+        isa = ("" if features is None or "avx2" not in features else
+               ", VNNI" if {"avx512_vnni", "avx_vnni"} & set(features) else ", AVX2 without VNNI")
+        parts.append(f"{machine['cpu']} ({machine.get('cpu_count', '?')} CPUs{isa})")
     for key, fmt in (("device", "{}"), ("dtype", "{}"), ("threads", "{} threads"), ("batch_size", "batch {}")):
         if settings.get(key) is not None:
             parts.append(fmt.format(settings[key]))
