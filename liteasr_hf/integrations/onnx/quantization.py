@@ -91,7 +91,9 @@ class Q8Scheme:
 #: MinMax ranges are far worse than each input's own range (WER +89); equalizing the rank space changes nothing
 #: measurable; leaving the last fc2 in float removes a quarter of the remaining encoder error. On whisper-base and the
 #: ``base`` preset (docs/results/q8-base-cpu.json) the first encoder layer's products are half of what remains: in
-#: float they halve the encoder's error (0.100 -> 0.049, 0.108 -> 0.057) for 4-11% of the q8 encoder's speed.
+#: float they halve the encoder's error (0.100 -> 0.049, 0.108 -> 0.057) for 4-11% of the q8 encoder's speed. On a
+#: CPU with VNNI 8-bit weights do not saturate (docs/results/q8-tiny-vnni-cpu.json: 0.096 against 7 bits' 0.103), but
+#: an export runs on whatever CPU its users have, so the default keeps 7 bits.
 Q8_SCHEMES = {s.name: s for s in (
     Q8Scheme("per-tensor"),
     Q8Scheme("per-channel", per_channel=True),
