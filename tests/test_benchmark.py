@@ -366,20 +366,6 @@ def test_benchmark_times_random_weight_models_with_real_shapes(tmp_path):
         run_benchmark(["shape:tiny"], data=ROOT / "data" / "speech", e2e_clips=2, log=None)
 
 
-def test_a_wer_change_interval_resamples_speakers_not_clips():
-    from liteasr_hf.integrations.onnx.benchmark import wer_change_interval
-
-    # ten speakers of five clips each; half of them lose 3 words a clip, half gain 3: clips of a speaker move together
-    diffs = [3 if s % 2 else -3 for s in range(10) for _ in range(5)]
-    words, speakers = [10] * 50, [f"s{s}" for s in range(10) for _ in range(5)]
-    low, high = wer_change_interval(diffs, words, speakers)
-    clip_low, clip_high = wer_change_interval(diffs, words, [str(i) for i in range(50)])
-    assert low < 0 < high and clip_low < 0 < clip_high
-    assert high - low > 1.5 * (clip_high - clip_low)      # drawing clips alone would make it too narrow
-    assert (low, high) == wer_change_interval(diffs, words, speakers)   # one seed: the same table on every run
-    assert wer_change_interval([1] * 6, [10] * 6, list("aabbcc")) == (10.0, 10.0)
-
-
 def test_reports_record_the_cpu_features_that_decide_8_bit_kernels():
     from liteasr_hf.evaluation.reporting import CPU_FEATURES, machine_info
     from liteasr_hf.evaluation.results_tables import describe_machine

@@ -276,7 +276,8 @@ def one_thread():
 
 def test_real_model_on_real_audio(tiny_en_dir, tmp_path, one_thread):
     clips = real_clips()
-    rows = [{"audio_filepath": str(path), "id": path.stem, "text": text} for path, text in clips]
+    rows = [{"audio_filepath": str(path), "id": path.stem, "text": text, "speaker": f"reader-{i % 2}"}
+            for i, (path, text) in enumerate(clips)]
     (tmp_path / "broken.flac").write_bytes(b"RIFF....WAVEfmt " + bytes(64))
     rows.insert(1, {"audio_filepath": "broken.flac", "id": "broken", "text": "never heard"})
     manifest = tmp_path / "manifest.jsonl"
@@ -291,6 +292,8 @@ def test_real_model_on_real_audio(tiny_en_dir, tmp_path, one_thread):
     assert written == summary.to_json() and EvaluationSummary.from_json(written) == summary
     # Records keep the input order although batches ran longest first, and predictions match their clips.
     assert [r["id"] for r in records] == [u.id for u in utterances]
+    speakers = [r["speaker"] for r in rows if r["id"] != "broken"]
+    assert [r["speaker"] for r in records] == [u.speaker for u in utterances] == speakers
     assert summary.wer <= 15, records
     words = sum(r["reference_words"] for r in records)
     assert summary.wer == round(100 * sum(r["errors"] for r in records) / words, 2)

@@ -59,7 +59,9 @@ class TableSpec(JsonRecord):
     calibration ablation's ``ablation.json``), ``benchmark`` (``liteasr benchmark``), ``onnx`` (``liteasr benchmark
     --runtime onnxruntime``; ``onnx-systems``: its end-to-end table alone; ``clip-gaps``: its transcripts, every
     system against ``reference``, or each system ``against`` names against its own, clip by clip on real speech,
-    with a 95% interval over speakers), ``vllm`` (``liteasr benchmark-vllm``).
+    with a 95% interval over speakers), ``changes`` (each row against its ``original``, per real group, with 95%
+    intervals over speakers, from the per-utterance records beside the summaries), ``vllm`` (``liteasr
+    benchmark-vllm``).
     ``of``: which models or presets the figures are of, when that is not today's presets. ``benchmark``: for the
     presets table, a ``liteasr benchmark`` report (relative to ``docs/results/``) whose encoder latency at its
     smallest batch size each row shows in place of the evaluation's RTFx, which a shared machine makes noisy."""
@@ -295,6 +297,38 @@ def render_clip_gaps(results: Path, spec: TableSpec) -> list[str]:
             format_clip_gaps(rows, spec.reference), note]
 
 
+def render_changes(results: Path, spec: TableSpec) -> list[str]:
+    """Each row that names an ``original`` against that original's row, clip by clip on the real speech of one
+    evaluation run: the WER change per real group and over all real speech, each with its 95% interval over
+    speakers (:mod:`.intervals`; the per-utterance records beside each summary)."""
+    from .intervals import ALL_REAL, BOOTSTRAP_RESAMPLES, group_changes, read_records
+
+    labels = {row.label: row for row in spec.rows}
+    compared = [row for row in spec.rows if row.original]
+    if not compared:
+        raise ValueError("A changes table needs rows that name their \"original\".")
+    tables = []
+    for row in compared:
+        if row.original not in labels:
+            raise ValueError(f"{row.report}: its original {row.original!r} is not a row of the table.")
+        changes = group_changes(read_records(results / row.report),
+                                read_records(results / labels[row.original].report))
+        tables.append((row, changes))
+    groups = list(dict.fromkeys(g for _, changes in tables for g in changes))
+    first = tables[0][1]  # one run: every row has the same clips and speakers
+    table = [("model", "against", *(f"{g} ({first[g].speakers} speakers)" if g in first and g != ALL_REAL else g
+                                    for g in groups))]
+    for row, changes in tables:
+        table.append((row.label or row.report, row.original,
+                      *(changes[g].cell() if g in changes else "-" for g in groups)))
+    summaries = _summaries(results, spec)
+    head = provenance_lines([(s.model, provenance(s)) for s in summaries])
+    note = (f"WER change in points against the original on the same clips, with its 95% interval from "
+            f"{BOOTSTRAP_RESAMPLES} draws of the speakers with replacement (each speaker's clips together): an "
+            "interval that holds 0 is a change these speakers cannot tell from none.")
+    return [*head, "", *markdown_table(table), note]
+
+
 def render_vllm(results: Path, spec: TableSpec) -> list[str]:
     """``liteasr benchmark-vllm``: each model's best round, throughput against the first, latency percentiles and
     WER (per speaker group where the report has them). (The command's own ``format_serving_table`` needs every
@@ -337,7 +371,8 @@ def render_profile(results: Path, spec: TableSpec) -> list[str]:
 
 RENDERERS = {"presets": render_presets, "comparison": render_comparison, "ablation": render_ablation,
              "benchmark": render_benchmark, "onnx": render_onnx, "onnx-systems": render_onnx_systems,
-             "clip-gaps": render_clip_gaps, "vllm": render_vllm, "q8": render_q8, "profile": render_profile}
+             "clip-gaps": render_clip_gaps, "changes": render_changes, "vllm": render_vllm, "q8": render_q8,
+             "profile": render_profile}
 #: The kinds whose tables show encoder sizes, and so say how they are counted.
 _SHOWS_PARAMS = {"presets", "comparison", "ablation"}
 

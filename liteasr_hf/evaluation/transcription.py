@@ -358,12 +358,13 @@ def evaluate_utterances(
         if not rows:
             raise ValueError(f"No utterances to evaluate ({len(failures)} failed to load).")
     else:
-        rows = [_Row(u.id, u.text, u.duration, u.group) for u in utterances]
+        rows = [_Row(u.id, u.text, u.duration, u.group, u.speaker) for u in utterances]
         transcription = transcribe(whisper, processor, [u.audio for u in utterances], **options)
     pairs, stats = score([r.text for r in rows], transcription.texts, norm)
     records = [
         {"id": row.id, "reference": row.text, "prediction": text, **asdict(pair), "long_output": pair.long_output,
-         "duration": round(row.duration, 3), **({"group": row.group} if row.group else {})}
+         "duration": round(row.duration, 3), **({"group": row.group} if row.group else {}),
+         **({"speaker": row.speaker} if row.speaker else {})}
         for row, text, pair in zip(rows, transcription.texts, pairs, strict=True)
     ]
     audio_seconds = sum(r.duration for r in rows)
@@ -420,6 +421,7 @@ class _Row:
     text: str
     duration: float
     group: str | None = None
+    speaker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -448,8 +450,8 @@ def _transcribe_shared(model: PreTrainedModel, processor: ProcessorMixin, uttera
         keys = list(range(len(utterances)))
     kwargs["progress"] = kwargs.get("progress", True) and processes.is_main
     own = transcribe(model, processor, [utterances[i].audio for i in mine], **kwargs)
-    rows = [(keys[i], utterances[i].id, utterances[i].text, utterances[i].duration, utterances[i].group, text)
-            for i, text in zip(mine, own.texts, strict=True)]
+    rows = [(keys[i], utterances[i].id, utterances[i].text, utterances[i].duration, utterances[i].group,
+             utterances[i].speaker, text) for i, text in zip(mine, own.texts, strict=True)]
     lost = [(f.id, f.reason, f.index) for f in failures] if sharded else []
     # A collective: a process that failed never sends its share, and the launcher stops the others here.
     gathered = processes.gather((rows, lost, own.compute_seconds))
@@ -461,7 +463,7 @@ def _transcribe_shared(model: PreTrainedModel, processor: ProcessorMixin, uttera
     seconds = [elapsed for _, _, elapsed in gathered]
     shares = _Shares([len(part) for part, _, _ in gathered], [round(t, 3) for t in seconds])
     texts = [text for *_, text in merged]
-    return ([_Row(id_, text, duration, group) for _, id_, text, duration, group, _ in merged], list(failures),
+    return ([_Row(*entry[1:-1]) for entry in merged], list(failures),
             Transcription(texts, sum(seconds)), shares)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ...atomic import atomic_write_text
+from ...evaluation.intervals import BOOTSTRAP_RESAMPLES, wer_change_interval
 from ...evaluation.reporting import iqr, markdown_table
 from ...portable import portable_data
 from .layout import DECODER, DTYPE_SUFFIXES, ENCODER, SUBFOLDER, OnnxLayout
@@ -201,30 +202,6 @@ def clips_behind(path: str | os.PathLike, system: str, reference: str) -> list[d
                            "errors": ours["errors"], "reference_errors": theirs["errors"],
                            "prediction": ours["prediction"], "reference_prediction": theirs["prediction"]})
     return sorted(behind, key=lambda c: (c["reference_errors"] or 0) - c["errors"])
-
-
-#: Resamples of the speakers (with one fixed seed, so that a rendered table is the same on every run) behind each
-#: 95% interval of a WER change.
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 0
-
-
-def wer_change_interval(diffs: Sequence[int], words: Sequence[int], clusters: Sequence[str],
-                        resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """The 95% percentile interval of a WER change (points; ``diffs``: one system's word errors minus another's per
-    clip, ``words``: the clip's reference words) when the ``clusters`` (speakers) are drawn again with replacement:
-    clips of one speaker move together, so resampling clips would make the interval too narrow."""
-    names = sorted(set(clusters))
-    index = {name: i for i, name in enumerate(names)}
-    diff_sum = np.zeros(len(names))
-    word_sum = np.zeros(len(names))
-    for d, w, c in zip(diffs, words, clusters):
-        diff_sum[index[c]] += d
-        word_sum[index[c]] += w
-    draws = np.random.default_rng(seed).integers(0, len(names), size=(resamples, len(names)))
-    changes = 100 * diff_sum[draws].sum(axis=1) / np.maximum(word_sum[draws].sum(axis=1), 1)
-    low, high = np.percentile(changes, [2.5, 97.5])
-    return float(low), float(high)
 
 
 def clip_gaps(path: str | os.PathLike, reference: str, group_prefix: str = "real",
