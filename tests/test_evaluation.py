@@ -334,11 +334,29 @@ def test_compare_script_writes_one_result_per_model(tiny_random_dir, tmp_path, c
     assert code == 0
     table = capsys.readouterr().out
     assert "| whisper-random " in table and "| whisper-random-copy " in table and "(100.0%)" in table
+    # the copy against the first, clip by clip: the same weights make no change, and the interval says so
+    change = next(line for line in table.splitlines() if line.startswith("| ") and "all clips" not in line
+                  and str(other) in line)
+    assert "+0.00 (+0.00 to +0.00)" in change and "all clips (1 speaker)" in table
+    assert (tmp_path / "out" / "comparison.md").read_text().strip() == table.strip()
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["comparison.md", "whisper-random-copy__tones-evaluation.jsonl",
                      "whisper-random-copy__tones-evaluation.summary.json", "whisper-random__tones-evaluation.jsonl",
                      "whisper-random__tones-evaluation.summary.json"]
     assert script.main(["--model", str(tiny_random_dir), "--data", str(tmp_path / "nowhere")]) == 2
+
+
+def test_compress_comparison_adds_each_change_with_its_interval(tiny_random_dir, tmp_path, one_thread):
+    from liteasr_hf.data.speech import SpeechSource
+    from liteasr_hf.evaluation.comparison import compare_original_and_compressed
+
+    other = shutil.copytree(tiny_random_dir, tmp_path / "whisper-random-copy")
+    sf.write(tmp_path / "tone.wav", sine(16000, 0.5), 16000)
+    write_audiofolder(tmp_path / "tones", [{"file_name": "../tone.wav", "id": "tone", "text": "a tone"}])
+    table = compare_original_and_compressed(tiny_random_dir, other, SpeechSource(str(tmp_path / "tones")),
+                                            max_new_tokens=4, output=tmp_path / "eval")
+    assert "encoder latency" in table and " all clips (1 speaker) |" in table
+    assert "+0.00 (+0.00 to +0.00)" in table and "95% interval" in table
 
 
 def test_comparison_table():

@@ -49,3 +49,10 @@ def test_records_are_read_beside_their_summary(tmp_path):
     assert read_records(tmp_path / "run.summary.json") == read_records(tmp_path / "run.jsonl")
     with pytest.raises(ValueError, match="Cannot read the per-utterance records"):
         read_records(tmp_path / "other.summary.json")
+
+
+def test_data_without_real_speech_groups_is_compared_over_all_its_clips():
+    reference = [_record("a", 1, "", None), _record("b", 2, "synthetic", "v1")]
+    ours = [_record("a", 2, "", None), _record("b", 2, "synthetic", "v1")]
+    (change,) = group_changes(ours, reference).values()
+    assert (change.change, change.clips, change.speakers) == (5.0, 2, 2)

@@ -11,7 +11,7 @@ from ..checkpoints.loading import load_model_and_processor
 from ..data.speech import SpeechSource
 from ..data.suite import EVALUATION_MANIFEST
 from .benchmark import encoder_latency
-from .transcription import ENCODER_SIZE_HEADERS, compare_models, encoder_size_cells
+from .transcription import ENCODER_SIZE_HEADERS, changes_against_first, compare_models, encoder_size_cells
 
 
 def compare_original_and_compressed(
@@ -27,7 +27,7 @@ def compare_original_and_compressed(
 ) -> str:
     """Evaluate both models on ``data`` and time their encoders; return one Markdown table of encoder
     parameters, WER per speaker group (real speech first) and overall, and encoder latency (batch 1, interleaved
-    medians)."""
+    medians), and, with ``output``, the compressed model's change per real group with its 95% interval over speakers."""
     # A quick look (batch 1, ten interleaved rounds); liteasr benchmark measures speed properly.
     models = [load_model_and_processor(m, device=device, dtype=dtype)[0]
               for m in (original, compressed)]
@@ -48,4 +48,6 @@ def compare_original_and_compressed(
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    if output is not None:  # how sure each change is: clip by clip from the records just written
+        lines += ["", changes_against_first(summaries, Path(output))]
     return "\n".join(lines)

@@ -22,6 +22,8 @@ BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 #: The pseudo-group of every clip whose group starts with "real".
 ALL_REAL = "all real speech"
+#: The one group of data that names no real-speech group: every clip.
+ALL_CLIPS = "all clips"
 
 
 def wer_change_interval(diffs: Sequence[int], words: Sequence[int], clusters: Sequence[str],
@@ -71,23 +73,26 @@ def read_records(path: str | os.PathLike) -> list[dict]:
 
 def group_changes(records: Sequence[Mapping], reference: Sequence[Mapping]) -> dict[str, WerChange]:
     """``records`` against ``reference`` (both per-utterance records of one data set, matched by ``id``), per
-    real-speech group and, where there are several, over all real speech (:data:`ALL_REAL`): WER change and
-    interval over speakers (a clip with no ``speaker`` is its own)."""
+    real-speech group and, where there are several, over all real speech (:data:`ALL_REAL`); data that names no
+    real-speech group, over all its clips (:data:`ALL_CLIPS`). WER change and interval over speakers (a clip with no
+    ``speaker`` is its own)."""
     theirs = {r["id"]: r for r in reference}
     missing = [r["id"] for r in records if r["id"] not in theirs]
     if missing or len(records) != len(reference):
         raise ValueError(f"The two runs scored different clips ({len(records)} against {len(reference)}; "
                          f"{len(missing)} not in the reference, e.g. {missing[:3]}): compare runs on the same data.")
     by_group: dict[str, list[tuple[int, int, str]]] = {}
+    real = any((r.get("group") or "").startswith("real") for r in records)
     for r in records:
-        group = r.get("group") or ""
-        if not group.startswith("real"):
+        group = r.get("group") or "" if real else ALL_CLIPS
+        if not group.startswith("real") and group != ALL_CLIPS:
             continue
         entry = ((r["errors"] or 0) - (theirs[r["id"]]["errors"] or 0), r["reference_words"] or 0,
                  str(r.get("speaker") or r["id"]))
         by_group.setdefault(group, []).append(entry)
-        by_group.setdefault(ALL_REAL, []).append(entry)
-    if len(by_group) == 2:  # one real group: all real speech is that group
+        if real:
+            by_group.setdefault(ALL_REAL, []).append(entry)
+    if real and len(by_group) == 2:  # one real group: all real speech is that group
         del by_group[ALL_REAL]
     changes = {}
     for group, entries in sorted(by_group.items(), key=lambda kv: (kv[0] == ALL_REAL, kv[0])):
@@ -96,3 +101,28 @@ def group_changes(records: Sequence[Mapping], reference: Sequence[Mapping]) -> d
         changes[group] = WerChange(round(100 * sum(diffs) / max(sum(words), 1), 2), round(low, 2), round(high, 2),
                                    len(entries), len(set(speakers)), sum(words))
     return changes
+
+
+def format_changes(rows: Sequence[tuple[str, str, Mapping[str, WerChange]]]) -> str:
+    """``(model, against, group_changes(...))`` rows as one Markdown table: a column per group (with its number of
+    speakers), each cell the change and its interval."""
+    from .reporting import markdown_table
+
+    groups = list(dict.fromkeys(g for *_, changes in rows for g in changes))
+    first = rows[0][2] if rows else {}  # one run: every row has the same clips and speakers
+    def head(group: str) -> str:
+        if group not in first or group == ALL_REAL:
+            return group
+        n = first[group].speakers
+        return f"{group} ({n} speaker{'' if n == 1 else 's'})"
+
+    table = [("model", "against", *(head(g) for g in groups))]
+    for model, against, changes in rows:
+        table.append((model, against, *(changes[g].cell() if g in changes else "-" for g in groups)))
+    return "\n".join(markdown_table(table))
+
+
+#: What a table of :func:`format_changes` means, for the line under it.
+CHANGES_NOTE = (f"WER change in points against the original on the same clips, with its 95% interval from "
+                f"{BOOTSTRAP_RESAMPLES} draws of the speakers with replacement (each speaker's clips together): an "
+                "interval that holds 0 is a change these speakers cannot tell from none.")

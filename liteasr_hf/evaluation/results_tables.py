@@ -300,33 +300,24 @@ def render_clip_gaps(results: Path, spec: TableSpec) -> list[str]:
 def render_changes(results: Path, spec: TableSpec) -> list[str]:
     """Each row that names an ``original`` against that original's row, clip by clip on the real speech of one
     evaluation run: the WER change per real group and over all real speech, each with its 95% interval over
-    speakers (:mod:`.intervals`; the per-utterance records beside each summary)."""
-    from .intervals import ALL_REAL, BOOTSTRAP_RESAMPLES, group_changes, read_records
+    speakers (:mod:`.intervals`; the per-utterance records beside each summary), as ``liteasr evaluate --compare``
+    prints it."""
+    from .intervals import CHANGES_NOTE, format_changes, group_changes, read_records
 
     labels = {row.label: row for row in spec.rows}
     compared = [row for row in spec.rows if row.original]
     if not compared:
         raise ValueError("A changes table needs rows that name their \"original\".")
-    tables = []
+    rows = []
     for row in compared:
         if row.original not in labels:
             raise ValueError(f"{row.report}: its original {row.original!r} is not a row of the table.")
-        changes = group_changes(read_records(results / row.report),
-                                read_records(results / labels[row.original].report))
-        tables.append((row, changes))
-    groups = list(dict.fromkeys(g for _, changes in tables for g in changes))
-    first = tables[0][1]  # one run: every row has the same clips and speakers
-    table = [("model", "against", *(f"{g} ({first[g].speakers} speakers)" if g in first and g != ALL_REAL else g
-                                    for g in groups))]
-    for row, changes in tables:
-        table.append((row.label or row.report, row.original,
-                      *(changes[g].cell() if g in changes else "-" for g in groups)))
+        rows.append((row.label or row.report, row.original,
+                     group_changes(read_records(results / row.report),
+                                   read_records(results / labels[row.original].report))))
     summaries = _summaries(results, spec)
     head = provenance_lines([(s.model, provenance(s)) for s in summaries])
-    note = (f"WER change in points against the original on the same clips, with its 95% interval from "
-            f"{BOOTSTRAP_RESAMPLES} draws of the speakers with replacement (each speaker's clips together): an "
-            "interval that holds 0 is a change these speakers cannot tell from none.")
-    return [*head, "", *markdown_table(table), note]
+    return [*head, "", format_changes(rows), CHANGES_NOTE]
 
 
 def render_vllm(results: Path, spec: TableSpec) -> list[str]:

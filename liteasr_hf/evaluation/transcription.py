@@ -539,11 +539,26 @@ def compare_models(
     table = format_comparison(summaries)
     if not processes.is_main:
         return summaries
+    if output is not None and len(summaries) > 1:
+        table += "\n\n" + changes_against_first(summaries, Path(output))
     if show:
         print(table)
     if output is not None:
         atomic_write_text(Path(output) / "comparison.md", table + "\n")
     return summaries
+
+
+def changes_against_first(summaries: Sequence[EvaluationSummary], output: Path) -> str:
+    """Every model against the first, clip by clip from the records just written: WER change per real group with
+    its 95% interval over speakers (:mod:`.intervals`)."""
+    from .intervals import CHANGES_NOTE, format_changes, group_changes, read_records
+
+    def records(summary: EvaluationSummary) -> list[dict]:
+        return read_records(output / f"{output_stem(summary)}.jsonl")
+
+    first = records(summaries[0])
+    rows = [(s.model, summaries[0].model, group_changes(records(s), first)) for s in summaries[1:]]
+    return format_changes(rows) + "\n\n" + CHANGES_NOTE
 
 
 def _load_tokenizer(model: str | os.PathLike):
