@@ -131,6 +131,12 @@ def lite_model(tiny_en_dir, tmp_path_factory) -> Path:
         "lite-whisper-tiny__librispeech": summary(folder, "lite-whisper", enc.params_after, 31.2, 7.0, *LIBRISPEECH),
     }.items():
         (evaluation / f"{name}.summary.json").write_text(json.dumps(content, indent=2))
+    # per-utterance records beside the two runs on the same clips: four children, two clips each
+    for name, errors in (("lite-whisper-tiny__speech-evaluation", [2, 1, 3, 1, 0, 1, 2, 2]),
+                         ("whisper-tiny.en__speech-evaluation", [1, 1, 2, 1, 0, 1, 2, 1])):
+        records = [{"id": f"clip{i}", "errors": e, "reference_words": 5, "group": "real non-native child",
+                    "speaker": f"child{i // 2}"} for i, e in enumerate(errors)]
+        (evaluation / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return folder
 
 
@@ -208,7 +214,7 @@ def test_card_metadata_is_valid_and_carries_the_evaluation_numbers(staged, lite_
     results = {(r.dataset_type, r.dataset_config, r.dataset_split): (r.metric_type, r.metric_value)
                for r in card.data.eval_results}
     evaluation = lite_model.parent / "lite-whisper-tiny-evaluation"
-    wer = {p.name.split(".")[0]: json.loads(p.read_text())["wer"] for p in evaluation.iterdir()}
+    wer = {p.name.split(".")[0]: json.loads(p.read_text())["wer"] for p in evaluation.glob("*.summary.json")}
     assert results == {
         ("liteasr-hf-speech", None, "evaluation"): ("wer", wer["lite-whisper-tiny__speech-evaluation"]),
         LIBRISPEECH: ("wer", wer["lite-whisper-tiny__librispeech"]),
@@ -235,6 +241,9 @@ def test_card_metadata_is_valid_and_carries_the_evaluation_numbers(staged, lite_
     assert base_row.endswith("| 38.50 | 18.00 | 19.83 | not evaluated |")  # no LibriSpeech result for the base
     assert our_row.endswith("| 40.25 | 21.50 | 23.45 | 31.20 |")
     assert "RTFx" not in text and "| 5.3 |" not in text and "| 6.1 |" not in text
+    # clip by clip where both runs left their records: 3 errors more in 40 words, with its interval over 4 children
+    change = next(line for line in text.splitlines() if line.startswith("| liteasr-hf speech set, evaluation |"))
+    assert change == "| liteasr-hf speech set, evaluation | real non-native child | 4 | +7.50 (+2.50 to +10.00) |"
     assert "**No speed comparison was supplied when this card was written.**" in text
     # English-only base: the language is English, and the card names what calibration and evaluation used.
     assert ("English only, like openai/whisper-tiny.en.\n\n"

@@ -331,6 +331,27 @@ def _rank_rows(report: CompressionReport) -> list[list[str]]:
     return rows
 
 
+def _changes_rows(summaries: Sequence[tuple[Path, EvaluationSummary]], ours: Sequence[EvaluationSummary],
+                  theirs: Sequence[EvaluationSummary], labels: Mapping[tuple, str]) -> list[list[str]]:
+    """Per data set and real group: this model against its base clip by clip, the WER change with its 95% interval
+    over speakers, from the per-utterance records beside both summaries; none where either lacks its records (the
+    summaries alone cannot pair clips)."""
+    from ..evaluation.intervals import group_changes, read_records
+
+    files = {id(summary): file for file, summary in summaries}
+    rows = []
+    for mine in ours:
+        base = next((t for t in theirs if t.data_key == mine.data_key), None)
+        if base is None:
+            continue
+        try:
+            changes = group_changes(read_records(files[id(mine)]), read_records(files[id(base)]))
+        except ValueError:  # no records beside a summary, or the two runs scored different clips
+            continue
+        rows += [[labels[mine.data_key], group, str(c.speakers), c.cell()] for group, c in changes.items()]
+    return rows
+
+
 def _number(value: float | None, fmt: str) -> str:
     return "not evaluated" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
 
@@ -418,6 +439,7 @@ def build_model_card(
          f"{encoder.flops_after / 1e9:.1f}G ({_share(encoder.flops_after, encoder.flops_before)})",
          _millions(total), *results(ours)],
     ]
+    changes = _changes_rows(summaries, ours, theirs, labels)
     conditions = []
     for summary in [*theirs, *ours]:
         ref = dataset_ref(summary.data, summary.config, summary.split)
@@ -471,6 +493,7 @@ def build_model_card(
         flops_share=_share(encoder.flops_after, encoder.flops_before),
         comparison_header=header,
         comparison_rows=comparison,
+        change_rows=changes,
         positions_excluded=before is not None,
         position_table=f"{config.get('max_source_positions')} x {config.get('d_model')}",
         evaluated=bool(ours),
