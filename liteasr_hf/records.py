@@ -24,6 +24,14 @@ from typing import Any, ClassVar, TypeVar
 R = TypeVar("R", bound="JsonRecord")
 
 
+def read_jsonl(path: str | os.PathLike, what: str) -> list[dict]:
+    """The records of a JSON Lines file (blank lines skipped); ``ValueError`` naming ``what`` it was meant to hold."""
+    try:
+        return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError) as err:
+        raise ValueError(f"Cannot read the {what} {path}: {err}") from err
+
+
 def optional(*, default: Any = None, default_factory: Callable[[], Any] | None = None,
              read: Callable[[Any], Any] | None = None, written_with: str | None = None) -> Any:
     """A field that a new record writes only once it is set (not ``None``, not empty); ``written_with``: once that

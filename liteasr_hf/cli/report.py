@@ -46,11 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     for doc in rendered:
         if doc.rendered != doc.committed:
             atomic_write_text(doc.path, doc.rendered)
-            what = [*doc.changed, *(f"{len(doc.changed_figures)} figure(s)" for _ in doc.changed_figures[:1])]
+            what = doc.changed + ([f"{len(doc.changed_figures)} figure(s)"] if doc.changed_figures else [])
             print(f"rewrote {doc.path.relative_to(root)}: {', '.join(what)}")
     if not stale:
         print(f"{len(rendered)} documents: every table and figure already matches its reports.")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,12 +10,13 @@ run.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from ..records import read_jsonl
 
 #: Draws of the speakers behind each interval, and the seed that makes them repeatable.
 BOOTSTRAP_RESAMPLES = 2000
@@ -65,10 +66,7 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if path.name.endswith(".summary.json"):
         path = path.with_name(path.name[: -len(".summary.json")] + ".jsonl")
-    try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, ValueError) as err:
-        raise ValueError(f"Cannot read the per-utterance records {path}: {err}") from err
+    return read_jsonl(path, "per-utterance records")
 
 
 def group_changes(records: Sequence[Mapping], reference: Sequence[Mapping]) -> dict[str, WerChange]:
@@ -84,7 +82,7 @@ def group_changes(records: Sequence[Mapping], reference: Sequence[Mapping]) -> d
     by_group: dict[str, list[tuple[int, int, str]]] = {}
     real = any((r.get("group") or "").startswith("real") for r in records)
     for r in records:
-        group = r.get("group") or "" if real else ALL_CLIPS
+        group = (r.get("group") or "") if real else ALL_CLIPS
         if not group.startswith("real") and group != ALL_CLIPS:
             continue
         entry = ((r["errors"] or 0) - (theirs[r["id"]]["errors"] or 0), r["reference_words"] or 0,
@@ -110,6 +108,7 @@ def format_changes(rows: Sequence[tuple[str, str, Mapping[str, WerChange]]]) -> 
 
     groups = list(dict.fromkeys(g for *_, changes in rows for g in changes))
     first = rows[0][2] if rows else {}  # one run: every row has the same clips and speakers
+
     def head(group: str) -> str:
         if group not in first or group == ALL_REAL:
             return group

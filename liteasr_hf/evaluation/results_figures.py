@@ -162,7 +162,7 @@ def format_figure(value: float, spec: str) -> str:
     """``value`` in the format ``spec``, with a negative zero written as zero."""
     try:
         text = format(value, spec)
-        if _NUMBER.search(text) and float(_NUMBER.search(text)[0].replace(",", "")) == 0:
+        if (number := _NUMBER.search(text)) and float(number[0].replace(",", "")) == 0:
             text = format(0.0, spec)
     except ValueError as err:
         raise FigureError(f"{spec!r} is not a format for a number: {err}") from err

@@ -280,7 +280,8 @@ def render_onnx_systems(results: Path, spec: TableSpec) -> list[str]:
 def render_clip_gaps(results: Path, spec: TableSpec) -> list[str]:
     """The per-clip transcripts beside an ONNX benchmark report: every system against ``spec.reference``, or each
     system of ``spec.against`` against its own reference, on the real-speech clips."""
-    from ..integrations.onnx.benchmark import BOOTSTRAP_RESAMPLES, clip_gaps, format_clip_gaps, transcripts_path
+    from ..integrations.onnx.benchmark import clip_gaps, format_clip_gaps, transcripts_path
+    from .intervals import BOOTSTRAP_RESAMPLES
 
     (row,) = spec.rows
     if not spec.reference and not spec.against:
@@ -416,11 +417,12 @@ def documents(root: Path) -> list[Path]:
 
 
 class _Tables:
-    """Each table of ``spec`` rendered once, for every document and figure that shows or quotes it."""
+    """Each table of ``spec`` rendered (and parsed for figures) once, for every document that shows or quotes it."""
 
     def __init__(self, results: Path, spec: Mapping[str, TableSpec]):
         self.results, self.spec = results, spec
         self._bodies: dict[str, str] = {}
+        self.figures = Figures(results, self.body)
 
     def body(self, name: str, where: str = "") -> str:
         if name not in self.spec:
@@ -447,7 +449,7 @@ def render_document(path: Path, results: Path, spec: Mapping[str, TableSpec],
 
     rendered = _TABLE.sub(replace, committed)
     changed_figures: list[str] = []
-    rendered = Figures(results, tables.body).render(rendered, str(path), changed_figures)
+    rendered = tables.figures.render(rendered, str(path), changed_figures)
     return RenderedDocument(path=path, committed=committed, rendered=rendered, changed=changed,
                             changed_figures=changed_figures)
 

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from ...atomic import atomic_write_text
-from ...evaluation.intervals import BOOTSTRAP_RESAMPLES, wer_change_interval
+from ...evaluation.intervals import wer_change_interval
 from ...evaluation.reporting import iqr, markdown_table
 from ...portable import portable_data
+from ...records import read_jsonl
 from .layout import DECODER, DTYPE_SUFFIXES, ENCODER, SUBFOLDER, OnnxLayout
 from .runtime import PADDINGS, OnnxWhisper, session_options
 
@@ -181,10 +182,7 @@ def write_transcripts(path: str | os.PathLike, utterances: Sequence, rows: Seque
 
 
 def _read_transcripts(path: str | os.PathLike) -> list[dict]:
-    try:
-        return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, ValueError) as err:
-        raise ValueError(f"Cannot read the transcripts {path}: {err}") from err
+    return read_jsonl(path, "transcripts")
 
 
 def clips_behind(path: str | os.PathLike, system: str, reference: str) -> list[dict]:
