@@ -211,3 +211,56 @@ def test_heal_checkpoint_heals_a_saved_folder_and_a_divergent_run_writes_nothing
         heal_checkpoint(plain, tmp_path / "diverged", teacher=tiny_en_dir, audio=SHIPPED_AUDIO, progress=False,
                         settings=HealSettings(**{**HEAL_QUICK, "block_steps": 0, "steps": 20, "lr": 0.9}))
     assert not (tmp_path / "diverged").exists()
+
+
+def test_the_decoder_loss_reads_the_dense_models_own_transcripts(healed_tiny_en, tiny_en_dir):
+    from transformers import WhisperProcessor
+
+    from liteasr_hf.compression.decoder_loss import decoder_kl, decoder_prompt, teacher_transcripts
+    from liteasr_hf.data.speech import load_speech
+    from liteasr_hf import LiteWhisperForConditionalGeneration
+
+    plain, _, _ = healed_tiny_en
+    teacher = WhisperForConditionalGeneration.from_pretrained(tiny_en_dir).eval()
+    student = LiteWhisperForConditionalGeneration.from_pretrained(plain).eval()
+    processor = WhisperProcessor.from_pretrained(tiny_en_dir)
+    utterances, _ = load_speech(SHIPPED_SPEECH_SET, split="evaluation", max_samples=3)
+    features = processor.feature_extractor([u.audio for u in utterances], sampling_rate=16000,
+                                           return_tensors="pt").input_features
+    transcripts = teacher_transcripts(teacher, features, batch_size=2)
+
+    prompt = decoder_prompt(teacher.generation_config)
+    assert prompt == [teacher.generation_config.decoder_start_token_id,
+                      teacher.generation_config.no_timestamps_token_id]  # English-only: no language or task
+    assert transcripts.tokens[:, :len(prompt)].tolist() == [prompt] * 3
+    with torch.no_grad():
+        said = processor.batch_decode(teacher.generate(features, max_new_tokens=96), skip_special_tokens=True)
+    # What the loss scores is the transcript and its end-of-text, token for token.
+    eos = teacher.generation_config.eos_token_id
+    for row, scored, text in zip(transcripts.tokens, transcripts.targets, said, strict=True):
+        next_tokens = row[1:][scored].tolist()
+        assert next_tokens[-1] == eos and eos not in next_tokens[:-1]
+        assert processor.tokenizer.decode(next_tokens[:-1]).strip() == text.strip() != ""
+    assert transcripts.scored_tokens == int(transcripts.targets.sum()) > 3
+
+    with torch.no_grad():
+        dense = teacher.get_encoder()(features).last_hidden_state
+        compressed = student.get_encoder()(features).last_hidden_state
+        same = decoder_kl(student, dense, dense, transcripts.tokens, transcripts.targets)
+        moved = decoder_kl(student, compressed, dense, transcripts.tokens, transcripts.targets)
+    assert abs(float(same)) < 1e-6 < float(moved)
+
+
+def test_healing_through_the_decoder_lowers_its_held_out_divergence(healed_tiny_en, tiny_en_dir, tmp_path):
+    import json
+
+    from liteasr_hf.compression.checkpoint import heal_checkpoint
+
+    plain, _, _ = healed_tiny_en
+    settings = HealSettings(block_steps=0, steps=4, lr=1e-4, batch_size=2, eval_every=1, num_samples=6,
+                            holdout=0.34, loss="decoder")
+    folder, report = heal_checkpoint(plain, tmp_path / "healed", teacher=tiny_en_dir, audio=SHIPPED_AUDIO,
+                                     settings=settings, progress=False)
+    (stage,) = report.stages
+    assert stage.stage == "end to end" and 0 < stage.holdout_loss_after < stage.holdout_loss_before
+    assert json.loads((folder / "compression_report.json").read_text())["healing"]["settings"]["loss"] == "decoder"

@@ -43,7 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="end-to-end steps (0 skips that stage)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--loss", choices=LOSSES, default=None, help="end-to-end loss")
+    p.add_argument("--loss", choices=LOSSES, default=None,
+                   help="end-to-end loss: on the encoder's output (cosine, mse), or on what the decoder says from it "
+                        "(decoder: the KL divergence of its next-token distributions on the dense model's transcripts)")
     p.add_argument("--num-samples", type=int, default=None, help="windows of healing audio")
     p.add_argument("--windows", choices=WINDOWS, default=None,
                    help="pieces: one 2-8 s piece of a clip per window, padded as at inference; packed: clips joined")

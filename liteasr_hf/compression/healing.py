@@ -8,7 +8,8 @@ dense one's behaviour across layers, with gradients, on unlabelled audio:
    input. The loss is the squared error per output channel divided by that channel's variance in the dense output,
    so that the outlier direction of the last layers (most of their output variance) does not drown the rest;
 2. end to end: every factor trains so that the compressed encoder's final output matches the dense one's
-   (the same normalised squared error, or one minus the cosine per position).
+   (the same normalised squared error, or one minus the cosine per position), or so that Whisper's decoder says what
+   it says from the dense output (:mod:`.decoder_loss`).
 
 A held-out share of the windows decides when to stop: each stage keeps the parameters of its best held-out loss and
 stops after ``patience`` evaluations without improvement. A loss that becomes NaN or grows tenfold stops the run with
@@ -34,6 +35,7 @@ from ..data.windows import cut_pieces, pack_clips
 from ..models.lite_whisper.modeling_lite_whisper import LowRankLinear
 from ..parallel import Processes
 from .calibration import StopForward
+from .decoder_loss import decoder_kl, teacher_transcripts
 from .report import HealingReport, HealingStage, HealingWindows
 from .settings import LOSSES, WINDOWS, HealSettings  # noqa: F401  LOSSES, WINDOWS: importable from here as before
 
@@ -338,11 +340,21 @@ def heal(
                 target = by_shares(lambda b: t_encoder(features[b]).last_hidden_state, len(windows))
         del t_hidden
         scale = _channel_scale(target[train])
-        loss_fn = _normalised_mse if settings.loss == "mse" else _cosine
         params = [p for layer in s_encoder.layers for p in healing_parameters(layer, settings.train_layer_norms)]
-        if params:
+        if params and settings.loss == "decoder":
+            # Every process transcribes every window (greedy, so all get the same tokens): transcripts differ in
+            # length, which the sharded hidden states' exchange does not carry.
+            transcripts = teacher_transcripts(teacher, features, settings.batch_size)
+
+            def e2e_loss(b: list[int]) -> torch.Tensor:
+                return decoder_kl(student, s_encoder(features[b]).last_hidden_state, target[b],
+                                  transcripts.tokens[b], transcripts.targets[b])
+        elif params:
+            loss_fn = _normalised_mse if settings.loss == "mse" else _cosine
+
             def e2e_loss(b: list[int]) -> torch.Tensor:
                 return loss_fn(s_encoder(features[b]).last_hidden_state, target[b], scale)
+        if params:
 
             for p in params:
                 p.requires_grad_(True)

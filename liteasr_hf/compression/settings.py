@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES
 
 #: End-to-end healing losses (:attr:`HealSettings.loss`).
-LOSSES = ("mse", "cosine")
+LOSSES = ("mse", "cosine", "decoder")
 #: How healing makes its windows of audio (:attr:`HealSettings.windows`).
 WINDOWS = ("pieces", "packed")
 
@@ -25,7 +25,9 @@ class HealSettings:
     steps: int = 60  # gradient steps of the end-to-end stage (0 skips it)
     lr: float = 1e-4
     batch_size: int = 4
-    loss: str = "cosine"  # end-to-end loss: "cosine" (one minus the cosine per position) or "mse" (normalised)
+    # end-to-end loss: "cosine" (one minus the cosine per position), "mse" (normalised), or "decoder" (the KL divergence
+    # of the frozen decoder's next-token distributions, teacher-forced on the dense model's own transcripts)
+    loss: str = "cosine"
     train_layer_norms: bool = False
     holdout: float = 0.1  # share of the windows held out for early stopping
     eval_every: int = 20
