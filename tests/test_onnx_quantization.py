@@ -113,3 +113,50 @@ def test_bad_schemes_are_refused_by_field():
     with pytest.raises(ValueError, match="float_ranks_below = -1"):
         Q8Scheme("x", float_ranks_below=-1)
     assert Q8_SCHEMES["per-tensor"] == Q8Scheme("per-tensor")  # what q8 wrote before the schemes
+
+
+def _attention_graph(input_name: str = "input_features") -> onnx.ModelProto:
+    """Two products of two activations, as attention has (layer 0's and layer 1's), then a weight of layer 1, with
+    the module scopes torch.onnx records."""
+    w = np.random.default_rng(2).standard_normal((MELS, MELS)).astype(np.float32)
+    nodes = [
+        helper.make_node("Transpose", [input_name], ["x"], perm=[0, 2, 1], name="transpose"),
+        helper.make_node("MatMul", ["x", input_name], ["scores"], name="scores0"),
+        helper.make_node("MatMul", ["scores", "x"], ["mixed"], name="scores1"),
+        helper.make_node("MatMul", ["mixed", "w"], ["last_hidden_state"], name="proj"),
+    ]
+    for node, module in zip(nodes[1:], ("encoder.layers.0.self_attn", "encoder.layers.1.self_attn",
+                                        "encoder.layers.1.self_attn.out_proj"), strict=True):
+        parts = module.split(".")
+        chain = ["", *(".".join(parts[:i]) for i in range(1, len(parts) + 1)), "matmul"]
+        node.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=repr(chain))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", MELS, 30])],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", 30, MELS])],
+        [numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("input_name", ["input_features", "encoder_hidden_states"])
+def test_attention_in_8_bits_quantizes_the_encoders_activation_products_past_its_first_layer(tmp_path, input_name):
+    from liteasr_hf.integrations.onnx.quantization import quantize_file
+
+    source = tmp_path / "model.onnx"
+    onnx.save(_attention_graph(input_name), source)
+    features = np.random.default_rng(3).standard_normal((2, MELS, 30)).astype(np.float32)
+    exact = _run(onnx.load(source), features) if input_name == "input_features" else None
+    float_products = {}
+    for attention in (False, True):
+        target = tmp_path / f"q8-{attention}.onnx"
+        quantize_file(source, target, "q8", scheme=Q8Scheme("x", float_first_layers=1, quantize_attention=attention))
+        quantized = onnx.load(target)
+        float_products[attention] = sum(n.op_type == "MatMul" for n in quantized.graph.node)
+        if exact is not None:
+            got = _run(quantized, features)
+            assert np.abs(got - exact).max() / np.abs(exact).max() < 0.05
+    if input_name == "input_features":  # layer 1's product of two activations is quantized; layer 0's stays float
+        assert (float_products[False], float_products[True]) == (2, 1)
+    else:  # a decoder graph: the option is the encoder's only
+        assert (float_products[False], float_products[True]) == (2, 2)
+    with pytest.raises(ValueError, match="quantize_attention needs dynamic encoder activations"):
+        Q8Scheme("x", encoder_activations="static", quantize_attention=True)

@@ -43,7 +43,10 @@ class Q8Scheme:
     channel hundreds of times larger than the rest, which a per-tensor activation scale cannot hold);
     ``float_first_layers``: every product of the encoder's first N layers stays in float (the first layer reads the
     convolutions and the position table, and its rounding passes through every later layer: in whisper-base and the
-    ``base`` preset it is half of the q8 encoder's error)."""
+    ``base`` preset it is half of the q8 encoder's error); ``quantize_attention``: the encoder's products of two
+    activations (attention's scores and its weighted sum of values, over 1500 frames) are quantized too, both inputs
+    dynamically per tensor, outside the first ``float_first_layers`` layers. They are most of a q8 encoder's time in
+    float, and a low rank does not shrink them."""
 
     name: str
     encoder_activations: str = "dynamic"
@@ -53,6 +56,7 @@ class Q8Scheme:
     equalize_factors: bool = False
     float_peak_to_rms: float | None = None
     float_first_layers: int = 0
+    quantize_attention: bool = False
 
     def __post_init__(self) -> None:
         if self.encoder_activations not in ENCODER_ACTIVATIONS:
@@ -62,6 +66,9 @@ class Q8Scheme:
             raise ValueError(f"Q8Scheme.float_ranks_below = {self.float_ranks_below}: give a rank >= 0.")
         if self.float_first_layers < 0:
             raise ValueError(f"Q8Scheme.float_first_layers = {self.float_first_layers}: give a number of layers >= 0.")
+        if self.quantize_attention and self.encoder_activations != "dynamic":
+            raise ValueError(f"Q8Scheme {self.name!r}: quantize_attention needs dynamic encoder activations (a "
+                             "product of two activations has no weight whose range calibration could fix).")
         if self.float_peak_to_rms is not None and self.float_peak_to_rms <= 1:
             raise ValueError(f"Q8Scheme.float_peak_to_rms = {self.float_peak_to_rms}: give a ratio above 1, or None.")
 
@@ -105,6 +112,8 @@ Q8_SCHEMES = {s.name: s for s in (
     Q8Scheme("per-channel-7bit-outliers-float", per_channel=True, reduce_range=True, float_peak_to_rms=100.0),
     Q8Scheme("per-channel-7bit-outliers-first-layer-float", per_channel=True, reduce_range=True,
              float_peak_to_rms=100.0, float_first_layers=1),
+    Q8Scheme("per-channel-7bit-outliers-first-layer-float-attention-8bit", per_channel=True, reduce_range=True,
+             float_peak_to_rms=100.0, float_first_layers=1, quantize_attention=True),
 )}
 #: What ``q8`` writes unless told otherwise.
 DEFAULT_Q8_SCHEME = Q8_SCHEMES["per-channel-7bit-outliers-first-layer-float"]
@@ -150,10 +159,16 @@ def encoder_layer(node: onnx.NodeProto) -> int | None:
     return None
 
 
+def is_encoder(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` is an encoder graph: one that reads ``input_features``."""
+    return any(i.name == "input_features" for i in model.graph.input)
+
+
 def float_nodes(model: onnx.ModelProto, scheme: Q8Scheme, calibration: np.ndarray | None = None) -> list[str]:
     """The nodes ``scheme`` leaves in float: both products of every factor pair of rank below
     ``scheme.float_ranks_below``, every product by a constant weight in the encoder's first
-    ``scheme.float_first_layers`` layers (of an encoder graph: one that reads ``input_features``), and with
+    ``scheme.float_first_layers`` layers (of an encoder graph: one that reads ``input_features``; with
+    ``scheme.quantize_attention`` their products of two activations too), and with
     ``calibration`` windows (``model`` then with its weights loaded) every such product whose input's peak-to-RMS
     ratio passes ``scheme.float_peak_to_rms``."""
     from .factor_pairs import factor_pairs
@@ -162,8 +177,11 @@ def float_nodes(model: onnx.ModelProto, scheme: Q8Scheme, calibration: np.ndarra
              for name in (first, second)]
     weights = {t.name for t in model.graph.initializer}
     products = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
-    if scheme.float_first_layers and any(i.name == "input_features" for i in model.graph.input):
-        layers = {n.name: encoder_layer(n) for n in products}
+    if scheme.float_first_layers and is_encoder(model):
+        # with quantize_attention, the first layers' products of two activations stay float too
+        candidates = ([n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")] if scheme.quantize_attention
+                      else products)
+        layers = {n.name: encoder_layer(n) for n in candidates}
         if all(layer is None for layer in layers.values()):
             raise ValueError(f"Q8 scheme {scheme.name!r} keeps the encoder's first {scheme.float_first_layers} "
                              "layer(s) in float, but no node of this encoder graph names its layer: export it with "
@@ -191,11 +209,13 @@ def quantize_file(source: Path, target: Path, kind: str, external_data: bool = F
         if scheme.equalize_factors and calibration is not None:
             source = _equalized(source, target.with_name(f"{target.stem}_equalized.onnx"), calibration)
         probe = calibration is not None and scheme.float_peak_to_rms is not None  # needs the weights
-        excluded = float_nodes(onnx.load(source, load_external_data=probe), scheme, calibration)
+        graph = onnx.load(source, load_external_data=probe)
+        excluded = float_nodes(graph, scheme, calibration)
         if scheme.encoder_activations == "static" and calibration is not None:
             _quantize_static(source, target, scheme, weight_type, calibration, excluded, external_data)
         else:
-            _quantize_dynamic(source, target, scheme, weight_type, excluded, external_data)
+            _quantize_dynamic(source, target, scheme, weight_type, excluded, external_data,
+                              attention=scheme.quantize_attention and is_encoder(graph))
     elif kind == "q4":
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -218,14 +238,15 @@ def _equalized(source: Path, target: Path, calibration: np.ndarray) -> Path:
 
 
 def _quantize_dynamic(source: Path, target: Path, scheme: Q8Scheme, weight_type, excluded: list[str],
-                      external_data: bool) -> None:
+                      external_data: bool, attention: bool = False) -> None:
+    """``attention``: products of two activations are quantized too (ONNX Runtime's default leaves them float)."""
     from onnxruntime.quantization import quantize_dynamic
 
     with _quiet_root_logger():
         quantize_dynamic(
             source, target, op_types_to_quantize=["MatMul", "Gemm"], per_channel=scheme.per_channel,
             reduce_range=scheme.reduce_range, weight_type=weight_type, use_external_data_format=external_data,
-            nodes_to_exclude=excluded,
+            nodes_to_exclude=excluded, extra_options={"MatMulConstBOnly": not attention},
         )
 
 
