@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from test_modeling import TINY
+from torch import nn
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
 from liteasr_hf.compression.compressor import CompressionSettings, compress
@@ -107,6 +108,27 @@ def test_a_diverging_learning_rate_is_named(pair):
     settings = HealSettings(block_steps=0, steps=20, lr=0.9, batch_size=2, eval_every=5, num_samples=10)
     with pytest.raises(HealingDiverged, match=r"Healing diverged in end to end at step \d+: .* lr 0\.9\. Lower heal\.lr"):
         heal(student, teacher, clips, WhisperFeatureExtractor(), settings, progress=False)
+
+
+def test_one_batch_far_above_the_first_is_not_divergence_but_a_mean_that_stays_there_is():
+    from liteasr_hf.compression.healing import _Stage
+    from liteasr_hf.parallel import Processes
+
+    def run(values: list[float]) -> int:
+        param = nn.Parameter(torch.zeros(1))
+        held_out = 1.0  # the held-out loss before training, and after every step
+        stage = _Stage("s", [param], len(values), HealSettings(eval_every=4, patience=100), lambda: held_out,
+                       Processes())
+        for value in values:
+            stage.step((param * 0).sum() + value)
+        return stage.done_steps
+
+    assert run([1.0, 1.0, 1.0, 1.0, 15.0, 1.0, 1.0, 1.0]) == 8  # one odd batch: its window's mean is 4.5
+    with pytest.raises(HealingDiverged, match=r"at step 6: the loss of the last 4 batches averaged 11\.5, over 10 "
+                                              r"times the held-out loss before training \(1\), with lr"):
+        run([1.0, 1.0, 1.0, 15.0, 15.0, 15.0, 1.0, 1.0])
+    with pytest.raises(HealingDiverged, match="the loss became nan"):
+        run([1.0, float("nan")])
 
 
 @pytest.mark.parametrize("clips, message", [

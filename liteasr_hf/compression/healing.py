@@ -39,7 +39,8 @@ from .decoder_loss import decoder_kl, teacher_transcripts
 from .report import HealingReport, HealingStage, HealingWindows
 from .settings import LOSSES, WINDOWS, HealSettings  # noqa: F401  LOSSES, WINDOWS: importable from here as before
 
-#: A loss this many times its first value (or NaN) means the learning rate is too high.
+#: A training loss (the mean of a few batches) this many times the held-out loss before training, or a NaN, means the
+#: learning rate is too high.
 DIVERGENCE_FACTOR = 10.0
 
 
@@ -96,7 +97,11 @@ class _Stage:
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
-        self.first_loss: float | None = None
+        # Divergence is judged on the mean of the last `window` batches against the held-out loss before training:
+        # one batch's loss can be many times another's (the decoder loss of a window whose transcript is long or
+        # odd), while a diverging run's mean stays high, even when it jumps at the first step.
+        self.window = max(1, min(settings.eval_every, steps))
+        self.recent: list[float] = []
         self.best = holdout_loss()
         self.initial_holdout = self.best
         self.best_state = [p.detach().clone() for p in params]
@@ -107,13 +112,16 @@ class _Stage:
         """Apply one step of ``loss``, this process's part of the batch's loss (``None``: no window of the batch
         here); returns False once early stopping says to stop."""
         value = self.processes.total(float(loss.detach()) if loss is not None else 0.0)
-        if self.first_loss is None:
-            self.first_loss = value
-        if not math.isfinite(value) or value > DIVERGENCE_FACTOR * self.first_loss:
+        self.recent = [*self.recent, value][-self.window:]
+        mean = sum(self.recent) / len(self.recent)
+        limit = DIVERGENCE_FACTOR * self.initial_holdout
+        if not math.isfinite(value) or (len(self.recent) == self.window and mean > limit):
             raise HealingDiverged(
-                f"Healing diverged in {self.name} at step {self.done_steps + 1}: the loss went from "
-                f"{self.first_loss:.4g} to {value:.4g} with lr {self.settings.lr:g}. Lower heal.lr (e.g. to "
-                f"{self.settings.lr / 10:g}).")
+                f"Healing diverged in {self.name} at step {self.done_steps + 1}: the loss "
+                + (f"became {value}" if not math.isfinite(value) else
+                   f"of the last {self.window} batches averaged {mean:.4g}, over {DIVERGENCE_FACTOR:g} times the "
+                   f"held-out loss before training ({self.initial_holdout:.4g})")
+                + f", with lr {self.settings.lr:g}. Lower heal.lr (e.g. to {self.settings.lr / 10:g}).")
         self.optimizer.zero_grad(set_to_none=True)
         if loss is not None:
             loss.backward()
