@@ -225,8 +225,10 @@ def test_heal_checkpoint_heals_a_saved_folder_and_a_divergent_run_writes_nothing
 
     plain, _, _ = healed_tiny_en
     folder, report = heal_checkpoint(plain, tmp_path / "again", teacher=tiny_en_dir, audio=SHIPPED_AUDIO,
-                                     settings=HealSettings(**HEAL_QUICK), progress=False)
+                                     settings=HealSettings(**HEAL_QUICK), progress=False,
+                                     command="liteasr heal --block-steps 2 --steps 2")
     saved = json.loads((folder / "compression_report.json").read_text())
+    assert saved["healing"]["command"] == "liteasr heal --block-steps 2 --steps 2"
     assert saved["healing"]["stages"] == [stage.to_dict() for stage in report.stages] and saved["low_rank_config"]
     assert (folder / "rank_plan.json").is_file() and (folder / "preprocessor_config.json").is_file()
     with pytest.raises(HealingDiverged):

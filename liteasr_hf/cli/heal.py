@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 
 from ..checkpoints.placement import DTYPES, Placement
@@ -78,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             folder, report = heal_checkpoint(args.model, args.output, teacher=args.teacher, audio=audio,
                                              settings=settings, placement=Placement(processes.device(args.device),
                                                                                     args.dtype),
-                                             overwrite=args.overwrite, processes=processes)
+                                             overwrite=args.overwrite, processes=processes,
+                                             command=shlex.join(["liteasr", "heal", *(sys.argv[1:] if argv is None
+                                                                                       else argv)]))
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
         print(f"error{processes.label}: {err}", file=sys.stderr)
         return 2

@@ -148,6 +148,7 @@ def heal_checkpoint(
     overwrite: bool = False,
     progress: bool = True,
     processes: Processes | None = None,
+    command: str | None = None,
 ) -> tuple[Path, HealingReport]:
     """Heal an existing LiteWhisper folder or Hub id and save the result to ``output``; returns it and the report.
 
@@ -157,6 +158,7 @@ def heal_checkpoint(
     is the input folder's layout with healed factors and the
     healing report added to ``compression_report.json``; it appears only when complete. ``processes``: the processes
     of a data-parallel run, each calling this with the same arguments (see :func:`heal`); only the main one writes.
+    ``command``: the command line that ran this, recorded in the healing report.
     """
     import json
 
@@ -190,6 +192,8 @@ def heal_checkpoint(
     healing.teacher = portable_path(teacher)
     healing.data = SpeechData(data=portable_path(audio.data), split=audio.split, failed=len(failures))
     healing.holdout_data = _describe(holdout)
+    if command:
+        healing.command = portable_command(command)
     report.healing = healing
     extra = {"compression_report.json": report.to_json()}
     plan = Path(resolved) / "rank_plan.json"

@@ -101,6 +101,7 @@ class HealingReport(JsonRecord):
     teacher: str | None = optional()
     data: SpeechData | None = optional(read=SpeechData.from_dict)
     holdout_data: SpeechData | None = optional(read=SpeechData.from_dict, written_with="data")
+    command: str | None = optional()  # the `liteasr heal` command that healed a saved folder (compress has its own)
 
 
 def _layers(layers: list) -> list[dict[str, ModuleReport]]:
