@@ -12,8 +12,9 @@ dense one's behaviour across layers, with gradients, on unlabelled audio:
    it says from the dense output (:mod:`.decoder_loss`).
 
 A held-out share of the windows decides when to stop: each stage keeps the parameters of its best held-out loss and
-stops after ``patience`` evaluations without improvement. A loss that becomes NaN or grows tenfold stops the run with
-:class:`HealingDiverged`. The student is changed in place; the teacher is left as it was.
+stops after ``patience`` evaluations without improvement. A loss that becomes NaN, or a mean training loss ten times
+the held-out loss before training, stops the run with :class:`HealingDiverged`. The student is changed in place; the
+teacher is left as it was.
 """
 
 from __future__ import annotations
@@ -363,7 +364,6 @@ def heal(
             def e2e_loss(b: list[int]) -> torch.Tensor:
                 return loss_fn(s_encoder(features[b]).last_hidden_state, target[b], scale)
         if params:
-
             for p in params:
                 p.requires_grad_(True)
             stage = _Stage("end to end", params, settings.steps, settings, lambda: mean_over(holdout, e2e_loss),
