@@ -348,22 +348,23 @@ def heal(
             else:
                 target = by_shares(lambda b: t_encoder(features[b]).last_hidden_state, len(windows))
         del t_hidden
-        scale = _channel_scale(target[train])
         params = [p for layer in s_encoder.layers for p in healing_parameters(layer, settings.train_layer_norms)]
-        if params and settings.loss == "decoder":
-            # Every process transcribes every window (greedy, so all get the same tokens): transcripts differ in
-            # length, which the sharded hidden states' exchange does not carry.
-            transcripts = teacher_transcripts(teacher, features, settings.batch_size)
-
-            def e2e_loss(b: list[int]) -> torch.Tensor:
-                return decoder_kl(student, s_encoder(features[b]).last_hidden_state, target[b],
-                                  transcripts.tokens[b], transcripts.targets[b])
-        elif params:
-            loss_fn = _normalised_mse if settings.loss == "mse" else _cosine
-
-            def e2e_loss(b: list[int]) -> torch.Tensor:
-                return loss_fn(s_encoder(features[b]).last_hidden_state, target[b], scale)
         if params:
+            if settings.loss == "decoder":
+                # Every process transcribes every window (greedy, so all get the same tokens): transcripts differ in
+                # length, which the sharded hidden states' exchange does not carry.
+                transcripts = teacher_transcripts(teacher, features, settings.batch_size)
+
+                def e2e_loss(b: list[int]) -> torch.Tensor:
+                    return decoder_kl(student, s_encoder(features[b]).last_hidden_state, target[b],
+                                      transcripts.tokens[b], transcripts.targets[b])
+            else:
+                scale = _channel_scale(target[train])
+                loss_fn = _normalised_mse if settings.loss == "mse" else _cosine
+
+                def e2e_loss(b: list[int]) -> torch.Tensor:
+                    return loss_fn(s_encoder(features[b]).last_hidden_state, target[b], scale)
+
             for p in params:
                 p.requires_grad_(True)
             stage = _Stage("end to end", params, settings.steps, settings, lambda: mean_over(holdout, e2e_loss),
