@@ -89,6 +89,11 @@ def test_folder_has_what_the_clients_read(exported, lite_tiny_en):
     assert info["model_type"] == "lite-whisper" and info["dtypes"] == ["fp32", "q8", "fp16"]
     assert info["source"] == "lite-whisper-tiny.en"  # a local folder by its name: the file may be published
     assert info["encoder_attention_paths"] == ["full", "full", "full", "rank_space"]
+    # each full-path self-attention is one MultiHeadAttention node in every variant; the rank-space one is not
+    assert info["encoder_fused_attentions"] == 3
+    for name in ("encoder_model.onnx", "encoder_model_quantized.onnx", "encoder_model_fp16.onnx"):
+        kinds = [n.op_type for n in onnx.load(exported / "onnx" / name, load_external_data=False).graph.node]
+        assert kinds.count("MultiHeadAttention") == 3, name
     config = json.loads((exported / "config.json").read_text())
     assert config["model_type"] == "lite-whisper" and config["num_mel_bins"] == 80
     assert config["low_rank_config"] == json.loads((lite_tiny_en / "config.json").read_text())["low_rank_config"]
@@ -255,7 +260,8 @@ def test_stock_whisper_exports_with_external_data_and_matches_pytorch(tiny_en_di
 
     monkeypatch.setattr(export_module, "PROTOBUF_LIMIT", 20 * 2**20)  # as if tiny.en were over 2 GiB
     folder = export_onnx(tiny_en_dir, tmp_path / "whisper-tiny.en", progress=False)
-    assert json.loads((folder / "onnx" / "export_info.json").read_text())["encoder_attention_paths"] is None
+    info = json.loads((folder / "onnx" / "export_info.json").read_text())
+    assert info["encoder_attention_paths"] is None and info["encoder_fused_attentions"] == 4
     assert {p.name for p in (folder / "onnx").iterdir()} == {
         "encoder_model.onnx", "encoder_model.onnx_data", "decoder_model_merged.onnx",
         "decoder_model_merged.onnx_data", "export_info.json"}

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ...atomic import atomic_directory, check_distinct, fault_point
 from ...data.speech import SpeechSource
 from ...portable import portable_path
+from .attention_fusion import fuse_attention
 from .calibration import CALIBRATION_WINDOWS, PACK_SECONDS, CalibrationAudio, calibration_features
 from .client_files import write_client_files
 from .graphs import DecoderGraph, EncoderGraph
@@ -37,7 +38,9 @@ GRAPH_ALLOWANCE = 64 * 2**20  # bytes of a model besides its weights, generously
 
 
 def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
-            dynamic_shapes, axes: dict[str, dict[int, str]]) -> None:
+            dynamic_shapes, axes: dict[str, dict[int, str]], fuse: bool = False) -> int:
+    """Export ``module`` to ``path``; with ``fuse``, its self-attentions fused (:mod:`.attention_fusion`). Returns the
+    number of attentions fused."""
     module.eval()
     with torch.no_grad(), warnings.catch_warnings():
         # torch.onnx notes that dimensions sharing a constraint share a name: they are named after export.
@@ -47,7 +50,9 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[
                                     dynamic_shapes=dynamic_shapes, opset_version=OPSET, optimize=True,
                                     verbose=False)
     model = _name_axes(program.model_proto, axes)
+    fused = fuse_attention(model) if fuse else 0
     onnx.save_model(model, path, save_as_external_data=True, location=f"{path.name}_data")
+    return fused
 
 
 def _name_axes(model: onnx.ModelProto, axes: dict[str, dict[int, str]]) -> onnx.ModelProto:
@@ -58,9 +63,11 @@ def _name_axes(model: onnx.ModelProto, axes: dict[str, dict[int, str]]) -> onnx.
     return model
 
 
-def export_graphs(model: torch.nn.Module, workdir: Path) -> dict[str, Path]:
+def export_graphs(model: torch.nn.Module, workdir: Path, fuse_encoder_attention: bool = True) -> dict[str, Path]:
     """Export the encoder and the two decoder graphs of ``model`` (fp32, eager attention) into ``workdir``;
-    returns their paths under the keys ``encoder``, ``decoder`` (first step) and ``decoder_past``."""
+    returns their paths under the keys ``encoder``, ``decoder`` (first step) and ``decoder_past``. With
+    ``fuse_encoder_attention`` every self-attention of the encoder becomes one ``MultiHeadAttention`` node
+    (:mod:`.attention_fusion`); a full attention left unfused (an exporter whose pattern it does not know) warns."""
     from torch.export import Dim
 
     layout = OnnxLayout.from_config(model.config)
@@ -69,8 +76,14 @@ def export_graphs(model: torch.nn.Module, workdir: Path) -> dict[str, Path]:
     frames = 2 * config.max_source_positions
     features = torch.randn(2, config.num_mel_bins, frames)
     paths = {name: workdir / f"{name}.onnx" for name in ("encoder", "decoder", "decoder_past")}
-    _export(EncoderGraph(model), (features,), paths["encoder"], list(layout.encoder_inputs),
-            list(layout.encoder_outputs), {"input_features": {0: batch}}, layout.encoder_axes())
+    fused = _export(EncoderGraph(model), (features,), paths["encoder"], list(layout.encoder_inputs),
+                    list(layout.encoder_outputs), {"input_features": {0: batch}}, layout.encoder_axes(),
+                    fuse=fuse_encoder_attention)
+    full = _full_attention_layers(model)
+    if fuse_encoder_attention and fused != full:
+        warnings.warn(f"Fused {fused} of the encoder's {full} full self-attentions into MultiHeadAttention: this "
+                      "exporter wrote a pattern that liteasr_hf.integrations.onnx.attention_fusion does not "
+                      "recognise, so the others stay as separate nodes (correct, slower).", stacklevel=2)
 
     # Example inputs of length >= 2 on every dynamic axis: torch.export specialises sizes 0 and 1.
     tokens = Dim("decoder_sequence_length", min=1, max=config.max_target_positions)
@@ -88,6 +101,19 @@ def export_graphs(model: torch.nn.Module, workdir: Path) -> dict[str, Path]:
             ["input_ids", *layout.past_names()], layout.decoder_outputs(), ({0: batch, 1: tokens}, past_shapes),
             layout.decoder_axes())
     return paths
+
+
+def _full_attention_layers(model: torch.nn.Module) -> int:
+    """How many encoder layers of ``model`` attend over full heads in an export (not in LiteWhisper's rank space)."""
+    encoder = model.get_encoder()
+    if hasattr(encoder, "attention_paths"):
+        return sum(path == "full" for path in encoder.attention_paths(device="cpu"))
+    return model.config.encoder_layers
+
+
+def fused_attentions(path: Path) -> int:
+    """The number of fused ``MultiHeadAttention`` nodes in the ONNX file at ``path``."""
+    return sum(n.op_type == "MultiHeadAttention" for n in onnx.load(path, load_external_data=False).graph.node)
 
 
 def _variant(source: Path, kind: str, workdir: Path, scheme: Q8Scheme, calibration: np.ndarray | None) -> Path:
@@ -162,6 +188,7 @@ def export_onnx(
     q8_scheme: str | Q8Scheme = DEFAULT_Q8_SCHEME,
     calibration: SpeechSource | None = None,
     calibration_windows: int = CALIBRATION_WINDOWS,
+    fuse_attention: bool = True,
 ) -> Path:
     """Export the Whisper or LiteWhisper model at ``model`` to the folder ``output``; returns its path.
 
@@ -173,11 +200,16 @@ def export_onnx(
     ``q8_scheme`` (a :class:`~.quantization.Q8Scheme` or the name of one in ``Q8_SCHEMES``) says how the 8-bit kinds
     quantize; one that reads calibration audio measures the encoder on ``calibration_windows`` windows of
     ``calibration`` (default: the compressor's speaker mix). ``export_info.json`` records the scheme and the audio.
+    ``fuse_attention`` writes each of the encoder's self-attentions as one ONNX Runtime ``MultiHeadAttention`` node
+    (:mod:`.attention_fusion`: the same function, faster on CPU); ``False`` keeps the exporter's separate nodes.
     """
     from ...checkpoints.loading import WHISPER_TYPES, load_model_and_processor, read_config, resolve_model_path
 
     kinds = check_quantizations(quantize)
     scheme = _scheme(q8_scheme)
+    if fuse_attention and scheme.quantize_attention and any(k in EIGHT_BIT for k in kinds):
+        raise ValueError(f"Q8 scheme {scheme.name!r} quantizes attention's products, which fuse_attention puts into "
+                         "one MultiHeadAttention node: export with fuse_attention=False (--no-fuse-attention).")
     if external_data not in EXTERNAL_DATA:
         raise ValueError(f"external_data={external_data!r}: choose from {', '.join(EXTERNAL_DATA)}.")
     output = Path(output)
@@ -225,7 +257,7 @@ def export_onnx(
         onnx_dir = folder / SUBFOLDER
         onnx_dir.mkdir()
         bar.set_postfix_str("encoder and decoder graphs")
-        graphs = export_graphs(whisper, work)
+        graphs = export_graphs(whisper, work, fuse_encoder_attention=fuse_attention)
         fault_point("onnx-graphs-exported")
         bar.update()
         layout = OnnxLayout.from_config(whisper.config)
@@ -241,6 +273,8 @@ def export_onnx(
             "exporter": f"torch.onnx.export (dynamo) torch {torch.__version__}, opset {OPSET}",
             "dtypes": ["fp32", *kinds, *(["fp16"] if fp16 else [])],
             "encoder_attention_paths": encoder_paths,
+            # self-attentions written as one com.microsoft.MultiHeadAttention node each (see .attention_fusion)
+            "encoder_fused_attentions": fused_attentions(graphs["encoder"]),
             # how the 8-bit kinds were quantized: the decoder always dynamically (see .quantization)
             "quantization": {kind: {"scheme": scheme.to_dict(), "decoder_activations": "dynamic",
                                     "calibration": calibrated.to_dict() if calibrated else None}

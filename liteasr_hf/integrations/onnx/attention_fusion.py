@@ -1,0 +1,171 @@
+"""Fuse the encoder's self-attention into one ONNX Runtime ``MultiHeadAttention`` node.
+
+``torch.onnx.export`` writes eager attention as nine nodes per layer: each of query, key and value reshaped to heads
+and transposed, the scores' ``MatMul``, ``Softmax``, the weighted sum's ``MatMul``, a transpose back and a reshape.
+Over Whisper's 1500 frames these products of two activations are most of a q8 encoder's time (8-bit weights do not
+touch them), and ONNX Runtime's load-time optimizer does not fuse this pattern. Its contrib operator
+``com.microsoft.MultiHeadAttention`` computes the same thing in one kernel that never writes the transposed heads
+and, on CPU, works through the scores in tiles. The fused graph computes the same function up to float rounding;
+ONNX Runtime (Python and Node, so transformers.js and onnx-asr) runs it.
+
+Only the exact pattern is fused, so anything else (the decoders, a rank-space attention, a graph from another
+exporter) is left as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+CONTRIB_DOMAIN = "com.microsoft"
+
+
+@dataclass
+class _Graph:
+    """Lookups over one graph: who makes and who reads each tensor, and constant values."""
+
+    model: onnx.ModelProto
+
+    def __post_init__(self) -> None:
+        graph = self.model.graph
+        self.producer = {out: n for n in graph.node for out in n.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in graph.node:
+            for name in n.input:
+                self.consumers.setdefault(name, []).append(n)
+        self.outputs = {o.name for o in graph.output}
+        self.initializers = {t.name: t for t in graph.initializer}
+
+    def constant(self, name: str) -> np.ndarray | None:
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    return numpy_helper.to_array(attr.t)
+        return None
+
+    def only_reader(self, name: str) -> onnx.NodeProto | None:
+        """The one node reading ``name``, if exactly one does and it is no graph output."""
+        readers = self.consumers.get(name, [])
+        return readers[0] if len(readers) == 1 and name not in self.outputs else None
+
+    def made_by(self, name: str, op_type: str) -> onnx.NodeProto | None:
+        node = self.producer.get(name)
+        return node if node is not None and node.op_type == op_type else None
+
+
+def _perm(node: onnx.NodeProto) -> list[int] | None:
+    for attr in node.attribute:
+        if attr.name == "perm":
+            return list(attr.ints)
+    return None
+
+
+def _axis(node: onnx.NodeProto, default: int) -> int:
+    for attr in node.attribute:
+        if attr.name == "axis":
+            return attr.i
+    return default
+
+
+def _heads(g: _Graph, name: str, perm: list[int]) -> tuple[onnx.NodeProto, onnx.NodeProto, int] | None:
+    """The Transpose with ``perm`` that makes tensor ``name``, the Reshape into heads before it, and the number of
+    heads; None unless that is exactly what makes it."""
+    transpose = g.made_by(name, "Transpose")
+    if transpose is None or _perm(transpose) != perm or g.only_reader(transpose.output[0]) is None:
+        return None
+    reshape = g.made_by(transpose.input[0], "Reshape")
+    if reshape is None or g.only_reader(reshape.output[0]) is None:
+        return None
+    shape = g.constant(reshape.input[1])
+    if shape is None or shape.shape != (4,) or shape[2] <= 0 or shape[3] <= 0:
+        return None
+    return transpose, reshape, int(shape[2])
+
+
+@dataclass
+class _Match:
+    nodes: list[onnx.NodeProto]  # replaced by the fused node
+    query: str
+    key: str
+    value: str
+    output: str
+    heads: int
+    scale: float
+    anchor: onnx.NodeProto  # the Softmax: its place in the graph and its module scopes go to the fused node
+
+
+def _match(g: _Graph, softmax: onnx.NodeProto) -> _Match | None:
+    if _axis(softmax, -1) not in (-1, 3):
+        return None
+    scores = g.made_by(softmax.input[0], "MatMul")
+    weighted = g.only_reader(softmax.output[0])
+    if scores is None or g.only_reader(scores.output[0]) is None or weighted is None:
+        return None
+    if weighted.op_type != "MatMul" or weighted.input[0] != softmax.output[0]:
+        return None
+    back = g.only_reader(weighted.output[0])
+    if back is None or back.op_type != "Transpose" or _perm(back) != [0, 2, 1, 3]:
+        return None
+    merge = g.only_reader(back.output[0])
+    if merge is None or merge.op_type != "Reshape":
+        return None
+    merged = g.constant(merge.input[1])
+    if merged is None or merged.shape != (3,):
+        return None
+    parts = [_heads(g, scores.input[0], [0, 2, 1, 3]), _heads(g, scores.input[1], [0, 2, 3, 1]),
+             _heads(g, weighted.input[1], [0, 2, 1, 3])]
+    if any(p is None for p in parts) or len({p[2] for p in parts}) != 1:
+        return None
+    (q_t, q_r, heads), (k_t, k_r, _), (v_t, v_r, _) = parts
+    query, scale = q_r.input[0], 1.0
+    # A query scaled by a constant before the heads are split (as transformers' Whisper does): fold the scale in.
+    mul = g.made_by(query, "Mul")
+    if mul is not None and g.only_reader(mul.output[0]) is q_r:
+        for i in (0, 1):
+            factor = g.constant(mul.input[1 - i])
+            if factor is not None and factor.size == 1 and g.constant(mul.input[i]) is None:
+                query, scale = mul.input[i], float(factor.reshape(()))
+                nodes_before = [mul]
+                break
+        else:
+            nodes_before = []
+    else:
+        nodes_before = []
+    return _Match(nodes=[*nodes_before, q_r, q_t, k_r, k_t, v_r, v_t, scores, softmax, weighted, back, merge],
+                  query=query, key=k_r.input[0], value=v_r.input[0], output=merge.output[0], heads=heads,
+                  scale=scale, anchor=softmax)
+
+
+def fuse_attention(model: onnx.ModelProto) -> int:
+    """Replace every eager self-attention pattern of ``model`` by one ``com.microsoft.MultiHeadAttention`` node, in
+    place; the number of attentions fused (0 leaves the model unchanged)."""
+    g = _Graph(model)
+    matches = [m for n in model.graph.node if n.op_type == "Softmax" and (m := _match(g, n)) is not None]
+    if not matches:
+        return 0
+    removed = {id(n) for m in matches for n in m.nodes}
+    fused = {}
+    for m in matches:
+        node = onnx.helper.make_node("MultiHeadAttention", [m.query, m.key, m.value], [m.output],
+                                     name=f"{m.anchor.name}_MultiHeadAttention", domain=CONTRIB_DOMAIN,
+                                     num_heads=m.heads, scale=m.scale)
+        node.metadata_props.extend(m.anchor.metadata_props)
+        fused[id(m.anchor)] = node
+    # The fused node takes the Softmax's place: its inputs (query, key, value) are made before it, and every
+    # reader of the output comes after the final Reshape, which comes after the Softmax.
+    nodes = [fused.get(id(n), n) for n in model.graph.node if id(n) not in removed or id(n) in fused]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    if not any(o.domain == CONTRIB_DOMAIN for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1))
+    used = {name for n in model.graph.node for name in n.input}
+    kept = [t for t in model.graph.initializer if t.name in used or t.name in {o.name for o in model.graph.output}]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    return len(matches)
