@@ -89,11 +89,12 @@ def test_folder_has_what_the_clients_read(exported, lite_tiny_en):
     assert info["model_type"] == "lite-whisper" and info["dtypes"] == ["fp32", "q8", "fp16"]
     assert info["source"] == "lite-whisper-tiny.en"  # a local folder by its name: the file may be published
     assert info["encoder_attention_paths"] == ["full", "full", "full", "rank_space"]
-    # each full-path self-attention is one MultiHeadAttention node in every variant; the rank-space one is not
-    assert info["encoder_fused_attentions"] == 3
+    # each full-path self-attention is one MultiHeadAttention node in every variant (the rank-space one is not), each
+    # GELU (two after the convolutions, one per layer) one Gelu node
+    assert info["encoder_fused_operators"] == {"MultiHeadAttention": 3, "Gelu": 6}
     for name in ("encoder_model.onnx", "encoder_model_quantized.onnx", "encoder_model_fp16.onnx"):
         kinds = [n.op_type for n in onnx.load(exported / "onnx" / name, load_external_data=False).graph.node]
-        assert kinds.count("MultiHeadAttention") == 3, name
+        assert kinds.count("MultiHeadAttention") == 3 and kinds.count("Gelu") == 6, name
     config = json.loads((exported / "config.json").read_text())
     assert config["model_type"] == "lite-whisper" and config["num_mel_bins"] == 80
     assert config["low_rank_config"] == json.loads((lite_tiny_en / "config.json").read_text())["low_rank_config"]
@@ -261,7 +262,8 @@ def test_stock_whisper_exports_with_external_data_and_matches_pytorch(tiny_en_di
     monkeypatch.setattr(export_module, "PROTOBUF_LIMIT", 20 * 2**20)  # as if tiny.en were over 2 GiB
     folder = export_onnx(tiny_en_dir, tmp_path / "whisper-tiny.en", progress=False)
     info = json.loads((folder / "onnx" / "export_info.json").read_text())
-    assert info["encoder_attention_paths"] is None and info["encoder_fused_attentions"] == 4
+    assert info["encoder_attention_paths"] is None
+    assert info["encoder_fused_operators"] == {"MultiHeadAttention": 4, "Gelu": 6}
     assert {p.name for p in (folder / "onnx").iterdir()} == {
         "encoder_model.onnx", "encoder_model.onnx_data", "decoder_model_merged.onnx",
         "decoder_model_merged.onnx_data", "export_info.json"}

@@ -32,9 +32,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fp16", action="store_true", help="add an fp16 variant (*_fp16.onnx)")
     p.add_argument("--external-data", choices=EXTERNAL_DATA, default="auto",
                    help="weights in <file>.onnx_data: only past protobuf's 2 GiB (auto), always, or never")
-    p.add_argument("--no-fuse-attention", dest="fuse_attention", action="store_false",
-                   help="keep the encoder's attention as the exporter writes it (separate MatMul, Softmax, Transpose "
-                        "nodes) instead of one ONNX Runtime MultiHeadAttention node per layer")
+    p.add_argument("--no-fuse", dest="fuse", action="store_false",
+                   help="keep the encoder's attention and GELUs as the exporter writes them (separate MatMul, Softmax, "
+                        "Erf... nodes) instead of ONNX Runtime's MultiHeadAttention and Gelu, for a runtime without "
+                        "Microsoft's contrib operators")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow code shipped with the model to run (read it first)")
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = export_onnx(args.model, args.output, quantize=args.quantize, fp16=args.fp16,
                              external_data=args.external_data, overwrite=args.overwrite,
                              trust_remote_code=args.trust_remote_code, q8_scheme=args.q8_scheme,
-                             fuse_attention=args.fuse_attention)
+                             fuse=args.fuse)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ...atomic import atomic_directory, check_distinct, fault_point
 from ...data.speech import SpeechSource
 from ...portable import portable_path
-from .attention_fusion import fuse_attention
+from .fusion import CONTRIB_DOMAIN, fuse_encoder
 from .calibration import CALIBRATION_WINDOWS, PACK_SECONDS, CalibrationAudio, calibration_features
 from .client_files import write_client_files
 from .graphs import DecoderGraph, EncoderGraph
@@ -38,9 +38,9 @@ GRAPH_ALLOWANCE = 64 * 2**20  # bytes of a model besides its weights, generously
 
 
 def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
-            dynamic_shapes, axes: dict[str, dict[int, str]], fuse: bool = False) -> int:
-    """Export ``module`` to ``path``; with ``fuse``, its self-attentions fused (:mod:`.attention_fusion`). Returns the
-    number of attentions fused."""
+            dynamic_shapes, axes: dict[str, dict[int, str]], fuse: bool = False) -> dict[str, int]:
+    """Export ``module`` to ``path``; with ``fuse``, its attention and GELUs fused (:mod:`.fusion`). Returns how many
+    nodes of each fused operator it has."""
     module.eval()
     with torch.no_grad(), warnings.catch_warnings():
         # torch.onnx notes that dimensions sharing a constraint share a name: they are named after export.
@@ -50,7 +50,7 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[
                                     dynamic_shapes=dynamic_shapes, opset_version=OPSET, optimize=True,
                                     verbose=False)
     model = _name_axes(program.model_proto, axes)
-    fused = fuse_attention(model) if fuse else 0
+    fused = fuse_encoder(model) if fuse else {}
     onnx.save_model(model, path, save_as_external_data=True, location=f"{path.name}_data")
     return fused
 
@@ -63,11 +63,11 @@ def _name_axes(model: onnx.ModelProto, axes: dict[str, dict[int, str]]) -> onnx.
     return model
 
 
-def export_graphs(model: torch.nn.Module, workdir: Path, fuse_encoder_attention: bool = True) -> dict[str, Path]:
+def export_graphs(model: torch.nn.Module, workdir: Path, fuse: bool = True) -> dict[str, Path]:
     """Export the encoder and the two decoder graphs of ``model`` (fp32, eager attention) into ``workdir``;
     returns their paths under the keys ``encoder``, ``decoder`` (first step) and ``decoder_past``. With
-    ``fuse_encoder_attention`` every self-attention of the encoder becomes one ``MultiHeadAttention`` node
-    (:mod:`.attention_fusion`); a full attention left unfused (an exporter whose pattern it does not know) warns."""
+    ``fuse`` every self-attention of the encoder becomes one ``MultiHeadAttention`` node and every GELU one ``Gelu``
+    node (:mod:`.fusion`); a full attention left unfused (an exporter whose pattern it does not know) warns."""
     from torch.export import Dim
 
     layout = OnnxLayout.from_config(model.config)
@@ -78,11 +78,11 @@ def export_graphs(model: torch.nn.Module, workdir: Path, fuse_encoder_attention:
     paths = {name: workdir / f"{name}.onnx" for name in ("encoder", "decoder", "decoder_past")}
     fused = _export(EncoderGraph(model), (features,), paths["encoder"], list(layout.encoder_inputs),
                     list(layout.encoder_outputs), {"input_features": {0: batch}}, layout.encoder_axes(),
-                    fuse=fuse_encoder_attention)
+                    fuse=fuse)
     full = _full_attention_layers(model)
-    if fuse_encoder_attention and fused != full:
-        warnings.warn(f"Fused {fused} of the encoder's {full} full self-attentions into MultiHeadAttention: this "
-                      "exporter wrote a pattern that liteasr_hf.integrations.onnx.attention_fusion does not "
+    if fuse and fused["MultiHeadAttention"] != full:
+        warnings.warn(f"Fused {fused['MultiHeadAttention']} of the encoder's {full} full self-attentions into "
+                      "MultiHeadAttention: this exporter wrote a pattern that liteasr_hf.integrations.onnx.fusion does not "
                       "recognise, so the others stay as separate nodes (correct, slower).", stacklevel=2)
 
     # Example inputs of length >= 2 on every dynamic axis: torch.export specialises sizes 0 and 1.
@@ -111,9 +111,13 @@ def _full_attention_layers(model: torch.nn.Module) -> int:
     return model.config.encoder_layers
 
 
-def fused_attentions(path: Path) -> int:
-    """The number of fused ``MultiHeadAttention`` nodes in the ONNX file at ``path``."""
-    return sum(n.op_type == "MultiHeadAttention" for n in onnx.load(path, load_external_data=False).graph.node)
+def fused_operators(path: Path) -> dict[str, int]:
+    """How many nodes of each of ONNX Runtime's contrib operators the ONNX file at ``path`` has."""
+    counts: dict[str, int] = {}
+    for node in onnx.load(path, load_external_data=False).graph.node:
+        if node.domain == CONTRIB_DOMAIN:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
 
 
 def _variant(source: Path, kind: str, workdir: Path, scheme: Q8Scheme, calibration: np.ndarray | None) -> Path:
@@ -188,7 +192,7 @@ def export_onnx(
     q8_scheme: str | Q8Scheme = DEFAULT_Q8_SCHEME,
     calibration: SpeechSource | None = None,
     calibration_windows: int = CALIBRATION_WINDOWS,
-    fuse_attention: bool = True,
+    fuse: bool = True,
 ) -> Path:
     """Export the Whisper or LiteWhisper model at ``model`` to the folder ``output``; returns its path.
 
@@ -200,16 +204,16 @@ def export_onnx(
     ``q8_scheme`` (a :class:`~.quantization.Q8Scheme` or the name of one in ``Q8_SCHEMES``) says how the 8-bit kinds
     quantize; one that reads calibration audio measures the encoder on ``calibration_windows`` windows of
     ``calibration`` (default: the compressor's speaker mix). ``export_info.json`` records the scheme and the audio.
-    ``fuse_attention`` writes each of the encoder's self-attentions as one ONNX Runtime ``MultiHeadAttention`` node
-    (:mod:`.attention_fusion`: the same function, faster on CPU); ``False`` keeps the exporter's separate nodes.
+    ``fuse`` writes each of the encoder's self-attentions as one ONNX Runtime ``MultiHeadAttention`` node and each GELU
+    as one ``Gelu`` (:mod:`.fusion`: the same functions, faster on CPU); ``False`` keeps the exporter's nodes.
     """
     from ...checkpoints.loading import WHISPER_TYPES, load_model_and_processor, read_config, resolve_model_path
 
     kinds = check_quantizations(quantize)
     scheme = _scheme(q8_scheme)
-    if fuse_attention and scheme.quantize_attention and any(k in EIGHT_BIT for k in kinds):
-        raise ValueError(f"Q8 scheme {scheme.name!r} quantizes attention's products, which fuse_attention puts into "
-                         "one MultiHeadAttention node: export with fuse_attention=False (--no-fuse-attention).")
+    if fuse and scheme.quantize_attention and any(k in EIGHT_BIT for k in kinds):
+        raise ValueError(f"Q8 scheme {scheme.name!r} quantizes attention's products, which fusing puts into one "
+                         "MultiHeadAttention node: export with fuse=False (--no-fuse).")
     if external_data not in EXTERNAL_DATA:
         raise ValueError(f"external_data={external_data!r}: choose from {', '.join(EXTERNAL_DATA)}.")
     output = Path(output)
@@ -257,7 +261,7 @@ def export_onnx(
         onnx_dir = folder / SUBFOLDER
         onnx_dir.mkdir()
         bar.set_postfix_str("encoder and decoder graphs")
-        graphs = export_graphs(whisper, work, fuse_encoder_attention=fuse_attention)
+        graphs = export_graphs(whisper, work, fuse=fuse)
         fault_point("onnx-graphs-exported")
         bar.update()
         layout = OnnxLayout.from_config(whisper.config)
@@ -273,8 +277,8 @@ def export_onnx(
             "exporter": f"torch.onnx.export (dynamo) torch {torch.__version__}, opset {OPSET}",
             "dtypes": ["fp32", *kinds, *(["fp16"] if fp16 else [])],
             "encoder_attention_paths": encoder_paths,
-            # self-attentions written as one com.microsoft.MultiHeadAttention node each (see .attention_fusion)
-            "encoder_fused_attentions": fused_attentions(graphs["encoder"]),
+            # the encoder's nodes of ONNX Runtime's fused contrib operators (see .fusion)
+            "encoder_fused_operators": fused_operators(graphs["encoder"]),
             # how the 8-bit kinds were quantized: the decoder always dynamically (see .quantization)
             "quantization": {kind: {"scheme": scheme.to_dict(), "decoder_activations": "dynamic",
                                     "calibration": calibrated.to_dict() if calibrated else None}

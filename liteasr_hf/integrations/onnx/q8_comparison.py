@@ -76,8 +76,7 @@ def export_q8_variants(model: str | os.PathLike, output: str | os.PathLike, sche
             log(f"{model}: exporting the graphs")
         # A scheme that quantizes attention's products needs them as separate MatMuls, so then nothing is fused
         # (fusion changes only float rounding, so the other schemes compare the same either way).
-        graphs = export_graphs(whisper, Path(work),
-                               fuse_encoder_attention=not any(s.quantize_attention for s in schemes))
+        graphs = export_graphs(whisper, Path(work), fuse=not any(s.quantize_attention for s in schemes))
         for name in todo:
             if log:
                 log(f"{model}: writing {name}")

@@ -1,15 +1,16 @@
-"""Fuse the encoder's self-attention into one ONNX Runtime ``MultiHeadAttention`` node.
+"""Fuse what ``torch.onnx.export`` writes for Whisper's encoder into ONNX Runtime's fused operators.
 
-``torch.onnx.export`` writes eager attention as nine nodes per layer: each of query, key and value reshaped to heads
-and transposed, the scores' ``MatMul``, ``Softmax``, the weighted sum's ``MatMul``, a transpose back and a reshape.
-Over Whisper's 1500 frames these products of two activations are most of a q8 encoder's time (8-bit weights do not
-touch them), and ONNX Runtime's load-time optimizer does not fuse this pattern. Its contrib operator
-``com.microsoft.MultiHeadAttention`` computes the same thing in one kernel that never writes the transposed heads
-and, on CPU, works through the scores in tiles. The fused graph computes the same function up to float rounding;
-ONNX Runtime (Python and Node, so transformers.js and onnx-asr) runs it.
+The exporter writes eager self-attention as a dozen nodes per layer: query, key and value each reshaped to heads and
+transposed, the scores' ``MatMul``, ``Softmax``, the weighted sum's ``MatMul``, a transpose back and a reshape. Over
+Whisper's 1500 frames those products of two activations are most of a q8 encoder's time (8-bit weights do not touch
+them). It writes the exact GELU as five element-wise nodes (``x * 0.5 * (1 + erf(x / sqrt 2))``, multiplied in an
+order ONNX Runtime's own GELU fusion does not match). ONNX Runtime's contrib operators ``com.microsoft.MultiHeadAttention``
+and ``com.microsoft.Gelu`` compute the same functions in one kernel each, without writing the intermediate tensors.
+The fused graph computes the same function up to float rounding; ONNX Runtime (Python and Node, so transformers.js and
+onnx-asr) runs it.
 
-Only the exact pattern is fused, so anything else (the decoders, a rank-space attention, a graph from another
-exporter) is left as it is.
+Only the exact patterns are fused, so anything else (a rank-space attention, a graph from another exporter) is left
+as it is.
 """
 
 from __future__ import annotations
@@ -142,6 +143,79 @@ def _match(g: _Graph, softmax: onnx.NodeProto) -> _Match | None:
                   scale=scale, anchor=softmax)
 
 
+def _gelu(g: _Graph, erf: onnx.NodeProto) -> tuple[list[onnx.NodeProto], str, str] | None:
+    """The nodes of ``x * 0.5 * (1 + erf(x / sqrt 2))`` around ``erf`` (in any order of the products), its input
+    and its output; None unless it is exactly that."""
+    def constant_operand(node: onnx.NodeProto, op_type: str, value: float) -> str | None:
+        """The other input of ``node`` if it is ``op_type`` with a scalar constant ``value``."""
+        if node is None or node.op_type != op_type:
+            return None
+        for i in (0, 1):
+            c = g.constant(node.input[i])
+            if c is not None and c.size == 1 and abs(float(c.reshape(())) - value) <= 1e-6 * abs(value):
+                return node.input[1 - i]
+        return None
+
+    divide = g.made_by(erf.input[0], "Div")
+    x = constant_operand(divide, "Div", 2 ** 0.5)
+    if x is None or divide.input[0] != x or g.only_reader(divide.output[0]) is not erf:
+        return None
+    add = g.only_reader(erf.output[0])
+    if constant_operand(add, "Add", 1.0) != erf.output[0]:
+        return None
+    first = g.only_reader(add.output[0])
+    if first is None or first.op_type != "Mul":
+        return None
+    second = g.only_reader(first.output[0])
+    if second is None or second.op_type != "Mul":
+        return None
+    # 0.5 * (1 + erf), then x * that; or x * (1 + erf), then that * 0.5
+    if constant_operand(first, "Mul", 0.5) == add.output[0] and set(second.input) == {x, first.output[0]}:
+        return [divide, erf, add, first, second], x, second.output[0]
+    if set(first.input) == {x, add.output[0]} and constant_operand(second, "Mul", 0.5) == first.output[0]:
+        return [divide, erf, add, first, second], x, second.output[0]
+    return None
+
+
+def fuse_gelu(model: onnx.ModelProto) -> int:
+    """Replace every exact GELU written as ``Div``, ``Erf``, ``Add``, ``Mul``, ``Mul`` by one ``com.microsoft.Gelu``
+    node, in place; the number fused."""
+    g = _Graph(model)
+    replaced = []
+    for node in model.graph.node:
+        if node.op_type == "Erf" and (found := _gelu(g, node)) is not None:
+            nodes, x, output = found
+            fused = onnx.helper.make_node("Gelu", [x], [output], name=f"{node.name}_Gelu", domain=CONTRIB_DOMAIN)
+            fused.metadata_props.extend(node.metadata_props)
+            replaced.append((nodes, fused))
+    # The fused node takes the place of the last product, after which every reader of the output comes.
+    _replace(model, [(nodes, nodes[-1], fused) for nodes, fused in replaced])
+    return len(replaced)
+
+
+def _replace(model: onnx.ModelProto, replacements: list[tuple[list[onnx.NodeProto], onnx.NodeProto, onnx.NodeProto]]
+             ) -> None:
+    """Remove each group of nodes and put its fused node where its ``anchor`` was; drop initializers no node reads."""
+    if not replacements:
+        return
+    removed = {id(n) for nodes, _, _ in replacements for n in nodes}
+    at = {id(anchor): fused for _, anchor, fused in replacements}
+    nodes = [at.get(id(n), n) for n in model.graph.node if id(n) not in removed or id(n) in at]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    if not any(o.domain == CONTRIB_DOMAIN for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1))
+    used = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
+    kept = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+
+
+def fuse_encoder(model: onnx.ModelProto) -> dict[str, int]:
+    """Both fusions of this module, in place: how many nodes of each fused operator ``model`` now has."""
+    return {"MultiHeadAttention": fuse_attention(model), "Gelu": fuse_gelu(model)}
+
+
 def fuse_attention(model: onnx.ModelProto) -> int:
     """Replace every eager self-attention pattern of ``model`` by one ``com.microsoft.MultiHeadAttention`` node, in
     place; the number of attentions fused (0 leaves the model unchanged)."""
@@ -149,23 +223,14 @@ def fuse_attention(model: onnx.ModelProto) -> int:
     matches = [m for n in model.graph.node if n.op_type == "Softmax" and (m := _match(g, n)) is not None]
     if not matches:
         return 0
-    removed = {id(n) for m in matches for n in m.nodes}
-    fused = {}
+    replacements = []
     for m in matches:
         node = onnx.helper.make_node("MultiHeadAttention", [m.query, m.key, m.value], [m.output],
                                      name=f"{m.anchor.name}_MultiHeadAttention", domain=CONTRIB_DOMAIN,
                                      num_heads=m.heads, scale=m.scale)
         node.metadata_props.extend(m.anchor.metadata_props)
-        fused[id(m.anchor)] = node
-    # The fused node takes the Softmax's place: its inputs (query, key, value) are made before it, and every
-    # reader of the output comes after the final Reshape, which comes after the Softmax.
-    nodes = [fused.get(id(n), n) for n in model.graph.node if id(n) not in removed or id(n) in fused]
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    if not any(o.domain == CONTRIB_DOMAIN for o in model.opset_import):
-        model.opset_import.append(onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1))
-    used = {name for n in model.graph.node for name in n.input}
-    kept = [t for t in model.graph.initializer if t.name in used or t.name in {o.name for o in model.graph.output}]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
+        # The fused node takes the Softmax's place: its inputs (query, key, value) are made before it, and every
+        # reader of the output comes after the final Reshape, which comes after the Softmax.
+        replacements.append((m.nodes, m.anchor, node))
+    _replace(model, replacements)
     return len(matches)
