@@ -266,6 +266,11 @@ def test_the_decoder_loss_reads_the_dense_models_own_transcripts(healed_tiny_en,
         assert next_tokens[-1] == eos and eos not in next_tokens[:-1]
         assert processor.tokenizer.decode(next_tokens[:-1]).strip() == text.strip() != ""
     assert transcripts.scored_tokens == int(transcripts.targets.sum()) > 3
+    with torch.no_grad():  # from the encoder output healing already holds: the same transcripts
+        again = teacher_transcripts(teacher, features, batch_size=2,
+                                    encoder_hidden=teacher.get_encoder()(features).last_hidden_state)
+    assert again.tokens.tolist() == transcripts.tokens.tolist()
+    assert again.targets.tolist() == transcripts.targets.tolist()
 
     with torch.no_grad():
         dense = teacher.get_encoder()(features).last_hidden_state

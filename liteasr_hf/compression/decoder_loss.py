@@ -48,10 +48,15 @@ def decoder_prompt(generation_config, language: str | None = "en") -> list[int]:
 
 
 def teacher_transcripts(teacher: PreTrainedModel, features: torch.Tensor, batch_size: int,
-                        language: str | None = "en", max_new_tokens: int = MAX_TRANSCRIPT_TOKENS) -> Transcripts:
+                        language: str | None = "en", max_new_tokens: int = MAX_TRANSCRIPT_TOKENS,
+                        encoder_hidden: torch.Tensor | None = None) -> Transcripts:
     """Transcribe ``features`` ``(windows, mels, frames)`` greedily with ``teacher`` and lay the transcripts out as
-    :class:`Transcripts`. Every window gets its own transcript; a silent one is the prompt and end-of-text alone."""
+    :class:`Transcripts`. Every window gets its own transcript; a silent one is the prompt and end-of-text alone.
+    ``encoder_hidden``: the teacher's encoder output for ``features``, when the caller has it (healing does), so
+    that the encoder does not run again."""
     # Imported on use: the evaluation package imports the compression package, which imports this module.
+    from transformers.modeling_outputs import BaseModelOutput
+
     from ..evaluation.transcription import generation_kwargs, quiet_whisper_generate
 
     config = teacher.generation_config
@@ -61,7 +66,12 @@ def teacher_transcripts(teacher: PreTrainedModel, features: torch.Tensor, batch_
     rows: list[list[int]] = []
     with torch.no_grad(), quiet_whisper_generate():
         for start in range(0, len(features), batch_size):
-            ids = teacher.generate(features[start:start + batch_size], **kwargs)
+            window = slice(start, start + batch_size)
+            if encoder_hidden is None:
+                ids = teacher.generate(features[window], **kwargs)
+            else:
+                ids = teacher.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden[window]),
+                                       **kwargs)
             # Whisper's special tokens (prompt, timestamps, end-of-text) all come after the text vocabulary, whose
             # ids are below end-of-text; transformers versions differ in whether the prompt is returned.
             rows += [[t for t in row.tolist() if t < eos] for row in ids]

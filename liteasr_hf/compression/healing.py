@@ -353,7 +353,7 @@ def heal(
             if settings.loss == "decoder":
                 # Every process transcribes every window (greedy, so all get the same tokens): transcripts differ in
                 # length, which the sharded hidden states' exchange does not carry.
-                transcripts = teacher_transcripts(teacher, features, settings.batch_size)
+                transcripts = teacher_transcripts(teacher, features, settings.batch_size, encoder_hidden=target)
 
                 def e2e_loss(b: list[int]) -> torch.Tensor:
                     return decoder_kl(student, s_encoder(features[b]).last_hidden_state, target[b],
