@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 from ...atomic import atomic_directory, check_distinct, fault_point
 from ...data.speech import SpeechSource
 from ...portable import portable_path
-from .fusion import CONTRIB_DOMAIN, fuse_encoder
 from .calibration import CALIBRATION_WINDOWS, PACK_SECONDS, CalibrationAudio, calibration_features
 from .client_files import write_client_files
+from .fusion import CONTRIB_DOMAIN, fuse_encoder
 from .graphs import DecoderGraph, EncoderGraph
 from .layout import DECODER, ENCODER, PROTOBUF_LIMIT, SUBFOLDER, OnnxLayout
 from .merge import merge_decoders
@@ -82,8 +82,8 @@ def export_graphs(model: torch.nn.Module, workdir: Path, fuse: bool = True) -> d
     full = _full_attention_layers(model)
     if fuse and fused["MultiHeadAttention"] != full:
         warnings.warn(f"Fused {fused['MultiHeadAttention']} of the encoder's {full} full self-attentions into "
-                      "MultiHeadAttention: this exporter wrote a pattern that liteasr_hf.integrations.onnx.fusion does not "
-                      "recognise, so the others stay as separate nodes (correct, slower).", stacklevel=2)
+                      "MultiHeadAttention: this exporter wrote a pattern that liteasr_hf.integrations.onnx.fusion "
+                      "does not recognise, so the others stay as separate nodes (correct, slower).", stacklevel=2)
 
     # Example inputs of length >= 2 on every dynamic axis: torch.export specialises sizes 0 and 1.
     tokens = Dim("decoder_sequence_length", min=1, max=config.max_target_positions)

@@ -4,8 +4,9 @@ The exporter writes eager self-attention as a dozen nodes per layer: query, key 
 transposed, the scores' ``MatMul``, ``Softmax``, the weighted sum's ``MatMul``, a transpose back and a reshape. Over
 Whisper's 1500 frames those products of two activations are most of a q8 encoder's time (8-bit weights do not touch
 them). It writes the exact GELU as five element-wise nodes (``x * 0.5 * (1 + erf(x / sqrt 2))``, multiplied in an
-order ONNX Runtime's own GELU fusion does not match). ONNX Runtime's contrib operators ``com.microsoft.MultiHeadAttention``
-and ``com.microsoft.Gelu`` compute the same functions in one kernel each, without writing the intermediate tensors.
+order ONNX Runtime's own GELU fusion does not match). ONNX Runtime's contrib operators
+``com.microsoft.MultiHeadAttention`` and ``com.microsoft.Gelu`` compute the same functions in one kernel each,
+without writing the intermediate tensors.
 The fused graph computes the same function up to float rounding; ONNX Runtime (Python and Node, so transformers.js and
 onnx-asr) runs it.
 
@@ -74,6 +75,17 @@ def _axis(node: onnx.NodeProto, default: int) -> int:
     return default
 
 
+def _scalar_operand(g: _Graph, node: onnx.NodeProto | None, op_type: str) -> tuple[str, float] | None:
+    """If ``node`` is an ``op_type`` of a tensor and a scalar constant: that tensor's name and the constant."""
+    if node is None or node.op_type != op_type:
+        return None
+    for i in (0, 1):
+        c = g.constant(node.input[i])
+        if c is not None and c.size == 1 and g.constant(node.input[1 - i]) is None:
+            return node.input[1 - i], float(c.reshape(()))
+    return None
+
+
 def _heads(g: _Graph, name: str, perm: list[int]) -> tuple[onnx.NodeProto, onnx.NodeProto, int] | None:
     """The Transpose with ``perm`` that makes tensor ``name``, the Reshape into heads before it, and the number of
     heads; None unless that is exactly what makes it."""
@@ -124,20 +136,11 @@ def _match(g: _Graph, softmax: onnx.NodeProto) -> _Match | None:
     if any(p is None for p in parts) or len({p[2] for p in parts}) != 1:
         return None
     (q_t, q_r, heads), (k_t, k_r, _), (v_t, v_r, _) = parts
-    query, scale = q_r.input[0], 1.0
+    query, scale, nodes_before = q_r.input[0], 1.0, []
     # A query scaled by a constant before the heads are split (as transformers' Whisper does): fold the scale in.
     mul = g.made_by(query, "Mul")
-    if mul is not None and g.only_reader(mul.output[0]) is q_r:
-        for i in (0, 1):
-            factor = g.constant(mul.input[1 - i])
-            if factor is not None and factor.size == 1 and g.constant(mul.input[i]) is None:
-                query, scale = mul.input[i], float(factor.reshape(()))
-                nodes_before = [mul]
-                break
-        else:
-            nodes_before = []
-    else:
-        nodes_before = []
+    if (scaled := _scalar_operand(g, mul, "Mul")) is not None and g.only_reader(query) is q_r:
+        (query, scale), nodes_before = scaled, [mul]
     return _Match(nodes=[*nodes_before, q_r, q_t, k_r, k_t, v_r, v_t, scores, softmax, weighted, back, merge],
                   query=query, key=k_r.input[0], value=v_r.input[0], output=merge.output[0], heads=heads,
                   scale=scale, anchor=softmax)
@@ -146,15 +149,10 @@ def _match(g: _Graph, softmax: onnx.NodeProto) -> _Match | None:
 def _gelu(g: _Graph, erf: onnx.NodeProto) -> tuple[list[onnx.NodeProto], str, str] | None:
     """The nodes of ``x * 0.5 * (1 + erf(x / sqrt 2))`` around ``erf`` (in any order of the products), its input
     and its output; None unless it is exactly that."""
-    def constant_operand(node: onnx.NodeProto, op_type: str, value: float) -> str | None:
+    def constant_operand(node: onnx.NodeProto | None, op_type: str, value: float) -> str | None:
         """The other input of ``node`` if it is ``op_type`` with a scalar constant ``value``."""
-        if node is None or node.op_type != op_type:
-            return None
-        for i in (0, 1):
-            c = g.constant(node.input[i])
-            if c is not None and c.size == 1 and abs(float(c.reshape(())) - value) <= 1e-6 * abs(value):
-                return node.input[1 - i]
-        return None
+        found = _scalar_operand(g, node, op_type)
+        return found[0] if found is not None and abs(found[1] - value) <= 1e-6 * abs(value) else None
 
     divide = g.made_by(erf.input[0], "Div")
     x = constant_operand(divide, "Div", 2 ** 0.5)
@@ -221,8 +219,6 @@ def fuse_attention(model: onnx.ModelProto) -> int:
     place; the number of attentions fused (0 leaves the model unchanged)."""
     g = _Graph(model)
     matches = [m for n in model.graph.node if n.op_type == "Softmax" and (m := _match(g, n)) is not None]
-    if not matches:
-        return 0
     replacements = []
     for m in matches:
         node = onnx.helper.make_node("MultiHeadAttention", [m.query, m.key, m.value], [m.output],
