@@ -13,8 +13,9 @@ from torch import nn
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
 from liteasr_hf.compression.compressor import CompressionSettings, compress
-from liteasr_hf.compression.healing import (HealingDiverged, HealSettings, describe_healing, encoder_embeddings,
-                                            heal, healing_parameters, healing_windows)
+from liteasr_hf.compression.healing import (SAMPLES_PER_POSITION, HealingDiverged, HealSettings, _cosine,
+                                            _normalised_mse, describe_healing, encoder_embeddings, heal,
+                                            healing_parameters, healing_windows, position_weights)
 from liteasr_hf.compression.report import CompressionReport
 from liteasr_hf.data.speech import SHIPPED_SPEECH_SET, SpeechSource
 from liteasr_hf.data.windows import cut_pieces
@@ -131,6 +132,34 @@ def test_one_batch_far_above_the_first_is_not_divergence_but_a_mean_that_stays_t
         run([1.0, float("nan")])
 
 
+def test_position_weights_put_the_speech_share_on_the_audio_and_its_rest_on_the_padding():
+    lengths = [2 * 16000, 30 * 16000, 1]  # a 2 s piece, a full window, a single sample
+    alike = position_weights(lengths, 1500, None)
+    assert torch.allclose(alike, torch.full((3, 1500), 1 / 1500))
+    weights = position_weights(lengths, 1500, 0.8)
+    assert torch.allclose(weights.sum(dim=1), torch.ones(3))
+    speech = 2 * 16000 // SAMPLES_PER_POSITION  # 100 positions
+    assert torch.allclose(weights[0, :speech], torch.full((speech,), 0.8 / speech))
+    assert torch.allclose(weights[0, speech:], torch.full((1500 - speech,), 0.2 / (1500 - speech)))
+    assert torch.allclose(weights[1], alike[1])  # no padding: nothing to weigh apart
+    assert weights[2, 0] == pytest.approx(0.8)  # even one sample holds a position
+
+
+@pytest.mark.parametrize("loss", [_cosine, _normalised_mse])
+def test_with_the_whole_share_on_speech_an_error_in_the_padding_costs_nothing(loss):
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 1500, 8)
+    student = teacher.clone()
+    student[:, 100:] += torch.randn(2, 1400, 8)  # wrong only after each window's 2 s of audio
+    scale = torch.ones(8)
+    lengths = [2 * 16000, 2 * 16000]
+    assert float(loss(student, teacher, scale, position_weights(lengths, 1500, 1.0))) == pytest.approx(0, abs=1e-6)
+    alike = float(loss(student, teacher, scale, position_weights(lengths, 1500, None)))
+    assert alike > 0.1
+    student[:, :100] += torch.randn(2, 100, 8)  # now wrong on the audio too
+    assert float(loss(student, teacher, scale, position_weights(lengths, 1500, 1.0))) > 0.1
+
+
 @pytest.mark.parametrize("clips, message", [
     ([], "No healing audio"),
     ([np.zeros(16000 * 5, dtype=np.float32)] * 3, "The healing audio is silent"),
@@ -150,6 +179,8 @@ def test_empty_or_silent_audio_is_refused(pair, clips, message):
     ({"pack_seconds": 45}, r"heal\.pack_seconds = 45: give seconds in \[0, 30\]"),
     ({"windows": "whole"}, r"heal\.windows = 'whole': use one of pieces, packed"),
     ({"piece_seconds": [8, 2]}, r"heal\.piece_seconds = \[8, 2\]: give \[shortest, longest\] seconds"),
+    ({"speech_share": 0}, r"heal\.speech_share = 0: give the share of the loss on the audio's positions"),
+    ({"speech_share": 1.5}, r"heal\.speech_share = 1\.5"),
     ({"epochs": 3}, r"Unknown heal setting\(s\) \['epochs'\]"),
 ])
 def test_bad_settings_name_the_field(values, message):

@@ -24,7 +24,7 @@ from ..data.speech import SpeechSource
 from ..parallel import Processes, process_group
 
 OVERRIDES = ("block_steps", "steps", "lr", "batch_size", "loss", "num_samples", "holdout", "patience", "windows",
-             "piece_seconds")
+             "piece_seconds", "speech_share")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--windows", choices=WINDOWS, default=None,
                    help="pieces: one 2-8 s piece of a clip per window, padded as at inference; packed: clips joined")
     p.add_argument("--piece-seconds", type=float, nargs=2, default=None, metavar=("SHORTEST", "LONGEST"))
+    p.add_argument("--speech-share", type=float, default=None,
+                   help="share of each window's loss on the positions holding its audio, the rest on its padding "
+                        "(default: every position alike)")
     p.add_argument("--holdout", type=float, default=None, help="share of the windows held out for early stopping")
     p.add_argument("--patience", type=int, default=None)
     p.add_argument("--device", default="cpu")

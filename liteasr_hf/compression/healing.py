@@ -7,6 +7,7 @@ dense one's behaviour across layers, with gradients, on unlabelled audio:
    that the compressed layer fed the compressed path's input reproduces the dense layer's output on the dense path's
    input. The loss is the squared error per output channel divided by that channel's variance in the dense output,
    so that the outlier direction of the last layers (most of their output variance) does not drown the rest;
+   averaged over positions alike, or with ``speech_share`` of it on the positions that hold audio;
 2. end to end: every factor trains so that the compressed encoder's final output matches the dense one's
    (the same normalised squared error, or one minus the cosine per position), or so that Whisper's decoder says what
    it says from the dense output (:mod:`.decoder_loss`).
@@ -43,6 +44,8 @@ from .settings import LOSSES, WINDOWS, HealSettings  # noqa: F401  LOSSES, WINDO
 #: A training loss (the mean of a few batches) this many times the held-out loss before training, or a NaN, means the
 #: learning rate is too high.
 DIVERGENCE_FACTOR = 10.0
+#: 16 kHz samples per encoder position: a feature hop of 160 samples, halved again by the second convolution's stride.
+SAMPLES_PER_POSITION = 320
 
 
 class HealingDiverged(ValueError):
@@ -209,14 +212,31 @@ def encoder_embeddings(encoder: nn.Module, features: torch.Tensor) -> torch.Tens
     return captured[0]
 
 
-def _normalised_mse(student: torch.Tensor, teacher: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    teacher, scale = teacher.to(student.device), scale.to(student.device)  # a device_map spreads the layers
-    return (((student - teacher) / scale) ** 2).mean()
+def position_weights(lengths: Sequence[int], positions: int, speech_share: float | None) -> torch.Tensor:
+    """``(windows, positions)`` loss weights, each row summing to 1: ``speech_share`` of it spread evenly over the
+    positions that hold the window's audio (``lengths`` in 16 kHz samples, the audio first, then padding), the rest
+    over its padding; None, or a window without padding, weighs every position alike."""
+    weights = torch.full((len(lengths), positions), 1.0 / positions)
+    if speech_share is None:
+        return weights
+    for row, samples in zip(weights, lengths):
+        speech = min(positions, max(1, math.ceil(samples / SAMPLES_PER_POSITION)))
+        if speech < positions:
+            row[:speech] = speech_share / speech
+            row[speech:] = (1 - speech_share) / (positions - speech)
+    return weights
 
 
-def _cosine(student: torch.Tensor, teacher: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    teacher = teacher.to(student.device)
-    return (1 - nn.functional.cosine_similarity(student, teacher, dim=-1)).mean()
+def _normalised_mse(student: torch.Tensor, teacher: torch.Tensor, scale: torch.Tensor,
+                    weights: torch.Tensor) -> torch.Tensor:
+    # a device_map spreads the layers
+    teacher, scale, weights = (t.to(student.device) for t in (teacher, scale, weights))
+    return ((((student - teacher) / scale) ** 2).mean(dim=-1) * weights).sum(dim=-1).mean()
+
+
+def _cosine(student: torch.Tensor, teacher: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    teacher, weights = teacher.to(student.device), weights.to(student.device)
+    return ((1 - nn.functional.cosine_similarity(student, teacher, dim=-1)) * weights).sum(dim=-1).mean()
 
 
 def _channel_scale(outputs: torch.Tensor) -> torch.Tensor:
@@ -305,11 +325,13 @@ def heal(
                                                 return_tensors="pt").input_features
                               for i in range(0, len(windows), settings.batch_size)]).to(device=device, dtype=dtype)
         tail = (features.shape[-1] // 2, t_encoder.config.d_model)  # (positions, width) of the hidden states
+        weights = position_weights([len(w) for w in windows], tail[0], settings.speech_share)
         # The teacher's hidden states go through every window, layer by layer, and end as the end-to-end target;
         # the student's only through the windows the block-wise stage uses (the held-out ones and one batch a step).
         t_hidden = by_shares(lambda b: encoder_embeddings(t_encoder, features[b]), len(windows))
     block_ids = holdout + train[: settings.block_steps * settings.batch_size]
     block_holdout, block_train = list(range(len(holdout))), list(range(len(holdout), len(block_ids)))
+    block_weights = weights[block_ids]
     stages: list[HealingStage] = []
 
     if settings.block_steps:
@@ -325,7 +347,7 @@ def heal(
 
                 def block_loss(b: list[int], layer_module=s_layer, inputs=s_hidden, target=target,
                                scale=scale) -> torch.Tensor:
-                    return _normalised_mse(_layer(layer_module, inputs[b]), target[b], scale)
+                    return _normalised_mse(_layer(layer_module, inputs[b]), target[b], scale, block_weights[b])
 
                 for p in params:
                     p.requires_grad_(True)
@@ -363,7 +385,7 @@ def heal(
                 loss_fn = _normalised_mse if settings.loss == "mse" else _cosine
 
                 def e2e_loss(b: list[int]) -> torch.Tensor:
-                    return loss_fn(s_encoder(features[b]).last_hidden_state, target[b], scale)
+                    return loss_fn(s_encoder(features[b]).last_hidden_state, target[b], scale, weights[b])
 
             for p in params:
                 p.requires_grad_(True)

@@ -40,6 +40,10 @@ class HealSettings:
     piece_seconds: tuple[float, float] = (2.0, 8.0)
     pack_seconds: float = 28.0
     warmup: float = 0.1  # share of each stage's steps with a linearly rising learning rate
+    # Share of each window's encoder loss that falls on the positions holding its audio (the rest on the padding that
+    # fills the window to 30 s); None weighs every position alike. A 2-8 s piece fills 7-27% of the 1500 positions, so
+    # alike, most of the loss fits the encoder's output over padding.
+    speech_share: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -74,6 +78,10 @@ class HealSettings:
             raise ValueError(f"heal.pack_seconds = {self.pack_seconds!r}: give seconds in [0, 30] (0: no packing).")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"heal.warmup = {self.warmup!r}: must lie in [0, 1).")
+        if self.speech_share is not None and (isinstance(self.speech_share, bool) or not isinstance(
+                self.speech_share, (int, float)) or not 0 < self.speech_share <= 1):
+            raise ValueError(f"heal.speech_share = {self.speech_share!r}: give the share of the loss on the audio's "
+                             "positions, in (0, 1] (e.g. 0.8), or null to weigh every position alike.")
 
     @classmethod
     def from_dict(cls, values: dict) -> "HealSettings":
