@@ -13,9 +13,9 @@ from torch import nn
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
 from liteasr_hf.compression.compressor import CompressionSettings, compress
-from liteasr_hf.compression.healing import (SAMPLES_PER_POSITION, HealingDiverged, HealSettings, _cosine,
-                                            _normalised_mse, describe_healing, encoder_embeddings, heal,
-                                            healing_parameters, healing_windows, position_weights)
+from liteasr_hf.compression.healing import (HealingDiverged, HealSettings, _cosine, _normalised_mse,
+                                            describe_healing, encoder_embeddings, heal, healing_parameters,
+                                            healing_windows, position_weights)
 from liteasr_hf.compression.report import CompressionReport
 from liteasr_hf.data.speech import SHIPPED_SPEECH_SET, SpeechSource
 from liteasr_hf.data.windows import cut_pieces
@@ -132,11 +132,15 @@ def test_one_batch_far_above_the_first_is_not_divergence_but_a_mean_that_stays_t
         run([1.0, float("nan")])
 
 
+#: 16 kHz samples per Whisper encoder position: the feature hop of 160, twice (the second convolution's stride).
+SAMPLES_PER_POSITION = WhisperFeatureExtractor().hop_length * 2
+
+
 def test_position_weights_put_the_speech_share_on_the_audio_and_its_rest_on_the_padding():
     lengths = [2 * 16000, 30 * 16000, 1]  # a 2 s piece, a full window, a single sample
-    alike = position_weights(lengths, 1500, None)
+    alike = position_weights(lengths, 1500, None, SAMPLES_PER_POSITION)
     assert torch.allclose(alike, torch.full((3, 1500), 1 / 1500))
-    weights = position_weights(lengths, 1500, 0.8)
+    weights = position_weights(lengths, 1500, 0.8, SAMPLES_PER_POSITION)
     assert torch.allclose(weights.sum(dim=1), torch.ones(3))
     speech = 2 * 16000 // SAMPLES_PER_POSITION  # 100 positions
     assert torch.allclose(weights[0, :speech], torch.full((speech,), 0.8 / speech))
@@ -153,11 +157,12 @@ def test_with_the_whole_share_on_speech_an_error_in_the_padding_costs_nothing(lo
     student[:, 100:] += torch.randn(2, 1400, 8)  # wrong only after each window's 2 s of audio
     scale = torch.ones(8)
     lengths = [2 * 16000, 2 * 16000]
-    assert float(loss(student, teacher, scale, position_weights(lengths, 1500, 1.0))) == pytest.approx(0, abs=1e-6)
-    alike = float(loss(student, teacher, scale, position_weights(lengths, 1500, None)))
+    speech_only = position_weights(lengths, 1500, 1.0, SAMPLES_PER_POSITION)
+    assert float(loss(student, teacher, scale, speech_only)) == pytest.approx(0, abs=1e-6)
+    alike = float(loss(student, teacher, scale, position_weights(lengths, 1500, None, SAMPLES_PER_POSITION)))
     assert alike > 0.1
     student[:, :100] += torch.randn(2, 100, 8)  # now wrong on the audio too
-    assert float(loss(student, teacher, scale, position_weights(lengths, 1500, 1.0))) > 0.1
+    assert float(loss(student, teacher, scale, speech_only)) > 0.1
 
 
 @pytest.mark.parametrize("clips, message", [

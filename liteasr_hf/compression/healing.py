@@ -44,8 +44,6 @@ from .settings import LOSSES, WINDOWS, HealSettings  # noqa: F401  LOSSES, WINDO
 #: A training loss (the mean of a few batches) this many times the held-out loss before training, or a NaN, means the
 #: learning rate is too high.
 DIVERGENCE_FACTOR = 10.0
-#: 16 kHz samples per encoder position: a feature hop of 160 samples, halved again by the second convolution's stride.
-SAMPLES_PER_POSITION = 320
 
 
 class HealingDiverged(ValueError):
@@ -212,15 +210,17 @@ def encoder_embeddings(encoder: nn.Module, features: torch.Tensor) -> torch.Tens
     return captured[0]
 
 
-def position_weights(lengths: Sequence[int], positions: int, speech_share: float | None) -> torch.Tensor:
+def position_weights(lengths: Sequence[int], positions: int, speech_share: float | None,
+                     samples_per_position: int) -> torch.Tensor:
     """``(windows, positions)`` loss weights, each row summing to 1: ``speech_share`` of it spread evenly over the
-    positions that hold the window's audio (``lengths`` in 16 kHz samples, the audio first, then padding), the rest
-    over its padding; None, or a window without padding, weighs every position alike."""
+    positions that hold the window's audio (``lengths`` in samples, the audio first, then padding; an encoder position
+    covers ``samples_per_position``), the rest over its padding; None, or a window without padding, weighs every
+    position alike."""
     weights = torch.full((len(lengths), positions), 1.0 / positions)
     if speech_share is None:
         return weights
     for row, samples in zip(weights, lengths):
-        speech = min(positions, max(1, math.ceil(samples / SAMPLES_PER_POSITION)))
+        speech = min(positions, max(1, math.ceil(samples / samples_per_position)))
         if speech < positions:
             row[:speech] = speech_share / speech
             row[speech:] = (1 - speech_share) / (positions - speech)
@@ -325,7 +325,9 @@ def heal(
                                                 return_tensors="pt").input_features
                               for i in range(0, len(windows), settings.batch_size)]).to(device=device, dtype=dtype)
         tail = (features.shape[-1] // 2, t_encoder.config.d_model)  # (positions, width) of the hidden states
-        weights = position_weights([len(w) for w in windows], tail[0], settings.speech_share)
+        # a position covers the feature hop times the frames the convolutions fold into it
+        weights = position_weights([len(w) for w in windows], tail[0], settings.speech_share,
+                                   feature_extractor.hop_length * features.shape[-1] // tail[0])
         # The teacher's hidden states go through every window, layer by layer, and end as the end-to-end target;
         # the student's only through the windows the block-wise stage uses (the held-out ones and one batch a step).
         t_hidden = by_shares(lambda b: encoder_embeddings(t_encoder, features[b]), len(windows))
