@@ -232,6 +232,32 @@ def test_compress_with_healing_changes_only_the_factors_and_records_it(healed_ti
     assert f"{last['stage']}: held-out loss {last['holdout_loss_before']:.4g} -> " in line
 
 
+def test_the_commands_stop_healing_on_the_speakers_they_are_given(healed_tiny_en, tiny_en_dir, tmp_path):
+    import json
+
+    from liteasr_hf.cli.compress import main as compress_main
+    from liteasr_hf.cli.heal import main as heal_main
+    from liteasr_hf.data.suite import LIBRISPEECH_CALIBRATION_SET
+
+    plain, _, _ = healed_tiny_en
+    holdout = ["--heal-holdout", str(LIBRISPEECH_CALIBRATION_SET), "--heal-holdout-split", "calibration"]
+    config = tmp_path / "quick.yaml"
+    config.write_text("heal: {block_steps: 1, steps: 1, batch_size: 1, eval_every: 1, num_samples: 4, holdout: 0.5}\n")
+    assert compress_main(["--model", str(tiny_en_dir), "--config", str(config), "--num-samples", "2", "--no-evaluate",
+                          "--heal-data", str(SHIPPED_SPEECH_SET), "--heal-split", "calibration", *holdout,
+                          "--output", str(tmp_path / "compressed")]) == 0
+    assert heal_main(["--model", str(plain), "--teacher", str(tiny_en_dir), "--data", str(SHIPPED_SPEECH_SET), "--split", "calibration",
+                      "--holdout-data", str(LIBRISPEECH_CALIBRATION_SET), "--holdout-split", "calibration",
+                      "--block-steps", "1", "--steps", "1", "--num-samples", "4", "--batch-size", "1",
+                      "--holdout", "0.5", "--output", str(tmp_path / "healed")]) == 0
+    for folder in ("compressed", "healed"):
+        healing = json.loads((tmp_path / folder / "compression_report.json").read_text())["healing"]
+        # the 4 windows are all training windows; the 2 held out come from the readers
+        assert healing["windows"] == {"train": 4, "holdout": 2}
+        assert healing["holdout_data"]["data"].endswith("librispeech-calibration")
+        assert healing["holdout_data"]["split"] == "calibration"
+
+
 def test_an_offloaded_model_heals_exactly_like_a_resident_one(healed_tiny_en, tiny_en_dir, tmp_path):
     # Every weight offloaded to disk (a CPU cap below the model's size): compression loads the encoder layer by layer,
     # and the teacher is streamed in from its own offload folder on every forward. Placement must not change a bit.

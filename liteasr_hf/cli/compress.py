@@ -63,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="healing audio, unlabelled (default: the calibration mix; it then stops on the development "
                         "speakers)")
     p.add_argument("--heal-split", default=None)
+    p.add_argument("--heal-holdout", default=None,
+                   help="speech of other speakers that healing stops on, unlabelled (default: the development "
+                        "speakers with the default audio; with --heal-data, a share of it)")
+    p.add_argument("--heal-holdout-split", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     p.add_argument("--device-map", default=None, help="accelerate placement for large models, e.g. auto")
@@ -150,12 +154,15 @@ def run(args: argparse.Namespace, preset: str | None, output: Path, processes: P
                           max_memory=args.max_memory, offload_folder=args.offload_folder)
     healing_audio = (SpeechSource(args.heal_data, split=args.heal_split, audio_column=args.audio_column,
                                   text_column=None) if args.heal_data else None)
+    holdout = (SpeechSource(args.heal_holdout, split=args.heal_holdout_split, audio_column=args.audio_column,
+                            text_column=None) if args.heal_holdout else None)
     command = shlex.join(["liteasr", "compress", *(sys.argv[1:] if argv is None else argv)])
     # Not passed to a one-process run: it calls exactly what it always did.
     extra = {"processes": processes} if processes.distributed else {}
     return compress_checkpoint(
         args.model, output, preset=preset, calibration=calibration, placement=placement, plan=args.plan,
         overwrite=args.overwrite, command=command, healing=args.heal, healing_audio=healing_audio,
+        healing_holdout=holdout,
         num_samples=num_samples, budget=args.budget, **extra,
     )
 

@@ -39,6 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default=None, help="healing audio, unlabelled: folder, manifest or datasets name "
                    "(default: the calibration mix of liteasr_hf.data.suite, built on first use; it stops on the development speakers)")
     p.add_argument("--split", default=None)
+    p.add_argument("--holdout-data", default=None,
+                   help="speech of other speakers to stop on, unlabelled (default: the development speakers with the "
+                        "default audio; with --data, a share of it)")
+    p.add_argument("--holdout-split", default=None)
     p.add_argument("--audio-column", default="audio")
     p.add_argument("--block-steps", type=int, default=None, help="steps per encoder layer (0 skips that stage)")
     p.add_argument("--steps", type=int, default=None, help="end-to-end steps (0 skips that stage)")
@@ -77,9 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = heal_settings(args)
         audio = (SpeechSource(args.data, split=args.split, audio_column=args.audio_column, text_column=None)
                  if args.data else None)
+        holdout = (SpeechSource(args.holdout_data, split=args.holdout_split, audio_column=args.audio_column,
+                                text_column=None) if args.holdout_data else None)
         # Under torchrun / accelerate launch each process heals on its share of every batch; alone, one process.
         with process_group(args.device) as processes:
             folder, report = heal_checkpoint(args.model, args.output, teacher=args.teacher, audio=audio,
+                                             holdout=holdout,
                                              settings=settings, placement=Placement(processes.device(args.device),
                                                                                     args.dtype),
                                              overwrite=args.overwrite, processes=processes,

@@ -13,6 +13,11 @@ project ships a sample rebuilt by :func:`build_librispeech_set` from two public 
 test-other is the corpus's harder half ("less US-accented" speakers): the readers are adults, not all of them native
 speakers, so the group is named for the corpus, not for a first language. A test split: evaluation only, never read
 by calibration or healing.
+
+A second folder holds **calibration** audio of other readers, made by :func:`build_librispeech_calibration_set`: the
+first utterance of each of the 251 train-clean-100 readers that Resemblyzer commits under
+``audio_data/librispeech_train-clean-100`` (no transcripts: calibration and healing need none), each cut to its
+first ``max_seconds``. LibriSpeech puts every reader in one subset only, so none of them is an evaluation reader.
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ SOURCE = "librispeech"
 CORPUS_SPLIT = "test-other"
 AUDIO_REPOSITORY = ("github.com/resemble-ai/Resemblyzer", "15d828edebe06bc72b9cabc8ef8ca5ab2cb457ce",
                     "audio_data/librispeech_test-other")
+CALIBRATION_SET_VERSION = 1
+CALIBRATION_CORPUS_SPLIT = "train-clean-100"
+CALIBRATION_REPOSITORY = ("github.com/resemble-ai/Resemblyzer", "15d828edebe06bc72b9cabc8ef8ca5ab2cb457ce",
+                          "audio_data/librispeech_train-clean-100")
 TRANSCRIPT_REPOSITORY = ("github.com/facebookresearch/fbai-speech", "43cdb3ca9644a755d5c6cc55cbcc91132f85ed44",
                          "is21_deep_bias/ref/test-other.biasing_100.tsv")
 
@@ -143,5 +152,89 @@ def data_card(rows: list[dict]) -> str:
         f"{AUDIO_REPOSITORY[0]} (commit {AUDIO_REPOSITORY[1][:12]}, `{AUDIO_REPOSITORY[2]}`; Apache-2.0), the "
         f"transcripts those of {TRANSCRIPT_REPOSITORY[0]} (commit {TRANSCRIPT_REPOSITORY[1][:12]}, "
         f"`{TRANSCRIPT_REPOSITORY[2]}`; MIT), in upper case as the corpus writes them. Samples are copied unchanged.",
+        "",
+    ])
+
+
+def read_librispeech_readers(audio: str | os.PathLike) -> list[Utterance]:
+    """Every ``<speaker>-<chapter>-<index>.flac`` under ``audio``, without transcripts (``text`` empty): audio for
+    calibration. Raises where a file's name is not a LibriSpeech utterance id."""
+    audio = Path(audio)
+    clips = sorted(audio.rglob("*.flac"))
+    if not clips:
+        raise FileNotFoundError(f"No .flac files under {audio}: point --audio at {CALIBRATION_REPOSITORY[2]} in a "
+                                f"checkout of {CALIBRATION_REPOSITORY[0]}.")
+    bad = [c.name for c in clips if len(c.stem.split("-")) != 3 or not all(p.isdigit() for p in c.stem.split("-"))]
+    if bad:
+        raise ValueError(f"{len(bad)} file(s) under {audio} are not named <speaker>-<chapter>-<index>.flac (first: "
+                         f"{bad[0]}): give a folder of LibriSpeech utterances.")
+    speakers_file = audio / "SPEAKERS.TXT"
+    genders = read_speakers(speakers_file) if speakers_file.is_file() else {}
+    return [Utterance(id=c.stem, path=c, text="", speaker=c.stem.split("-")[0],
+                      gender=genders.get(c.stem.split("-")[0])) for c in clips]
+
+
+def build_librispeech_calibration_set(audio: str | os.PathLike, output: str | os.PathLike,
+                                      max_seconds: float = 6.0, exclude_speakers: set[str] | frozenset = frozenset(),
+                                      overwrite: bool = False, progress: bool = True) -> list[dict]:
+    """Write the readers under ``audio`` (:func:`read_librispeech_readers`) to ``output/calibration`` (Opus, 16 kHz),
+    each clip cut to its first ``max_seconds``, with metadata and data card, atomically; the metadata rows.
+
+    Cutting keeps the readers' share of the calibration mix near that of the other real speakers (the mix adds the
+    same seconds of every group, and healing draws from all of it): many readers, a few seconds each. Raises if a
+    reader is in ``exclude_speakers`` (the evaluation readers), so that no evaluation speaker is calibrated on.
+    """
+    if max_seconds <= 0:
+        raise ValueError(f"max_seconds must be positive; got {max_seconds}.")
+    utterances = read_librispeech_readers(audio)
+    shared = sorted({u.speaker for u in utterances} & {s.removeprefix("ls-") for s in exclude_speakers})
+    if shared:
+        raise ValueError(f"Reader(s) {', '.join(shared)} under {audio} are evaluation readers: calibration must not "
+                         "hear them.")
+    limit = int(max_seconds * 16000)
+    with atomic_directory(output, overwrite=overwrite) as out:
+        out.chmod(0o755)
+        folder = out / "calibration"
+        folder.mkdir()
+        rows = []
+        for u in tqdm(utterances, desc=f"LibriSpeech {CALIBRATION_CORPUS_SPLIT}", unit="clip", disable=not progress):
+            samples, rate = sf.read(u.path, dtype="float32")
+            rows.append(write_clip(folder, f"ls-{u.id}", to_mono_16k(samples, rate)[:limit], {
+                "speaker": f"ls-{u.speaker}", "group": GROUP, "gender": u.gender, "engine": "recording",
+                "source": SOURCE, "corpus_split": CALIBRATION_CORPUS_SPLIT}, codec="opus"))
+        write_metadata(folder, rows)
+        (out / "README.md").write_text(calibration_data_card(rows, max_seconds), encoding="utf-8")
+    return rows
+
+
+def calibration_data_card(rows: list[dict], max_seconds: float) -> str:
+    """The calibration folder's README: what it holds, who speaks, where it comes from and under which terms."""
+    speakers = sorted({r["speaker"] for r in rows})
+    women = len({r["speaker"] for r in rows if r.get("gender") == "F"})
+    minutes = sum(r["duration"] for r in rows) / 60
+    return "\n".join([
+        f"# LibriSpeech {CALIBRATION_CORPUS_SPLIT} readers: real adult speech for calibration and healing",
+        "",
+        "Written by `python scripts/make_librispeech_calibration_set.py` "
+        "(`liteasr_hf.data.librispeech.build_librispeech_calibration_set`, "
+        f"recipe v{CALIBRATION_SET_VERSION}); regenerate rather than edit.",
+        "",
+        "| split | corpus split | use | clips | speakers | women | men | minutes | format |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        f"| calibration | {CALIBRATION_CORPUS_SPLIT} | calibration and healing | {len(rows)} | {len(speakers)} | "
+        f"{women} | {len(speakers) - women} | {minutes:.1f} | Opus |",
+        "",
+        f"One utterance per reader, its first {max_seconds:g} s (the corpus's first utterance of a chapter often "
+        "opens with the chapter's or book's title). No transcripts: calibration and healing read audio only. "
+        f"`group` is `{GROUP}`. LibriSpeech puts each reader in one subset, so no reader here is one of the "
+        "test-other readers that evaluation scores.",
+        "",
+        "## Source and licence",
+        "",
+        "LibriSpeech (Panayotov, Chen, Povey and Khudanpur, 'Librispeech: an ASR corpus based on public domain audio "
+        "books', ICASSP 2015), 'LibriSpeech (c) 2014 by Vassil Panayotov ... licensed under a Creative Commons "
+        "Attribution 4.0 International License'. The audio is the sample of "
+        f"{CALIBRATION_REPOSITORY[0]} (commit {CALIBRATION_REPOSITORY[1][:12]}, `{CALIBRATION_REPOSITORY[2]}`; "
+        "Apache-2.0), cut and encoded in Opus.",
         "",
     ])

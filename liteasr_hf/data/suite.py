@@ -34,6 +34,8 @@ from .speech_set import read_metadata, write_clip, write_metadata
 SPEECHOCEAN_SET = DATA_ROOT / "speechocean762"
 #: Real adult readers of LibriSpeech's test-other (:mod:`.librispeech`): evaluation only, not yet in the manifest.
 LIBRISPEECH_SET = DATA_ROOT / "librispeech"
+#: Real adult readers of LibriSpeech's train-clean-100 (:mod:`.librispeech`), a few seconds each: calibration audio.
+LIBRISPEECH_CALIBRATION_SET = DATA_ROOT / "librispeech-calibration"
 #: Every shipped evaluation row, with its group: the default data of evaluation and of ``compress.py``'s comparison.
 EVALUATION_MANIFEST = DATA_ROOT / "evaluation.jsonl"
 #: Speakers that neither calibration nor evaluation hears: what healing stops on and settings are chosen on.
