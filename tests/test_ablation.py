@@ -74,7 +74,7 @@ def test_calibration_ablation_variants_are_named_by_their_folders(capsys):
     from liteasr_hf.evaluation.calibration_ablation import INGREDIENTS, variant_slug
 
     slugs = [variant_slug(name) for name in INGREDIENTS]
-    assert slugs == ["synthetic-voices", "real-speakers", "real-augmented", "mix"]
+    assert slugs == ["synthetic-voices", "real-speakers", "real-augmented", "mix", "mix-librispeech-readers"]
     script = importlib.import_module("liteasr_hf.cli.ablate_calibration")
     with pytest.raises(SystemExit) as exit_info:
         script.main(["--budget", "0.9", "--variants", "mix (default)", "--output", "unused"])

@@ -45,6 +45,14 @@ SPEAKER_MIX_VERSION = 1
 #: The cached mix's folder name, without its version: model cards recognise the default calibration audio by it.
 SPEAKER_MIX_PREFIX = "speaker-mix-v"
 AUGMENTED = "augmented real"
+#: What the default mix is made of: the speechocean762 calibration speakers and the synthetic voices.
+MIX_SOURCES = {"speechocean762": SpeechSource(SPEECHOCEAN_SET, split="calibration", text_column=None),
+               "synthetic": SpeechSource(SHIPPED_SPEECH_SET, split="calibration", text_column=None)}
+#: The same with the LibriSpeech train-clean-100 readers: native adults, whom the default mix lacks.
+MIX_WITH_READERS_SOURCES = {"speechocean762": MIX_SOURCES["speechocean762"],
+                            "librispeech": SpeechSource(LIBRISPEECH_CALIBRATION_SET, split="calibration",
+                                                        text_column=None),
+                            "synthetic": MIX_SOURCES["synthetic"]}
 
 
 def group_of(row: dict) -> str:
@@ -91,12 +99,12 @@ def build_speaker_mix(output: str | os.PathLike, sources: dict[str, SpeechSource
                       overwrite: bool = False, progress: bool = True) -> list[dict]:
     """Write the calibration and healing mix to ``output/calibration`` (atomically); its rows, in mix order.
 
-    ``sources`` maps a name to calibration audio whose rows carry a ``group`` (default: the shipped speechocean762
-    and synthetic calibration splits); every clip of a real group also gets one augmented copy (the
+    ``sources`` maps a name to calibration audio whose rows carry a ``group`` (default: :data:`MIX_SOURCES`, the
+    shipped speechocean762 and synthetic calibration splits; :data:`MIX_WITH_READERS_SOURCES` adds the LibriSpeech
+    readers); every clip of a real group also gets one augmented copy (the
     ``augmentations`` taken in turn, seeded), which form the ``augmented real`` group.
     """
-    sources = sources or {"speechocean762": SpeechSource(SPEECHOCEAN_SET, split="calibration", text_column=None),
-                          "synthetic": SpeechSource(SHIPPED_SPEECH_SET, split="calibration", text_column=None)}
+    sources = sources or MIX_SOURCES
     rng_seeds = iter(np.random.SeedSequence(seed).spawn(100_000))
     with atomic_directory(output, overwrite=overwrite) as out:
         out.chmod(0o755)

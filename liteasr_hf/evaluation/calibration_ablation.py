@@ -19,22 +19,21 @@ from ..atomic import atomic_write_text
 from ..checkpoints.loading import load_model_and_processor
 from ..compression.checkpoint import compress_checkpoint
 from ..data.augmentation import DEFAULT_AUGMENTATIONS
-from ..data.speech import SHIPPED_SPEECH_SET, SpeechSource
-from ..data.suite import DEVELOPMENT, LIBRISPEECH_CALIBRATION_SET, SPEECHOCEAN_SET, build_speaker_mix
+from ..data.speech import SpeechSource
+from ..data.suite import DEVELOPMENT, MIX_SOURCES, MIX_WITH_READERS_SOURCES, build_speaker_mix
 from .ablation import evaluate_variant, evaluation_groups, format_ablation
 from .reporting import run_provenance
 from .transcription import english_normalizer
 
-_REAL = SpeechSource(SPEECHOCEAN_SET, split="calibration", text_column=None)
-_SYNTHETIC = SpeechSource(SHIPPED_SPEECH_SET, split="calibration", text_column=None)
-_READERS = SpeechSource(LIBRISPEECH_CALIBRATION_SET, split="calibration", text_column=None)
+_REAL = MIX_SOURCES["speechocean762"]
+_SYNTHETIC = MIX_SOURCES["synthetic"]
 #: name -> (sources, augment): what each variant calibrates on.
 INGREDIENTS: dict[str, tuple[dict[str, SpeechSource], bool]] = {
     "synthetic voices": ({"synthetic": _SYNTHETIC}, False),
     "real speakers": ({"speechocean762": _REAL}, False),
     "real + augmented": ({"speechocean762": _REAL}, True),
-    "mix (default)": ({"speechocean762": _REAL, "synthetic": _SYNTHETIC}, True),
-    "mix + LibriSpeech readers": ({"speechocean762": _REAL, "librispeech": _READERS, "synthetic": _SYNTHETIC}, True),
+    "mix (default)": (MIX_SOURCES, True),
+    "mix + LibriSpeech readers": (MIX_WITH_READERS_SOURCES, True),
 }
 
 
