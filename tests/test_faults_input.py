@@ -134,7 +134,9 @@ def load_compress_script():
     (["--num-samples", "0"], "error: --num-samples must be a positive number of calibration windows; got 0"),
     (["--preset", "no-such-preset"], "error: Unknown preset 'no-such-preset'. Available in "),
     (["--budget", "0"], "error: --budget must be in (0, 1]; got 0.0"),
-], ids=["num-samples", "preset", "budget-zero"])
+    (["--heal-holdout-split", "development"], "error: --heal-holdout-split names a split of --heal-holdout: give"),
+    (["--no-heal", "--heal-holdout", "data"], "error: --heal-data and --heal-holdout are healing's audio, but --no-heal"),
+], ids=["num-samples", "preset", "budget-zero", "holdout-split-alone", "holdout-without-healing"])
 def test_compress_checks_its_flags_before_looking_at_the_model(flags, expected, capsys, tmp_path):
     # The model does not exist: an error about the flag shows that it was checked first.
     code = load_compress_script().main(["--model", str(tmp_path / "no-such-model"), "--output",
@@ -142,6 +144,17 @@ def test_compress_checks_its_flags_before_looking_at_the_model(flags, expected, 
     err = capsys.readouterr().err
     assert code == 2 and first_line(err).startswith(expected), err
     assert len(err.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_heal_refuses_a_holdout_split_without_its_holdout_before_looking_at_the_model(capsys, tmp_path):
+    from liteasr_hf.cli.heal import main as heal_main
+
+    code = heal_main(["--model", str(tmp_path / "no-such-model"), "--output", str(tmp_path / "out"),
+                      "--holdout-split", "development"])
+    err = capsys.readouterr().err
+    assert code == 2 and first_line(err) == ("error: --holdout-split names a split of --holdout-data: give "
+                                             "--holdout-data too."), err
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- the library -----------------------------------------------------------------------------------------------------

@@ -94,6 +94,11 @@ def check_args(args: argparse.Namespace, preset: str | None) -> None:
                          "e.g. 0.8.")
     if args.num_samples is not None and args.num_samples < 1:
         raise ValueError(f"--num-samples must be a positive number of calibration windows; got {args.num_samples}.")
+    if args.heal_holdout_split is not None and args.heal_holdout is None:
+        raise ValueError("--heal-holdout-split names a split of --heal-holdout: give --heal-holdout too.")
+    if args.heal is False and (args.heal_data or args.heal_holdout):
+        raise ValueError("--heal-data and --heal-holdout are healing's audio, but --no-heal turns healing off: drop "
+                         "one or the other.")
     if preset:  # a preset by size is known only once the model is
         load_settings(preset, budget=args.budget, num_samples=args.num_samples)
 

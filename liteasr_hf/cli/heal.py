@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     processes = Processes()
     try:
+        if args.holdout_split is not None and args.holdout_data is None:
+            raise ValueError("--holdout-split names a split of --holdout-data: give --holdout-data too.")
         settings = heal_settings(args)
         audio = (SpeechSource(args.data, split=args.split, audio_column=args.audio_column, text_column=None)
                  if args.data else None)
