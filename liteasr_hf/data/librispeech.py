@@ -30,7 +30,7 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_directory
-from .conditioning import to_mono_16k
+from .conditioning import SAMPLE_RATE, to_mono_16k
 from .speech_set import write_clip, write_metadata
 
 #: Bumped when the selection recipe changes.
@@ -42,8 +42,11 @@ AUDIO_REPOSITORY = ("github.com/resemble-ai/Resemblyzer", "15d828edebe06bc72b9ca
                     "audio_data/librispeech_test-other")
 CALIBRATION_SET_VERSION = 1
 CALIBRATION_CORPUS_SPLIT = "train-clean-100"
-CALIBRATION_REPOSITORY = ("github.com/resemble-ai/Resemblyzer", "15d828edebe06bc72b9cabc8ef8ca5ab2cb457ce",
-                          "audio_data/librispeech_train-clean-100")
+CALIBRATION_REPOSITORY = (*AUDIO_REPOSITORY[:2], "audio_data/librispeech_train-clean-100")  # the same checkout
+#: The corpus's citation and licence, as both data cards give them.
+CORPUS_AND_LICENCE = ("LibriSpeech (Panayotov, Chen, Povey and Khudanpur, 'Librispeech: an ASR corpus based on public "
+                      "domain audio books', ICASSP 2015), 'LibriSpeech (c) 2014 by Vassil Panayotov ... licensed under "
+                      "a Creative Commons Attribution 4.0 International License'")
 TRANSCRIPT_REPOSITORY = ("github.com/facebookresearch/fbai-speech", "43cdb3ca9644a755d5c6cc55cbcc91132f85ed44",
                          "is21_deep_bias/ref/test-other.biasing_100.tsv")
 
@@ -84,6 +87,12 @@ def read_speakers(path: Path) -> dict[str, str]:
     return genders
 
 
+def _genders(audio: Path) -> dict[str, str]:
+    """The genders of the corpus's ``SPEAKERS.TXT`` beside the clips, if it is there."""
+    speakers_file = audio / "SPEAKERS.TXT"
+    return read_speakers(speakers_file) if speakers_file.is_file() else {}
+
+
 def read_librispeech_sample(audio: str | os.PathLike, transcripts: str | os.PathLike) -> list[Utterance]:
     """Every ``<speaker>/<id>.flac`` (or ``<speaker>/<chapter>/<id>.flac``) under ``audio`` with its transcript.
     Raises where a clip has no transcript: a sample must be scored whole."""
@@ -97,8 +106,7 @@ def read_librispeech_sample(audio: str | os.PathLike, transcripts: str | os.Path
     if missing:
         raise ValueError(f"{len(missing)} clip(s) under {audio} have no transcript in {transcripts} (first: "
                          f"{missing[0]}); give the references of the split the clips come from.")
-    speakers_file = audio / "SPEAKERS.TXT"
-    genders = read_speakers(speakers_file) if speakers_file.is_file() else {}
+    genders = _genders(audio)
     return [Utterance(id=c.stem, path=c, text=texts[c.stem], speaker=c.stem.split("-")[0],
                       gender=genders.get(c.stem.split("-")[0])) for c in clips]
 
@@ -146,9 +154,7 @@ def data_card(rows: list[dict]) -> str:
         "",
         "## Source and licence",
         "",
-        "LibriSpeech (Panayotov, Chen, Povey and Khudanpur, 'Librispeech: an ASR corpus based on public domain audio "
-        "books', ICASSP 2015), 'LibriSpeech (c) 2014 by Vassil Panayotov ... licensed under a Creative Commons "
-        "Attribution 4.0 International License' (its LICENSE.TXT). The audio is the sample of "
+        f"{CORPUS_AND_LICENCE} (its LICENSE.TXT). The audio is the sample of "
         f"{AUDIO_REPOSITORY[0]} (commit {AUDIO_REPOSITORY[1][:12]}, `{AUDIO_REPOSITORY[2]}`; Apache-2.0), the "
         f"transcripts those of {TRANSCRIPT_REPOSITORY[0]} (commit {TRANSCRIPT_REPOSITORY[1][:12]}, "
         f"`{TRANSCRIPT_REPOSITORY[2]}`; MIT), in upper case as the corpus writes them. Samples are copied unchanged.",
@@ -168,8 +174,7 @@ def read_librispeech_readers(audio: str | os.PathLike) -> list[Utterance]:
     if bad:
         raise ValueError(f"{len(bad)} file(s) under {audio} are not named <speaker>-<chapter>-<index>.flac (first: "
                          f"{bad[0]}): give a folder of LibriSpeech utterances.")
-    speakers_file = audio / "SPEAKERS.TXT"
-    genders = read_speakers(speakers_file) if speakers_file.is_file() else {}
+    genders = _genders(audio)
     return [Utterance(id=c.stem, path=c, text="", speaker=c.stem.split("-")[0],
                       gender=genders.get(c.stem.split("-")[0])) for c in clips]
 
@@ -191,7 +196,7 @@ def build_librispeech_calibration_set(audio: str | os.PathLike, output: str | os
     if shared:
         raise ValueError(f"Reader(s) {', '.join(shared)} under {audio} are evaluation readers: calibration must not "
                          "hear them.")
-    limit = int(max_seconds * 16000)
+    limit = int(max_seconds * SAMPLE_RATE)
     with atomic_directory(output, overwrite=overwrite) as out:
         out.chmod(0o755)
         folder = out / "calibration"
@@ -231,9 +236,7 @@ def calibration_data_card(rows: list[dict], max_seconds: float) -> str:
         "",
         "## Source and licence",
         "",
-        "LibriSpeech (Panayotov, Chen, Povey and Khudanpur, 'Librispeech: an ASR corpus based on public domain audio "
-        "books', ICASSP 2015), 'LibriSpeech (c) 2014 by Vassil Panayotov ... licensed under a Creative Commons "
-        "Attribution 4.0 International License'. The audio is the sample of "
+        f"{CORPUS_AND_LICENCE}. The audio is the sample of "
         f"{CALIBRATION_REPOSITORY[0]} (commit {CALIBRATION_REPOSITORY[1][:12]}, `{CALIBRATION_REPOSITORY[2]}`; "
         "Apache-2.0), cut and encoded in Opus.",
         "",
