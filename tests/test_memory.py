@@ -24,6 +24,34 @@ def test_rss_peak_sees_a_transient_allocation_and_not_what_came_before():
     del before
 
 
+def test_rss_peak_catches_a_spike_no_sampler_would_see():
+    with RssPeak(interval=60.0) as memory:  # the sampler's first look would come after a minute
+        transient = torch.ones(200 * 2**20 // 4)
+        transient.add_(1)
+        del transient
+    if not memory.exact:
+        pytest.skip("this kernel does not let a process reset its peak RSS (/proc/self/clear_refs)")
+    assert 150 < memory.growth_mb < 400, memory.growth_mb
+
+
+def test_nested_rss_peaks_and_the_lifetime_peak_keep_what_came_before_each_reset():
+    spike = torch.ones(300 * 2**20 // 4)
+    spike.add_(1)
+    del spike
+    lifetime = peak_rss_mb()
+    with RssPeak() as outer:
+        early = torch.ones(200 * 2**20 // 4)  # the outer block's spike, over before the inner block resets the mark
+        early.add_(1)
+        del early
+        with RssPeak() as inner:
+            small = torch.ones(20 * 2**20 // 4)
+            small.add_(1)
+            del small
+    assert 150 < outer.growth_mb < 400, outer.growth_mb
+    assert inner.growth_mb < 100, inner.growth_mb  # the outer spike came before the inner block began
+    assert peak_rss_mb() >= lifetime - 1  # the resets did not lower the lifetime peak
+
+
 def test_release_freed_memory_gives_heap_back():
     # Freeing one 3 MB buffer raises glibc's mmap threshold past 3 MB, so the next ones come from the heap;
     # freeing every other one leaves holes that glibc keeps resident until the heap is trimmed.

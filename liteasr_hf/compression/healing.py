@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import resource
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
@@ -38,6 +37,7 @@ from ..models.lite_whisper.modeling_lite_whisper import LowRankLinear
 from ..parallel import Processes
 from .calibration import StopForward
 from .decoder_loss import decoder_kl, teacher_transcripts
+from .memory import peak_rss_mb
 from .report import HealingReport, HealingStage, HealingWindows
 from .settings import LOSSES, WINDOWS, HealSettings  # noqa: F401  LOSSES, WINDOWS: importable from here as before
 
@@ -405,7 +405,7 @@ def heal(
                 p.requires_grad_(False)
 
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+            else peak_rss_mb() * 2**20)
     report = HealingReport(settings=asdict(settings), windows=HealingWindows(train=len(train), holdout=len(holdout)),
                            stages=stages, seconds=round(time.perf_counter() - started, 1), peak_memory_bytes=int(peak))
     if processes.distributed:  # what each process did: its windows trained on and computed through a layer
