@@ -21,7 +21,8 @@ from liteasr_hf.compression.presets import load_settings
 from liteasr_hf.compression.rank_selection import RankPlan
 from liteasr_hf.data.audio import SAMPLING_RATE, load_audio
 from liteasr_hf.data.speech import SpeechSource
-from liteasr_hf.data.suite import SPEAKER_MIX_PREFIX, SPEAKER_MIX_VERSION
+from liteasr_hf.data.suite import (DEVELOPMENT, SPEAKER_MIX_PREFIX, SPEAKER_MIX_VERSION, build_speaker_mix,
+                                   speaker_mix_folder)
 from liteasr_hf.evaluation.transcription import compare_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,6 +154,21 @@ def test_offloaded_model_compresses_exactly_like_a_resident_one(tiny_en_dir, tmp
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+
+
+def test_the_calibration_mix_setting_picks_the_mix_calibration_reads(tiny_en_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LITEASR_CACHE", str(tmp_path / "cache"))
+    # A small stand-in built where the named mix is kept (the real one takes minutes): what is read is what is named.
+    folder = speaker_mix_folder("speakers-and-readers")
+    assert folder.parent == tmp_path / "cache" / "speech"
+    build_speaker_mix(folder, {"development": DEVELOPMENT}, augmentations=(), progress=False)
+    preset = tmp_path / "mix.yaml"  # the key as a preset file gives it; one window, no sensitivity pass: quick
+    preset.write_text("calibration_mix: speakers-and-readers\nthresholds: {attention: 0.9, mlp: 0.9}\nnum_samples: 1\n")
+    _, result = compress_checkpoint(tiny_en_dir, tmp_path / "lite", preset=preset, progress=False)
+    assert result.report.calibration_data.data == f"{SPEAKER_MIX_PREFIX}{SPEAKER_MIX_VERSION}-speakers-and-readers"
+    assert not speaker_mix_folder().exists()  # the default mix was neither read nor built
+    with pytest.raises(ValueError, match="calibration mix 'nope' is unknown; choose from speakers, speakers-and-readers"):
+        speaker_mix_folder("nope")
 
 
 def test_report_names_sources_without_machine_paths(compressed, tiny_en_dir):

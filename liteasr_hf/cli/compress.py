@@ -23,7 +23,7 @@ from ..compression.healing import describe_healing
 from ..compression.presets import load_settings
 from ..data.calibration_set import WINDOWS as CALIBRATION_WINDOWS, calibration_with_real_speech
 from ..data.speech import SpeechSource
-from ..data.suite import EVALUATION_MANIFEST
+from ..data.suite import EVALUATION_MANIFEST, MIXES
 from ..evaluation.comparison import compare_original_and_compressed
 from ..parallel import Processes, process_group
 
@@ -49,6 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plan", help="rank_plan.json from an earlier run: re-apply its ranks")
     p.add_argument("--calibration", default=None, help="local audiofolder/manifest or datasets name (default: the "
                    "shipped real speakers, their augmented copies and the synthetic voices, mixed group by group)")
+    p.add_argument("--calibration-mix", choices=list(MIXES), default=None,
+                   help="the shipped mix to calibrate on when --calibration is not given (overrides the preset's "
+                        "calibration_mix; healing still reads the default mix): speakers-and-readers adds 251 native "
+                        "LibriSpeech readers")
     p.add_argument("--calibration-split", default="calibration")
     p.add_argument("--real-speech", action="store_true",
                    help="calibrate on the shipped calibration split and the real Asterisk prompts' training half "
@@ -99,6 +103,9 @@ def check_args(args: argparse.Namespace, preset: str | None) -> None:
     if args.heal is False and (args.heal_data or args.heal_holdout):
         raise ValueError("--heal-data and --heal-holdout are healing's audio, but --no-heal turns healing off: drop "
                          "one or the other.")
+    if args.calibration_mix is not None and (args.calibration or args.real_speech):
+        raise ValueError("--calibration-mix names the shipped mix to calibrate on, but --calibration or --real-speech "
+                         "gives other audio: drop one or the other.")
     if preset:  # a preset by size is known only once the model is
         load_settings(preset, budget=args.budget, num_samples=args.num_samples)
 
@@ -168,7 +175,7 @@ def run(args: argparse.Namespace, preset: str | None, output: Path, processes: P
         args.model, output, preset=preset, calibration=calibration, placement=placement, plan=args.plan,
         overwrite=args.overwrite, command=command, healing=args.heal, healing_audio=healing_audio,
         healing_holdout=holdout,
-        num_samples=num_samples, budget=args.budget, **extra,
+        num_samples=num_samples, budget=args.budget, calibration_mix=args.calibration_mix, **extra,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..data.suite import MIXES
 from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES
 
 #: End-to-end healing losses (:attr:`HealSettings.loss`).
@@ -110,6 +111,8 @@ class CompressionSettings:
     # Budget mode: weigh each module's variance loss by how far cutting it moves the encoder's output, measured on
     # this many calibration windows (0: unweighted; liteasr_hf.compression.sensitivity).
     sensitivity_windows: int = 0
+    # The calibration audio when none is given: a mix of liteasr_hf.data.suite.MIXES (healing reads the default mix).
+    calibration_mix: str = "speakers"
 
     def __post_init__(self) -> None:
         self.modules = tuple(self.modules)
@@ -137,6 +140,8 @@ class CompressionSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} = {value!r}: must be a positive integer.")
+        if self.calibration_mix not in MIXES:
+            raise ValueError(f"calibration_mix = {self.calibration_mix!r}: choose from {', '.join(MIXES)}.")
         if isinstance(self.sensitivity_windows, bool) or not isinstance(self.sensitivity_windows, int) or (
                 self.sensitivity_windows < 0):
             raise ValueError(f"sensitivity_windows = {self.sensitivity_windows!r}: give a number of calibration "

@@ -55,6 +55,11 @@ MIX_WITH_READERS_SOURCES = {"speechocean762": MIX_SOURCES["speechocean762"],
                             "synthetic": MIX_SOURCES["synthetic"]}
 
 
+#: The calibration mixes by name: what :func:`speaker_mix` builds, and what a preset's ``calibration_mix`` names.
+MIXES = {"speakers": MIX_SOURCES, "speakers-and-readers": MIX_WITH_READERS_SOURCES}
+DEFAULT_MIX = "speakers"
+
+
 def group_of(row: dict) -> str:
     """A metadata row's speaker group: its ``group`` column, else ``synthetic`` for engine-made speech and
     ``real native adult`` for the speech set's recordings (LibriVox and CMU readers)."""
@@ -140,12 +145,27 @@ def build_speaker_mix(output: str | os.PathLike, sources: dict[str, SpeechSource
     return rows
 
 
-def speaker_mix(cache: str | os.PathLike | None = None, progress: bool = True) -> SpeechSource:
-    """The default calibration and healing audio (:func:`build_speaker_mix` of the shipped splits), built on first
-    use and cached under ``<cache>/speech``; audio only."""
+def check_mix(mix: str) -> None:
+    """Raise a ValueError naming the known mixes unless ``mix`` is one of :data:`MIXES`."""
+    if mix not in MIXES:
+        raise ValueError(f"calibration mix {mix!r} is unknown; choose from {', '.join(MIXES)}.")
+
+
+def speaker_mix_folder(mix: str = DEFAULT_MIX, cache: str | os.PathLike | None = None) -> Path:
+    """Where :func:`speaker_mix` keeps ``mix``: ``<cache>/speech/speaker-mix-v<version>``, with ``-<mix>`` after it
+    for any mix but the default (whose name model cards and reports already know)."""
     from ..checkpoints.loading import cache_dir
 
-    folder = Path(cache or cache_dir()) / "speech" / f"{SPEAKER_MIX_PREFIX}{SPEAKER_MIX_VERSION}"
+    check_mix(mix)
+    name = f"{SPEAKER_MIX_PREFIX}{SPEAKER_MIX_VERSION}" + ("" if mix == DEFAULT_MIX else f"-{mix}")
+    return Path(cache or cache_dir()) / "speech" / name
+
+
+def speaker_mix(cache: str | os.PathLike | None = None, progress: bool = True, mix: str = DEFAULT_MIX) -> SpeechSource:
+    """Calibration and healing audio: :func:`build_speaker_mix` of the shipped splits that ``mix`` names in
+    :data:`MIXES` (default: the speechocean762 speakers and the synthetic voices; ``speakers-and-readers`` adds the
+    LibriSpeech train-clean-100 readers), built on first use and cached (:func:`speaker_mix_folder`); audio only."""
+    folder = speaker_mix_folder(mix, cache)
     if not (folder / "calibration" / "metadata.jsonl").is_file():
-        build_speaker_mix(folder, overwrite=folder.exists(), progress=progress)
+        build_speaker_mix(folder, MIXES[mix], overwrite=folder.exists(), progress=progress)
     return SpeechSource(folder, split="calibration", text_column=None)
