@@ -167,7 +167,8 @@ def test_the_calibration_mix_setting_picks_the_mix_calibration_reads(tiny_en_dir
     _, result = compress_checkpoint(tiny_en_dir, tmp_path / "lite", preset=preset, progress=False)
     assert result.report.calibration_data.data == f"{SPEAKER_MIX_PREFIX}{SPEAKER_MIX_VERSION}-speakers-and-readers"
     assert not speaker_mix_folder().exists()  # the default mix was neither read nor built
-    with pytest.raises(ValueError, match="calibration mix 'nope' is unknown; choose from speakers, speakers-and-readers"):
+    unknown = "calibration mix 'nope' is unknown; choose from speakers, speakers-and-readers"
+    with pytest.raises(ValueError, match=unknown):
         speaker_mix_folder("nope")
 
 

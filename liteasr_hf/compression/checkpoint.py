@@ -50,8 +50,8 @@ def compress_checkpoint(
 
     ``preset`` names a file in ``configs/`` or is a YAML path (default: by model size); ``calibration`` is the
     audio to calibrate on (default: :func:`~liteasr_hf.data.suite.speaker_mix` of the settings' ``calibration_mix``,
-    real speakers of every group, their augmented copies and the synthetic voices, built on first use); ``placement`` where the model runs
-    (device and dtype, or an accelerate ``device_map`` over GPUs, CPU memory and disk, in which case each encoder
+    real speakers of every group, their augmented copies and the synthetic voices, built on first use); ``placement``
+    where the model runs (device and dtype, or an accelerate ``device_map`` over GPUs, CPU memory and disk, in which case each encoder
     layer is loaded when its turn comes); ``plan`` a ``rank_plan.json`` whose ranks are re-applied;
     ``overrides`` are :class:`~liteasr_hf.compression.CompressionSettings` fields (``None`` ignored), e.g.
     ``num_samples`` or ``budget``; ``command``, the command line that ran this, is recorded in the report (the
@@ -90,7 +90,8 @@ def compress_checkpoint(
                                    settings.modules)
 
         with processes.main_first():  # a datasets name is downloaded and cached once; the mix is built once
-            calibration = calibration or speaker_mix(progress=progress and processes.is_main, mix=settings.calibration_mix)
+            calibration = calibration or speaker_mix(progress=progress and processes.is_main,
+                                                     mix=settings.calibration_mix)
             rows = calibration.stream()
         # Decoded as calibration packs them: rows beyond the windows it needs (settings.num_samples) are never read.
         failures: list[LoadFailure] = []

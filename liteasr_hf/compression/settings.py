@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..data.suite import MIXES
+from ..data.suite import DEFAULT_MIX, MIXES
 from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES
 
 #: End-to-end healing losses (:attr:`HealSettings.loss`).
@@ -112,7 +112,7 @@ class CompressionSettings:
     # this many calibration windows (0: unweighted; liteasr_hf.compression.sensitivity).
     sensitivity_windows: int = 0
     # The calibration audio when none is given: a mix of liteasr_hf.data.suite.MIXES (healing reads the default mix).
-    calibration_mix: str = "speakers"
+    calibration_mix: str = DEFAULT_MIX
 
     def __post_init__(self) -> None:
         self.modules = tuple(self.modules)

@@ -145,18 +145,13 @@ def build_speaker_mix(output: str | os.PathLike, sources: dict[str, SpeechSource
     return rows
 
 
-def check_mix(mix: str) -> None:
-    """Raise a ValueError naming the known mixes unless ``mix`` is one of :data:`MIXES`."""
-    if mix not in MIXES:
-        raise ValueError(f"calibration mix {mix!r} is unknown; choose from {', '.join(MIXES)}.")
-
-
 def speaker_mix_folder(mix: str = DEFAULT_MIX, cache: str | os.PathLike | None = None) -> Path:
     """Where :func:`speaker_mix` keeps ``mix``: ``<cache>/speech/speaker-mix-v<version>``, with ``-<mix>`` after it
     for any mix but the default (whose name model cards and reports already know)."""
     from ..checkpoints.loading import cache_dir
 
-    check_mix(mix)
+    if mix not in MIXES:
+        raise ValueError(f"calibration mix {mix!r} is unknown; choose from {', '.join(MIXES)}.")
     name = f"{SPEAKER_MIX_PREFIX}{SPEAKER_MIX_VERSION}" + ("" if mix == DEFAULT_MIX else f"-{mix}")
     return Path(cache or cache_dir()) / "speech" / name
 
