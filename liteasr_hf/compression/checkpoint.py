@@ -51,8 +51,8 @@ def compress_checkpoint(
     ``preset`` names a file in ``configs/`` or is a YAML path (default: by model size); ``calibration`` is the
     audio to calibrate on (default: :func:`~liteasr_hf.data.suite.speaker_mix` of the settings' ``calibration_mix``,
     real speakers of every group, their augmented copies and the synthetic voices, built on first use); ``placement``
-    where the model runs (device and dtype, or an accelerate ``device_map`` over GPUs, CPU memory and disk, in which case each encoder
-    layer is loaded when its turn comes); ``plan`` a ``rank_plan.json`` whose ranks are re-applied;
+    where the model runs (device and dtype, or an accelerate ``device_map`` over GPUs, CPU memory and disk, in which
+    case each encoder layer is loaded when its turn comes); ``plan`` a ``rank_plan.json`` whose ranks are re-applied;
     ``overrides`` are :class:`~liteasr_hf.compression.CompressionSettings` fields (``None`` ignored), e.g.
     ``num_samples`` or ``budget``; ``command``, the command line that ran this, is recorded in the report (the
     model card shows it). ``healing``: distil the factors against the dense model afterwards
