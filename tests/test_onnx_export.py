@@ -150,6 +150,31 @@ def test_export_info_records_the_q8_scheme_and_its_calibration(exported):
         assert q8["calibration"]["data"].startswith("speaker-mix-v") and q8["calibration"]["windows"] == 16
     else:
         assert q8["calibration"] is None
+    products = q8["encoder_products"]  # the first layer's ten products at least stay float
+    assert products["float"] >= 10 and products["8-bit"] > 0 and products["outlier channels"] == 0, products
+
+
+def test_outlier_channels_scheme_runs_the_outlier_products_in_8_bits(exported, tmp_path):
+    """The default leaves whole in float each product whose input peaks over 100 times its RMS (here tiny.en's late
+    fc2s); the outlier-channel scheme quantizes those products but for their outlier channels, with an encoder
+    error on real speech within the default's bound (test above)."""
+    from liteasr_hf.integrations.onnx.calibration import CALIBRATION_WINDOWS, calibration_features
+    from liteasr_hf.integrations.onnx.q8_comparison import encoder_error, real_speech_windows
+    from liteasr_hf.integrations.onnx.quantization import Q8_SCHEMES, quantize_file, weight_products
+
+    reference = OnnxWhisper(exported)
+    calibration = calibration_features(reference.processor.feature_extractor, windows=CALIBRATION_WINDOWS)
+    source, target = exported / "onnx" / "encoder_model.onnx", tmp_path / "encoder_model_quantized.onnx"
+    quantize_file(source, target, "q8", scheme=Q8_SCHEMES["per-channel-7bit-outlier-channels-first-layer-float"],
+                  calibration=calibration)
+    default = weight_products(exported / "onnx" / "encoder_model_quantized.onnx")
+    split = weight_products(target)
+    assert split["outlier channels"] >= 1, split
+    assert split["8-bit"] == default["8-bit"] + split["outlier channels"] and split["float"] == default["float"]
+    speech, _ = load_speech(EVALUATION_MANIFEST, max_samples=60)
+    windows = real_speech_windows(speech, reference.processor.feature_extractor, windows=2)
+    session = ort.InferenceSession(str(target))
+    assert encoder_error(reference.encode, lambda f: session.run(None, {"input_features": f})[0], windows) < 0.11
 
 
 def test_q8_encoder_stays_near_fp32_on_real_speech(exported, tmp_path):
@@ -184,6 +209,43 @@ def test_the_first_layer_scheme_finds_every_product_of_the_encoders_first_layer(
     assert set(layers.values()) == {None, 0, 1, 2, 3}
     decoder = onnx.load(exported / "onnx" / "decoder_model_merged.onnx", load_external_data=False)
     assert float_nodes(decoder, scheme) == []
+
+
+def test_the_profile_splits_the_q8_encoders_time_by_part(exported, lite_tiny_en):
+    """Every weight product of the q8 encoder, 8-bit or float, is counted under its module kind (the quantizer's
+    nodes through the fp32 graph's scopes) but in the rank-space layer, whose attention reads its projections'
+    weights itself; products of activations count under attention; the parts add up to the operators' total. FLOPs per part are left out for this encoder, whose last layer attends in the rank space,
+    and add up to the cost model's total for the same encoder on the full path."""
+    from transformers import AutoConfig
+
+    from liteasr_hf.compression.cost import encoder_cost, encoder_flops_by_part
+    from liteasr_hf.integrations.onnx.profiling import PARTS, format_part_profiles, node_parts, profile_encoders
+    from liteasr_hf.models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES
+
+    path = exported / "onnx" / "encoder_model_quantized.onnx"
+    parts = node_parts(path)
+    quantized = onnx.load(path, load_external_data=False)
+    weights = {t.name for t in quantized.graph.initializer}
+    products = [n for n in quantized.graph.node if n.op_type in ("MatMul", "MatMulInteger")]
+    by_weight = {n.name: parts[n.name] for n in products if n.input[1] in weights}
+    # the rank-space layer computes with its projections' weights inside its attention, which counts them
+    assert set(by_weight.values()) == {*LOW_RANK_MODULES, "attention"}, by_weight
+    assert sum(n.op_type == "MatMulInteger" for n in products) > 10  # the quantizer's nodes, found through fp32's
+    assert {parts[n.name] for n in products if n.input[1] not in weights} == {"attention"}
+
+    report = profile_encoders([f"{exported}:q8"], runs=1, threads=1)
+    (spec, profile), = report["parts_ms"].items()
+    assert list(profile) == [*PARTS, "total"]
+    assert profile["total"] == pytest.approx(report["profiles_ms"][spec]["total"], abs=0.05)
+    assert all(profile[p] > 0 for p in PARTS if p != "other")
+    assert report["parts_gflops"] == {}  # the rank-space layer
+    assert "| q_proj" in format_part_profiles(report)
+
+    config = AutoConfig.from_pretrained(lite_tiny_en)
+    config.attention_path = "full"
+    flops = encoder_flops_by_part(config)
+    assert list(flops) == [p for p in PARTS if p != "other"]
+    assert sum(flops.values()) == encoder_cost(config).flops
 
 
 def test_greedy_transcripts_match_pytorch(exported, utterances, torch_texts):

@@ -160,3 +160,72 @@ def test_attention_in_8_bits_quantizes_the_encoders_activation_products_past_its
         assert (float_products[False], float_products[True]) == (2, 2)
     with pytest.raises(ValueError, match="quantize_attention needs dynamic encoder activations"):
         Q8Scheme("x", encoder_activations="static", quantize_attention=True)
+
+
+def _outlier_graph(seed: int = 0) -> onnx.ModelProto:
+    """``input_features (B, 8, 3000)`` -> transpose -> channel 0 scaled by 1000 -> @ w (8, 6): one input channel far
+    above the others, as in the GELU outputs that Whisper's later fc2 layers read."""
+    rng = np.random.default_rng(seed)
+    scale = np.ones(MELS, np.float32)
+    scale[0] = 1000.0
+    nodes = [
+        helper.make_node("Transpose", ["input_features"], ["x"], perm=[0, 2, 1], name="transpose"),
+        helper.make_node("Mul", ["x", "scale"], ["wide"], name="widen"),
+        helper.make_node("MatMul", ["wide", "w"], ["last_hidden_state"], name="product"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("input_features", TensorProto.FLOAT, ["batch", MELS, 3000])],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", 3000, OUT])],
+        [numpy_helper.from_array(scale, "scale"),
+         numpy_helper.from_array(rng.standard_normal((MELS, OUT)).astype(np.float32), "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_outlier_channels_split_off_exactly_and_the_rest_runs_in_8_bits(tmp_path):
+    from liteasr_hf.integrations.onnx.activations import activation_statistics
+    from liteasr_hf.integrations.onnx.outlier_channels import FLOAT_SUFFIX, outlier_channels, split_outlier_channels
+    from liteasr_hf.integrations.onnx.quantization import quantize_file
+
+    features = np.random.default_rng(1).standard_normal((2, MELS, 3000)).astype(np.float32)
+    model = _outlier_graph()
+    exact = _run(model, features)
+    stats = activation_statistics(model, ["wide"], features)["wide"]
+    assert stats.peak_to_rms > 10
+    channels = outlier_channels(stats, 6.0)
+    assert channels.tolist() == [0]  # without it the rest peaks about 4.5 times its own RMS
+    assert outlier_channels(stats, 2.0) is None  # 2.0 would take every channel: over 5% of them
+    assert outlier_channels(stats, 20.0).tolist() == []  # the whole tensor is already within 20
+    split = onnx.ModelProto.FromString(model.SerializeToString())
+    assert split_outlier_channels(split, {"product": channels}) == [f"product{FLOAT_SUFFIX}"]
+    onnx.checker.check_model(split)
+    assert "w" not in {t.name for t in split.graph.initializer}  # the original weight is read by no node now
+    np.testing.assert_allclose(_run(split, features), exact, rtol=1e-5, atol=1e-3)
+
+    source = tmp_path / "model.onnx"
+    onnx.save(model, source)
+    errors, integer_products = {}, {}
+    schemes = {"whole product float": Q8Scheme("a", per_channel=True, float_peak_to_rms=10.0),
+               "outlier channels float": Q8Scheme("b", per_channel=True, float_peak_to_rms=10.0,
+                                                  float_channel_peak_to_rms=6.0),
+               "all 8 bits": Q8Scheme("c", per_channel=True)}
+    for label, scheme in schemes.items():
+        target = tmp_path / f"{scheme.name}.onnx"
+        quantize_file(source, target, "q8", scheme=scheme, calibration=features)
+        quantized = onnx.load(target)
+        integer_products[label] = sum(n.op_type == "MatMulInteger" for n in quantized.graph.node)
+        errors[label] = np.abs(_run(quantized, features) - exact).max() / np.abs(exact).max()
+    assert integer_products == {"whole product float": 0, "outlier channels float": 1, "all 8 bits": 1}
+    assert errors["whole product float"] < 1e-6
+    # one scale set by channel 0 rounds the other seven channels away; split off, they keep their precision
+    assert errors["outlier channels float"] < 0.2 * errors["all 8 bits"], errors
+
+
+def test_outlier_channel_schemes_are_refused_without_their_product_rule():
+    with pytest.raises(ValueError, match="set float_peak_to_rms too"):
+        Q8Scheme("x", float_channel_peak_to_rms=30.0)
+    with pytest.raises(ValueError, match="float_channel_peak_to_rms = 1"):
+        Q8Scheme("x", float_peak_to_rms=100.0, float_channel_peak_to_rms=1)
+    with pytest.raises(ValueError, match="not a product by a constant weight"):
+        from liteasr_hf.integrations.onnx.outlier_channels import split_outlier_channels
+
+        split_outlier_channels(_outlier_graph(), {"widen": np.array([0])})

@@ -1,5 +1,5 @@
-"""Where exported encoders spend their time, per operator kind, in ONNX Runtime's profiler
-(:func:`liteasr_hf.integrations.onnx.q8_comparison.profile_encoders`):
+"""Where exported encoders spend their time, per operator kind and per part of the encoder, in ONNX Runtime's
+profiler (:func:`liteasr_hf.integrations.onnx.profiling.profile_encoders`):
 
     liteasr profile-onnx --models exp/whisper-tiny.en:q8 exp/lite-tiny:q8 --threads 2 \\
         --report docs/results/q8-tiny-profile.json
@@ -15,7 +15,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from liteasr_hf.evaluation.reporting import run_provenance
-    from liteasr_hf.integrations.onnx.q8_comparison import profile_encoders
+    from liteasr_hf.integrations.onnx.profiling import profile_encoders
 
     p = argparse.ArgumentParser(prog="liteasr profile-onnx", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", required=True, help="exported folders, DIR or DIR:TYPE")
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     report.update(run_provenance("liteasr profile-onnx " + shlex.join(sys.argv[1:] if argv is None else argv)))
     for spec, profile in report["profiles_ms"].items():
         print(spec, json.dumps(profile))
+        print(spec, json.dumps(report["parts_ms"][spec]))
     if args.report:
         from liteasr_hf.evaluation.benchmark import write_report
 

@@ -85,3 +85,22 @@ def encoder_cost(
             if module == "out_proj" or module.startswith("fc"):
                 flops += cost.flops  # q, k, v and the attention products are in `attention`
     return EncoderCost(params, flops, position_params=tokens * d)
+
+
+def encoder_flops_by_part(config: WhisperConfig) -> dict[str, int] | None:
+    """FLOPs of one 30-second input per part of the encoder described by ``config`` (its own ranks): the
+    ``convolutions``, each linear module kind summed over the layers (``q_proj`` ... ``fc2``) and ``attention``'s
+    two products of activations; they add up to :func:`encoder_cost`'s FLOPs. None where a layer attends in the
+    rank space, whose projections and products are not separate parts."""
+    d, tokens, mels = config.d_model, config.max_source_positions, config.num_mel_bins
+    lite = LiteWhisperConfig.from_whisper_config(config, getattr(config, "low_rank_config", None))
+    lite.attention_path = getattr(config, "attention_path", "auto")
+    if any(select_attention_path(lite, layer, tokens) != "full" for layer in range(config.encoder_layers)):
+        return None
+    parts = {"convolutions": 2 * (2 * tokens) * mels * 3 * d + 2 * tokens * d * 3 * d}
+    for layer in range(config.encoder_layers):
+        ranks = _ranks(config, None, layer)
+        for module in LOW_RANK_MODULES:
+            parts[module] = parts.get(module, 0) + module_cost(config, module, ranks.get(module)).flops
+    parts["attention"] = config.encoder_layers * 2 * 2 * tokens * tokens * d  # q k^T and the weights times v
+    return parts

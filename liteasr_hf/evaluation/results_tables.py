@@ -356,15 +356,22 @@ def render_q8(results: Path, spec: TableSpec) -> list[str]:
 
 def render_profile(results: Path, spec: TableSpec) -> list[str]:
     """``liteasr profile-onnx``: where each encoder's time goes, per operator kind."""
-    from ..integrations.onnx.q8_comparison import format_profiles
+    from ..integrations.onnx.profiling import format_profiles
 
     return _one_report(results, spec, format_profiles)
+
+
+def render_part_profile(results: Path, spec: TableSpec) -> list[str]:
+    """``liteasr profile-onnx``: where each encoder's time goes, per part, beside each part's FLOPs."""
+    from ..integrations.onnx.profiling import format_part_profiles
+
+    return _one_report(results, spec, format_part_profiles)
 
 
 RENDERERS = {"presets": render_presets, "comparison": render_comparison, "ablation": render_ablation,
              "benchmark": render_benchmark, "onnx": render_onnx, "onnx-systems": render_onnx_systems,
              "clip-gaps": render_clip_gaps, "changes": render_changes, "vllm": render_vllm, "q8": render_q8,
-             "profile": render_profile}
+             "profile": render_profile, "profile-parts": render_part_profile}
 #: The kinds whose tables show encoder sizes, and so say how they are counted.
 _SHOWS_PARAMS = {"presets", "comparison", "ablation"}
 

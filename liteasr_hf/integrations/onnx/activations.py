@@ -18,6 +18,7 @@ class TensorStatistics:
     peaks: np.ndarray  # (channels,) max |x| per channel
     squares: float  # sum of x**2
     count: int  # number of values
+    channel_squares: np.ndarray | None = None  # (channels,) sum of x**2 per channel (float64)
 
     @property
     def peak_to_rms(self) -> float:
@@ -28,7 +29,9 @@ class TensorStatistics:
     def add(self, value: np.ndarray) -> None:
         flat = np.abs(value).reshape(-1, value.shape[-1])
         self.peaks = np.maximum(self.peaks, flat.max(axis=0))
-        self.squares += float(np.square(flat, dtype=np.float64).sum())
+        per_channel = np.square(flat, dtype=np.float64).sum(axis=0)
+        self.channel_squares = per_channel if self.channel_squares is None else self.channel_squares + per_channel
+        self.squares += float(per_channel.sum())
         self.count += flat.size
 
 

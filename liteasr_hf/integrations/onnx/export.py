@@ -29,7 +29,8 @@ from .fusion import CONTRIB_DOMAIN, fuse_encoder
 from .graphs import DecoderGraph, EncoderGraph
 from .layout import DECODER, ENCODER, PROTOBUF_LIMIT, SUBFOLDER, OnnxLayout
 from .merge import merge_decoders
-from .quantization import DEFAULT_Q8_SCHEME, Q8_SCHEMES, Q8Scheme, check_quantizations, quantize_file, to_fp16
+from .quantization import (DEFAULT_Q8_SCHEME, Q8_SCHEMES, Q8Scheme, check_quantizations, quantize_file, to_fp16,
+                           weight_products)
 
 OPSET = 18
 EXTERNAL_DATA = ("auto", "always", "never")
@@ -281,7 +282,9 @@ def export_onnx(
             "encoder_fused_operators": fused_operators(graphs["encoder"]),
             # how the 8-bit kinds were quantized: the decoder always dynamically (see .quantization)
             "quantization": {kind: {"scheme": scheme.to_dict(), "decoder_activations": "dynamic",
-                                    "calibration": calibrated.to_dict() if calibrated else None}
+                                    "calibration": calibrated.to_dict() if calibrated else None,
+                                    # which of the encoder's weight products the scheme left in float
+                                    "encoder_products": weight_products(onnx_dir / layout.file_name(ENCODER, kind))}
                              for kind in eight_bit},
             "files": {p.name: p.stat().st_size for p in sorted(onnx_dir.iterdir())},
             "seconds": round(time.perf_counter() - started, 1),

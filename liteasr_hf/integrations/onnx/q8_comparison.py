@@ -1,6 +1,6 @@
 """Which 8-bit scheme keeps a model's accuracy: one export per model, every :class:`~.quantization.Q8Scheme` written
 beside its fp32 graphs, each scored on the same speech (WER per speaker group) and by how far its encoder's output
-moves from fp32 on real speech; and where an encoder's time goes, per operator kind, in ONNX Runtime's profiler.
+moves from fp32 on real speech (where an encoder's time goes is :mod:`.profiling`'s).
 
     from liteasr_hf.integrations.onnx.q8_comparison import compare_q8_schemes
     report = compare_q8_schemes(["tiny.en", "models/lite-tiny"], "exp/q8", max_per_group=40)
@@ -26,7 +26,7 @@ from ...portable import portable_data
 from .calibration import CALIBRATION_WINDOWS, calibration_features
 from .layout import ENCODER, SUBFOLDER, OnnxLayout
 from .quantization import Q8_SCHEMES, Q8Scheme
-from .runtime import OnnxWhisper, session_options
+from .runtime import OnnxWhisper
 
 FP32 = "fp32"
 
@@ -230,76 +230,6 @@ def compare_q8_schemes(
 
         write_report(report, result)
     return result
-
-
-def profile_encoder(path: str | os.PathLike, batch_size: int = 1, runs: int = 3, threads: int | None = None,
-                    num_mel_bins: int = 80) -> dict[str, float]:
-    """Milliseconds per run spent in each operator kind of the encoder file ``path`` (ONNX Runtime's profiler over
-    ``runs`` runs after one untimed run, random 30 s inputs), largest first; ``total`` is their sum."""
-    import onnxruntime as ort
-
-    options = session_options(threads)
-    with tempfile.TemporaryDirectory() as folder:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(folder) / "encoder")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        features = np.random.default_rng(0).standard_normal((batch_size, num_mel_bins, 3000), dtype=np.float32)
-        for _ in range(runs + 1):  # the first run, which allocates, is left out below
-            session.run(None, {"input_features": features})
-        events = json.loads(Path(session.end_profiling()).read_text())
-    # the first run's events come before the timed runs' ones: skip as many node events as one run has
-    nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
-    per_run = len(nodes) // (runs + 1)
-    totals: dict[str, float] = {}
-    for event in nodes[per_run:]:
-        kind = event["args"].get("op_name", "?")
-        totals[kind] = totals.get(kind, 0.0) + event["dur"] / 1000 / runs
-    ordered = dict(sorted(((k, round(v, 2)) for k, v in totals.items()), key=lambda kv: -kv[1]))
-    return {**ordered, "total": round(sum(totals.values()), 2)}
-
-
-def profile_encoders(specs: Sequence[str], batch_size: int = 1, runs: int = 3, threads: int | None = None) -> dict:
-    """:func:`profile_encoder` of the encoder of every exported ``DIR[:dtype]``, by spec, with the machine and
-    versions."""
-    import onnxruntime
-    import torch
-    from transformers import AutoConfig
-
-    from ...evaluation.reporting import library_versions, machine_info
-    from .benchmark import parse_model_spec
-
-    profiles = {}
-    for spec in specs:
-        folder, dtype = parse_model_spec(spec)
-        config = AutoConfig.from_pretrained(folder)
-        path = folder / SUBFOLDER / OnnxLayout.from_config(config).file_name(ENCODER, dtype)
-        profiles[str(spec)] = profile_encoder(path, batch_size, runs, threads, config.num_mel_bins)
-    return {"batch_size": batch_size, "runs": runs, "threads": threads, "profiles_ms": profiles,
-            "machine": machine_info(torch.device("cpu")), "onnxruntime": onnxruntime.__version__,
-            **library_versions(), "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
-def format_profiles(report: Mapping) -> str:
-    """:func:`profile_encoders`'s report as Markdown: milliseconds per run in each operator kind (a row, largest in
-    the first encoder first), one column per encoder, the total last."""
-    from ...evaluation.reporting import markdown_table
-
-    profiles = report["profiles_ms"]
-    if not profiles:
-        raise ValueError("The profile report holds no encoder.")
-    kinds: list[str] = []
-    for profile in profiles.values():
-        kinds += [k for k in profile if k != "total" and k not in kinds]
-    first = next(iter(profiles.values()))
-    kinds.sort(key=lambda k: -first.get(k, 0.0))
-    # a spec's folder and the one above it name the model and its scheme (compare-q8 writes MODEL/SCHEME)
-    table = [("operator kind", *("/".join(Path(str(spec)).parts[-2:]) for spec in profiles))]
-    for kind in [*kinds, "total"]:
-        table.append((kind if kind != "total" else "**total**",
-                      *(f"{p[kind]:.1f}" if kind in p else "-" for p in profiles.values())))
-    note = (f"ONNX Runtime's profiler: milliseconds per run in each operator kind, batch {report['batch_size']}, mean "
-            f"of {report['runs']} runs after one untimed run, {report.get('threads') or 'default'} threads.")
-    return "\n".join([*markdown_table(table), "", note])
 
 
 def format_q8_comparison(report: Mapping) -> str:

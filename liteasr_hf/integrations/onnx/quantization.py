@@ -18,7 +18,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,10 @@ class Q8Scheme:
     ``base`` preset it is half of the q8 encoder's error); ``quantize_attention``: the encoder's products of two
     activations (attention's scores and its weighted sum of values, over 1500 frames) are quantized too, both inputs
     dynamically per tensor, outside the first ``float_first_layers`` layers. They are most of a q8 encoder's time in
-    float, and a low rank does not shrink them."""
+    float, and a low rank does not shrink them. ``float_channel_peak_to_rms``: with ``float_peak_to_rms``, a product
+    over that ratio keeps in float only its fewest largest input channels without which the rest peaks at most this
+    many times its own root mean square, beside the 8-bit product of the rest (:mod:`.outlier_channels`; the whole
+    product stays float where that takes over 5% of the channels and over one); None: the whole product stays in float."""
 
     name: str
     encoder_activations: str = "dynamic"
@@ -57,6 +60,7 @@ class Q8Scheme:
     float_peak_to_rms: float | None = None
     float_first_layers: int = 0
     quantize_attention: bool = False
+    float_channel_peak_to_rms: float | None = None
 
     def __post_init__(self) -> None:
         if self.encoder_activations not in ENCODER_ACTIVATIONS:
@@ -71,6 +75,13 @@ class Q8Scheme:
                              "product of two activations has no weight whose range calibration could fix).")
         if self.float_peak_to_rms is not None and self.float_peak_to_rms <= 1:
             raise ValueError(f"Q8Scheme.float_peak_to_rms = {self.float_peak_to_rms}: give a ratio above 1, or None.")
+        if self.float_channel_peak_to_rms is not None:
+            if self.float_peak_to_rms is None:
+                raise ValueError(f"Q8Scheme {self.name!r}: float_channel_peak_to_rms splits the products that "
+                                 "float_peak_to_rms finds; set float_peak_to_rms too.")
+            if self.float_channel_peak_to_rms <= 1:
+                raise ValueError(f"Q8Scheme.float_channel_peak_to_rms = {self.float_channel_peak_to_rms}: give a "
+                                 "ratio above 1, or None.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +95,9 @@ class Q8Scheme:
             ("peak per rank-space column of every factor pair (equalization)", self.equalize_factors),
             (f"peak-to-RMS ratio of every product's input (float above {self.float_peak_to_rms})",
              self.float_peak_to_rms is not None),
+            (f"peak and RMS per input channel of those products (the largest channels split off into float until "
+             f"the rest peaks at most {self.float_channel_peak_to_rms} times its RMS)",
+             self.float_channel_peak_to_rms is not None),
         ) if on)
 
     @property
@@ -116,6 +130,8 @@ Q8_SCHEMES = {s.name: s for s in (
              float_peak_to_rms=100.0, float_first_layers=1),
     Q8Scheme("per-channel-7bit-outliers-first-layer-float-attention-8bit", per_channel=True, reduce_range=True,
              float_peak_to_rms=100.0, float_first_layers=1, quantize_attention=True),
+    Q8Scheme("per-channel-7bit-outlier-channels-first-layer-float", per_channel=True, reduce_range=True,
+             float_peak_to_rms=100.0, float_first_layers=1, float_channel_peak_to_rms=50.0),
 )}
 #: What ``q8`` writes unless told otherwise.
 DEFAULT_Q8_SCHEME = Q8_SCHEMES["per-channel-7bit-outliers-first-layer-float"]
@@ -212,7 +228,14 @@ def quantize_file(source: Path, target: Path, kind: str, external_data: bool = F
             source = _equalized(source, target.with_name(f"{target.stem}_equalized.onnx"), calibration)
         probe = calibration is not None and scheme.float_peak_to_rms is not None  # needs the weights
         graph = onnx.load(source, load_external_data=probe)
-        excluded = float_nodes(graph, scheme, calibration)
+        split: list[str] = []
+        if probe and scheme.float_channel_peak_to_rms is not None and is_encoder(graph):
+            split = _split_outliers(graph, scheme, calibration)
+            if split:
+                source = target.with_name(f"{target.stem}_split.onnx")
+                onnx.save_model(graph, source, save_as_external_data=True, location=f"{source.name}_data")
+                graph = onnx.load(source)  # saving moved the weights out of the graph in memory
+        excluded = [*float_nodes(graph, scheme, calibration), *split]
         if scheme.encoder_activations == "static" and calibration is not None:
             _quantize_static(source, target, scheme, weight_type, calibration, excluded, external_data)
         else:
@@ -227,6 +250,42 @@ def quantize_file(source: Path, target: Path, kind: str, external_data: bool = F
         quantizer.model.save_model_to_file(str(target), use_external_data_format=external_data)
     else:
         raise ValueError(f"Unknown quantization {kind!r}: choose from {', '.join(QUANTIZATIONS)}.")
+
+
+def weight_products(path: str | Path) -> dict[str, int]:
+    """How many products by a constant weight the ONNX file ``path`` runs in ``8-bit`` and in ``float``, and of the
+    float ones how many are ``outlier channels`` split off an 8-bit product (:mod:`.outlier_channels`)."""
+    from .outlier_channels import FLOAT_SUFFIX
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights for o in n.output}
+    counts = {"8-bit": 0, "float": 0, "outlier channels": 0}
+    for node in graph.node:
+        if node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearMatMul"):
+            counts["8-bit"] += 1
+        elif node.op_type in ("MatMul", "Gemm") and node.input[1] in dequantized:  # static QDQ
+            counts["8-bit"] += 1
+        elif node.op_type in ("MatMul", "Gemm") and node.input[1] in weights:
+            counts["float"] += 1
+            counts["outlier channels"] += node.name.endswith(FLOAT_SUFFIX)
+    return counts
+
+
+def _split_outliers(graph: onnx.ModelProto, scheme: Q8Scheme, calibration: np.ndarray) -> list[str]:
+    """Split, in place, the outlier input channels of every product of ``graph`` that ``scheme.float_peak_to_rms``
+    would leave in float (outside the float first layers); the names of the float side products."""
+    from .activations import activation_statistics
+    from .outlier_channels import outlier_channels, split_outlier_channels
+
+    weights = {t.name for t in graph.graph.initializer}
+    first = set(float_nodes(graph, replace(scheme, float_peak_to_rms=None, float_channel_peak_to_rms=None)))
+    products = [n for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] in weights and n.name not in first]
+    stats = activation_statistics(graph, [n.input[0] for n in products], calibration)
+    channels = {n.name: outlier_channels(stats[n.input[0]], scheme.float_channel_peak_to_rms) for n in products
+                if stats[n.input[0]].peak_to_rms > scheme.float_peak_to_rms}
+    # where too many channels stand out, the product stays whole in float (float_nodes finds it again)
+    return split_outlier_channels(graph, {name: idx for name, idx in channels.items() if idx is not None})
 
 
 def _equalized(source: Path, target: Path, calibration: np.ndarray) -> Path:
