@@ -118,9 +118,10 @@ class Q8Scheme:
 #: an export runs on whatever CPU its users have, so the default keeps 7 bits. Quantizing attention's products of two
 #: activations as well (``...-attention-8bit``) more than triples tiny.en's encoder error (0.050 -> 0.179,
 #: docs/results/q8-tiny-attention-cpu.json): attention stays in float. The products left whole in float for their
-#: outliers (fc2 of whisper-base's last three layers) cost as much time as all its 8-bit products together; splitting
-#: off only their 7-81 largest input channels (``...-outlier-channels-...``, docs/results/onnx-base-cpu.json) makes
-#: the q8 encoders of whisper-base and both base presets about a tenth faster and a fifth smaller, and q8 then costs
+#: outliers (fc2 of whisper-base's last three layers) made fc2 take twice fc1's time for the same FLOPs
+#: (docs/results/onnx-base-q8-parts-cpu.json); splitting off only their 7-81 largest input channels
+#: (``...-outlier-channels-...``, docs/results/onnx-base-encoders-cpu.json, onnx-base-cpu.json) makes the q8 encoders
+#: of whisper-base and both base presets 7-17% faster and a fifth smaller, and q8 then costs
 #: them -0.42 to +0.59 WER on real speech against fp32 (the former default: up to +4.58, from runaway outputs).
 Q8_SCHEMES = {s.name: s for s in (
     Q8Scheme("per-tensor"),
