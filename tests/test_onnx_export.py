@@ -252,6 +252,24 @@ def test_the_profile_splits_the_q8_encoders_time_by_part(exported, lite_tiny_en)
     assert sum(flops.values()) == encoder_cost(config).flops
 
 
+def test_scaled_total_takes_each_part_at_the_references_time_per_flop():
+    """The bound the part table's last row gives: on a committed profile of dense and lite base q8, each part's
+    reference time scaled by the lite encoder's FLOPs for it, plus the lite encoder's own `other`; an encoder
+    with the reference's FLOPs gets the reference's total back up to `other`."""
+    from liteasr_hf.integrations.onnx.profiling import PARTS, format_part_profiles, scaled_total_ms
+
+    report = json.loads((ROOT / "docs/results/onnx-base-q8-split-parts-cpu.json").read_text())
+    parts_ms, gflops = report["parts_ms"], report["parts_gflops"]
+    dense, lite = parts_ms
+    expected = parts_ms[lite]["other"] + sum(parts_ms[dense][p] * gflops[lite][p] / gflops[dense][p]
+                                             for p in PARTS if p != "other")
+    assert scaled_total_ms(parts_ms, gflops, dense, lite) == pytest.approx(expected)
+    assert expected < parts_ms[lite]["total"]  # lite's parts are slower per FLOP than dense's here
+    assert scaled_total_ms(parts_ms, gflops, dense, dense) == pytest.approx(parts_ms[dense]["total"], abs=0.2)
+    table = [line for line in format_part_profiles(report).splitlines() if line.startswith("|")]
+    assert table[-1].startswith("| **total at the first's ms per GFLOP") and f"{expected:.1f}" in table[-1]
+
+
 def test_greedy_transcripts_match_pytorch(exported, utterances, torch_texts):
     texts = OnnxWhisper(exported, threads=2).transcribe([u.audio for u in utterances], batch_size=8)
     assert sum(bool(t) for t in texts) >= N_PARITY - 2  # real transcripts, not empty strings

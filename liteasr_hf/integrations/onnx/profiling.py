@@ -198,9 +198,39 @@ def format_part_profiles(report: Mapping) -> str:
                 known = all(v for v in (ms, flops, first_ms, first_flops))
                 cells.append(f"{(first_ms / ms) / (first_flops / flops):.2f}" if known else "-")
         table.append((part if part != "total" else "**total**", *cells))
+    table.append(_scaled_row(specs, parts_ms, gflops))
     return "\n".join([*markdown_table(table), "", _note(report, "in each part of the encoder") + " GFLOPs count "
                       "the products (2 per multiply-add) at that batch; `other` (norms, residual additions, GELU, "
-                      "shared quantization) has none counted."])
+                      "shared quantization) has none counted. The last row is each encoder's time had every part "
+                      "with FLOPs taken the first encoder's time for it scaled by its FLOPs (`other` as measured): "
+                      "the most its speed-up over the first can be with no part faster per FLOP than there."])
+
+
+def scaled_total_ms(parts_ms: Mapping[str, Mapping[str, float]], gflops: Mapping[str, Mapping[str, float]],
+                    reference: str, spec: str) -> float | None:
+    """Encoder ``spec``'s time (ms) had each of its parts with FLOPs run exactly as many times faster than in
+    encoder ``reference`` as its FLOPs shrink, its ``other`` part as measured; None where a part's time or FLOPs
+    is unknown. ``reference``'s total over this is the speed-up that per-FLOP parity with the reference allows."""
+    total = parts_ms[spec].get("other", 0.0)
+    for part in PARTS[:-1]:
+        ms, flops = parts_ms[reference].get(part), _part_gflops(gflops.get(reference), part)
+        own = _part_gflops(gflops.get(spec), part)
+        if ms is None or flops is None or own is None:
+            return None
+        total += ms * own / flops if flops else 0.0
+    return total
+
+
+def _scaled_row(specs: Sequence[str], parts_ms: Mapping, gflops: Mapping) -> tuple[str, ...]:
+    first = specs[0]
+    first_total, first_flops = parts_ms[first].get("total"), _part_gflops(gflops.get(first), "total")
+    cells = ["-", "-"]
+    for spec in specs[1:]:
+        scaled, flops = scaled_total_ms(parts_ms, gflops, first, spec), _part_gflops(gflops.get(spec), "total")
+        known = scaled and flops and first_total and first_flops
+        cells += [f"{scaled:.1f}" if scaled else "-", f"{flops:.2f}" if flops else "-",
+                  f"{(first_total / scaled) / (first_flops / flops):.2f}" if known else "-"]
+    return ("**total at the first's ms per GFLOP, part by part**", *cells)
 
 
 def _part_gflops(gflops: Mapping[str, float] | None, part: str) -> float | None:
