@@ -207,6 +207,9 @@ def test_outlier_channels_split_off_exactly_and_the_rest_runs_in_8_bits(tmp_path
     schemes = {"whole product float": Q8Scheme("a", per_channel=True, float_peak_to_rms=10.0),
                "outlier channels float": Q8Scheme("b", per_channel=True, float_peak_to_rms=10.0,
                                                   float_channel_peak_to_rms=6.0),
+               # 2.0 would split off every channel: the product stays whole in float instead
+               "too many outlier channels": Q8Scheme("d", per_channel=True, float_peak_to_rms=10.0,
+                                                     float_channel_peak_to_rms=2.0),
                "all 8 bits": Q8Scheme("c", per_channel=True)}
     for label, scheme in schemes.items():
         target = tmp_path / f"{scheme.name}.onnx"
@@ -214,8 +217,9 @@ def test_outlier_channels_split_off_exactly_and_the_rest_runs_in_8_bits(tmp_path
         quantized = onnx.load(target)
         integer_products[label] = sum(n.op_type == "MatMulInteger" for n in quantized.graph.node)
         errors[label] = np.abs(_run(quantized, features) - exact).max() / np.abs(exact).max()
-    assert integer_products == {"whole product float": 0, "outlier channels float": 1, "all 8 bits": 1}
-    assert errors["whole product float"] < 1e-6
+    assert integer_products == {"whole product float": 0, "outlier channels float": 1, "too many outlier channels": 0,
+                                "all 8 bits": 1}
+    assert errors["whole product float"] < 1e-6 and errors["too many outlier channels"] < 1e-6
     # one scale set by channel 0 rounds the other seven channels away; split off, they keep their precision
     assert errors["outlier channels float"] < 0.2 * errors["all 8 bits"], errors
 

@@ -236,12 +236,15 @@ def quantize_file(source: Path, target: Path, kind: str, external_data: bool = F
         graph = onnx.load(source, load_external_data=probe)
         split: list[str] = []
         if probe and scheme.float_channel_peak_to_rms is not None and is_encoder(graph):
-            split = _split_outliers(graph, scheme, calibration)
+            split, whole = _split_outliers(graph, scheme, calibration)
             if split:
                 source = target.with_name(f"{target.stem}_split.onnx")
                 onnx.save_model(graph, source, save_as_external_data=True, location=f"{source.name}_data")
                 graph = onnx.load(source)  # saving moved the weights out of the graph in memory
-        excluded = [*float_nodes(graph, scheme, calibration), *split]
+            # the split already read every product's input on the calibration windows: no second pass
+            excluded = [*float_nodes(graph, scheme), *split, *whole]
+        else:
+            excluded = float_nodes(graph, scheme, calibration)
         if scheme.encoder_activations == "static" and calibration is not None:
             _quantize_static(source, target, scheme, weight_type, calibration, excluded, external_data)
         else:
@@ -278,20 +281,25 @@ def weight_products(path: str | Path) -> dict[str, int]:
     return counts
 
 
-def _split_outliers(graph: onnx.ModelProto, scheme: Q8Scheme, calibration: np.ndarray) -> list[str]:
+def _split_outliers(graph: onnx.ModelProto, scheme: Q8Scheme,
+                    calibration: np.ndarray) -> tuple[list[str], list[str]]:
     """Split, in place, the outlier input channels of every product of ``graph`` that ``scheme.float_peak_to_rms``
-    would leave in float (outside the float first layers); the names of the float side products."""
+    would leave in float (outside the float first layers); the names of the float side products, and of the
+    products whose outliers are too many to split, which stay whole in float."""
     from .activations import activation_statistics
     from .outlier_channels import outlier_channels, split_outlier_channels
 
     weights = {t.name for t in graph.graph.initializer}
     first = set(float_nodes(graph, replace(scheme, float_peak_to_rms=None, float_channel_peak_to_rms=None)))
-    products = [n for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] in weights and n.name not in first]
+    products = [n for n in graph.graph.node
+                if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights and n.name not in first]
     stats = activation_statistics(graph, [n.input[0] for n in products], calibration)
-    channels = {n.name: outlier_channels(stats[n.input[0]], scheme.float_channel_peak_to_rms) for n in products
-                if stats[n.input[0]].peak_to_rms > scheme.float_peak_to_rms}
-    # where too many channels stand out, the product stays whole in float (float_nodes finds it again)
-    return split_outlier_channels(graph, {name: idx for name, idx in channels.items() if idx is not None})
+    channels = {n.name: outlier_channels(stats[n.input[0]], scheme.float_channel_peak_to_rms)
+                if n.op_type == "MatMul" else None
+                for n in products if stats[n.input[0]].peak_to_rms > scheme.float_peak_to_rms}
+    # where too many channels stand out (or the product is a Gemm), it stays whole in float
+    whole = [name for name, idx in channels.items() if idx is None]
+    return split_outlier_channels(graph, {name: idx for name, idx in channels.items() if idx is not None}), whole
 
 
 def _equalized(source: Path, target: Path, calibration: np.ndarray) -> Path:
