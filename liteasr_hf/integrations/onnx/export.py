@@ -29,8 +29,8 @@ from .fusion import CONTRIB_DOMAIN, fuse_encoder
 from .graphs import DecoderGraph, EncoderGraph
 from .layout import DECODER, ENCODER, PROTOBUF_LIMIT, SUBFOLDER, OnnxLayout
 from .merge import merge_decoders
-from .quantization import (DEFAULT_Q8_SCHEME, Q8_SCHEMES, Q8Scheme, check_quantizations, quantize_file, to_fp16,
-                           weight_products)
+from .quantization import (DEFAULT_Q8_SCHEME, Q8_SCHEMES, Q8Scheme, check_quantizations, quantize_file, quiet_logger,
+                           to_fp16, weight_products)
 
 OPSET = 18
 EXTERNAL_DATA = ("auto", "always", "never")
@@ -43,7 +43,8 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[
     """Export ``module`` to ``path``; with ``fuse``, its attention and GELUs fused (:mod:`.fusion`). Returns how many
     nodes of each fused operator it has."""
     module.eval()
-    with torch.no_grad(), warnings.catch_warnings():
+    # torch.onnx warns, once per export, of every torchvision operator it cannot register without torchvision
+    with torch.no_grad(), warnings.catch_warnings(), quiet_logger("torch.onnx._internal.exporter._registration"):
         # torch.onnx notes that dimensions sharing a constraint share a name: they are named after export.
         warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)", category=FutureWarning)

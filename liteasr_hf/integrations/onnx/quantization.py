@@ -154,15 +154,15 @@ def check_quantizations(names) -> tuple[str, ...]:
 
 
 @contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    # onnxruntime.quantization advises shape pre-processing through the root logger on every call.
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.ERROR))
+def quiet_logger(name: str | None = None) -> Iterator[None]:
+    """Only errors from the logger ``name`` (None: the root logger) while the block runs."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
     try:
         yield
     finally:
-        root.setLevel(level)
+        logger.setLevel(level)
 
 
 ENCODER_LAYER_SCOPE = re.compile(r"(?:^|\.)encoder\.layers\.(\d+)$")
@@ -317,7 +317,8 @@ def _quantize_dynamic(source: Path, target: Path, scheme: Q8Scheme, weight_type,
     """``attention``: products of two activations are quantized too (ONNX Runtime's default leaves them float)."""
     from onnxruntime.quantization import quantize_dynamic
 
-    with _quiet_root_logger():
+    # onnxruntime.quantization advises shape pre-processing through the root logger on every call
+    with quiet_logger():
         quantize_dynamic(
             source, target, op_types_to_quantize=["MatMul", "Gemm"], per_channel=scheme.per_channel,
             reduce_range=scheme.reduce_range, weight_type=weight_type, use_external_data_format=external_data,
@@ -331,7 +332,8 @@ def _quantize_static(source: Path, target: Path, scheme: Q8Scheme, weight_type, 
 
     from .calibration import EncoderFeedReader
 
-    with _quiet_root_logger():
+    # onnxruntime.quantization advises shape pre-processing through the root logger on every call
+    with quiet_logger():
         quantize_static(
             source, target, EncoderFeedReader(calibration), quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["MatMul", "Gemm"], per_channel=scheme.per_channel, reduce_range=scheme.reduce_range,
