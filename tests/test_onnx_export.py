@@ -252,6 +252,18 @@ def test_the_profile_splits_the_q8_encoders_time_by_part(exported, lite_tiny_en)
     assert sum(flops.values()) == encoder_cost(config).flops
 
 
+def test_profile_command_prints_both_tables_and_writes_its_report(exported, tmp_path, capsys):
+    from liteasr_hf.cli.profile_onnx import main
+
+    report = tmp_path / "profile.json"
+    assert main(["--models", f"{exported}:q8", "--runs", "1", "--threads", "1", "--report", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "| operator kind" in printed and "| part" in printed and "| **total**" in printed
+    written = json.loads(report.read_text())
+    assert written["command"].startswith("liteasr profile-onnx --models") and list(written["parts_ms"]) == [
+        f"{exported}:q8"]
+
+
 def test_scaled_total_takes_each_part_at_the_references_time_per_flop():
     """The bound the part table's last row gives: on a committed profile of dense and lite base q8, each part's
     reference time scaled by the lite encoder's FLOPs for it, plus the lite encoder's own `other`; an encoder
