@@ -15,8 +15,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 def _spike(mb: int) -> None:
     """Make ``mb`` MB resident and give them back, in fresh anonymous pages. A tensor of that size can come from free
-    memory the C heap still holds resident from earlier tests, and then adds nothing to the RSS (seen once in CI:
-    growth 0.0 in both tests below)."""
+    memory the C heap still holds resident from earlier tests, and then adds nothing to the RSS (seen in CI: growth
+    0.0 in the tests below)."""
     with mmap.mmap(-1, mb * 2**20, flags=mmap.MAP_PRIVATE) as pages:
         for offset in range(0, len(pages), mmap.PAGESIZE):
             pages[offset] = 1
@@ -41,18 +41,12 @@ def test_rss_peak_catches_a_spike_no_sampler_would_see():
 
 
 def test_nested_rss_peaks_and_the_lifetime_peak_keep_what_came_before_each_reset():
-    spike = torch.ones(300 * 2**20 // 4)
-    spike.add_(1)
-    del spike
+    _spike(300)
     lifetime = peak_rss_mb()
     with RssPeak() as outer:
-        early = torch.ones(200 * 2**20 // 4)  # the outer block's spike, over before the inner block resets the mark
-        early.add_(1)
-        del early
+        _spike(200)  # the outer block's spike, over before the inner block resets the mark
         with RssPeak() as inner:
-            small = torch.ones(20 * 2**20 // 4)
-            small.add_(1)
-            del small
+            _spike(20)
     assert 150 < outer.growth_mb < 400, outer.growth_mb
     assert inner.growth_mb < 100, inner.growth_mb  # the outer spike came before the inner block began
     assert peak_rss_mb() >= lifetime - 1  # the resets did not lower the lifetime peak
