@@ -172,7 +172,8 @@ def format_profiles(report: Mapping) -> str:
 def format_part_profiles(report: Mapping) -> str:
     """:func:`profile_encoders`'s report as Markdown, per part of the encoder (a row each, the total last):
     milliseconds and GFLOPs per encoder and, for every encoder after the first, its speed-up over the first
-    divided by its FLOP reduction, part by part (1.00: the part gets as much faster as its FLOPs shrink)."""
+    divided by its FLOP reduction, part by part (1.00: the part gets as much faster as its FLOPs shrink); a last row
+    gives each encoder's :func:`scaled_total_ms` against the first."""
     from ...evaluation.reporting import markdown_table
 
     parts_ms = report.get("parts_ms")

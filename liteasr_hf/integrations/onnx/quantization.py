@@ -234,7 +234,6 @@ def quantize_file(source: Path, target: Path, kind: str, external_data: bool = F
             source = _equalized(source, target.with_name(f"{target.stem}_equalized.onnx"), calibration)
         probe = calibration is not None and scheme.float_peak_to_rms is not None  # needs the weights
         graph = onnx.load(source, load_external_data=probe)
-        split: list[str] = []
         if probe and scheme.float_channel_peak_to_rms is not None and is_encoder(graph):
             split, whole = _split_outliers(graph, scheme, calibration)
             if split:
