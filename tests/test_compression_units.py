@@ -12,7 +12,7 @@ from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForCondi
 
 from liteasr_hf.compression.calibration import OutputStatistics, collect_output_statistics, run_batches
 from liteasr_hf.compression.compressor import CompressionSettings, compress
-from liteasr_hf.compression.cost import encoder_cost
+from liteasr_hf.compression.cost import encoder_cost, module_cost
 from liteasr_hf.compression.factorization import encoder_module_path, factorize_linear, set_submodule
 from liteasr_hf.compression.pca import principal_components
 from liteasr_hf.compression.rank_selection import (
@@ -256,6 +256,31 @@ def test_budget_weights_move_the_cuts_away_from_sensitive_modules():
         weighted.ranks[l].get(m, 10**6) for l, m in cut)
     assert kept_rank, (plain.ranks, weighted.ranks)
     assert weighted.method["sensitivity"] and "sensitivity" not in plain.method
+
+
+def test_a_layer_floor_spreads_the_cut_and_is_checked():
+    config = WhisperConfig(**TINY)
+    shapes = module_shapes(config.d_model, config.encoder_ffn_dim)
+    # Layer 0's outputs look nearly one-dimensional on this "calibration": the plain allocation cuts it deepest.
+    spectra = [{m: torch.tensor([decay**i for i in range(min(shapes[m]))], dtype=torch.float64) for m in shapes}
+               for decay in (0.5, 0.97)]
+
+    def layer_share(plan, layer):
+        return (sum(module_cost(config, m, plan.ranks[layer].get(m)).params for m in shapes)
+                / sum(module_cost(config, m, None).params for m in shapes))
+
+    plain = plan_by_budget(spectra, config, target=0.86, multiple=16)
+    floored = plan_by_budget(spectra, config, target=0.86, multiple=16, layer_floor=0.5)
+    assert layer_share(plain, 0) < 0.5 <= layer_share(floored, 0)
+    assert layer_share(floored, 1) < layer_share(plain, 1)  # the rest of the cut moved to layer 1
+    assert encoder_cost(config, floored.ranks).params <= 0.86 * encoder_cost(config, []).params
+    assert floored.method["layer_floor"] == 0.5 and "layer_floor" not in plain.method
+    with pytest.raises(ValueError, match="cannot be met with every layer keeping 60% of its own"):
+        plan_by_budget(spectra, config, target=0.86, multiple=16, layer_floor=0.6)
+    with pytest.raises(ValueError, match="layer_floor = 0.9 is above the budget"):
+        CompressionSettings(budget=0.8, layer_floor=0.9)
+    with pytest.raises(ValueError, match="give a budget too"):
+        CompressionSettings(layer_floor=0.5)
 
 
 def test_module_sensitivities_leave_the_model_unchanged_and_are_centred():

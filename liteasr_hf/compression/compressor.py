@@ -245,7 +245,8 @@ def _plan(components, config, settings: CompressionSettings,
     spectra = [{m: components[(l, m)].eigenvalues for m in settings.modules} for l in range(config.encoder_layers)]
     if settings.budget is not None:
         return plan_by_budget(spectra, config, settings.budget, settings.budget_measure,
-                              settings.rank_multiple, settings.outlier_share, weights=weights)
+                              settings.rank_multiple, settings.outlier_share, weights=weights,
+                              layer_floor=settings.layer_floor)
     return plan_by_threshold(spectra, config, settings.thresholds, settings.rank_multiple, settings.outlier_share)
 
 

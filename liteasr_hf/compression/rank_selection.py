@@ -131,6 +131,21 @@ def plan_by_threshold(
     return RankPlan(ranks, kept, method)
 
 
+def check_layer_floor(layer_floor: float | None, target: float | None) -> None:
+    """Raise when a layer floor is not a share, or when it leaves a budget of ``target`` out of reach (every layer
+    keeping ``layer_floor`` of its own keeps at least that much of the whole)."""
+    if layer_floor is None:
+        return
+    if isinstance(layer_floor, bool) or not isinstance(layer_floor, (int, float)) or not 0 < layer_floor < 1:
+        raise ValueError(f"layer_floor = {layer_floor!r}: give the share of each layer to keep at least, in (0, 1), "
+                         "or leave it out.")
+    if target is None:
+        raise ValueError("layer_floor bounds the budget's allocation: give a budget too, or drop layer_floor.")
+    if layer_floor > target:
+        raise ValueError(f"layer_floor = {layer_floor} is above the budget ({target}): every layer keeping "
+                         f"{layer_floor:.0%} of its own keeps more than {target:.0%} of the encoder. Lower the floor.")
+
+
 def check_budget_reachable(config: WhisperConfig, target: float, measure: str = "params", multiple: int = 16,
                            modules: tuple[str, ...] = LOW_RANK_MODULES) -> None:
     """Raise before any calibration when ``target`` is out of reach whatever the data: even with every module in
@@ -157,6 +172,7 @@ def plan_by_budget(
     multiple: int = 16,
     outlier_share: float | None = None,
     weights: Mapping[tuple[int, str], float] | None = None,
+    layer_floor: float | None = None,
 ) -> RankPlan:
     """Allocate ranks across all layers so the encoder keeps at most ``target`` of its ``measure``
     (``"params"`` or ``"flops"``).
@@ -166,11 +182,14 @@ def plan_by_budget(
     variance it loses) is scale-free, so modules with large activations are not favoured over small ones;
     outlier directions are never given up. ``weights`` (per ``(layer, module)``, default 1) scale each module's
     loss: :func:`~.sensitivity.module_sensitivities`, how far a cut there moves the encoder's output.
+    ``layer_floor``: no layer's linear modules keep less than this share of their ``measure``, so that the
+    calibration's spectra cannot put most of the cut into a few layers.
     """
     if measure not in ("params", "flops"):
         raise ValueError(f"Budget measure must be 'params' or 'flops', got {measure!r}.")
     if not 0 < target <= 1:
         raise ValueError(f"A budget must be a fraction in (0, 1], got {target}.")
+    check_layer_floor(layer_floor, target)
     shapes = module_shapes(config.d_model, config.encoder_ffn_dim)
     original = getattr(encoder_cost(config, []), measure)
     budget = target * original
@@ -178,6 +197,10 @@ def plan_by_budget(
 
     def size(module: str, rank: int | None) -> int:
         return getattr(module_cost(config, module, rank), measure)
+
+    # What each layer's linear modules may shrink to; without a floor, nothing stops a layer.
+    layer_size = [sum(size(m, None) for m in shapes) for _ in spectra]
+    layer_least = [(layer_floor or 0.0) * s for s in layer_size]
 
     # Per module, the ladder of choices from dense down to the smallest rank, and the loss at each rung.
     ladders: dict[tuple[int, str], list[tuple[int | None, float]]] = {}
@@ -213,11 +236,20 @@ def plan_by_budget(
     while current > budget and heap:
         _, key = heapq.heappop(heap)
         rungs, step = ladders[key], position[key]
-        current -= size(key[1], rungs[step][0]) - size(key[1], rungs[step + 1][0])
+        saved = size(key[1], rungs[step][0]) - size(key[1], rungs[step + 1][0])
+        if layer_size[key[0]] - saved < layer_least[key[0]]:
+            continue  # this module's next rungs save as much or more: its ladder ends at the floor
+        current -= saved
+        layer_size[key[0]] -= saved
         position[key] = step + 1
         push(key)
     if current > budget:
         smallest = current / original
+        if layer_floor:
+            raise ValueError(
+                f"A {measure} budget of {target:.1%} cannot be met with every layer keeping {layer_floor:.0%} of its "
+                f"own: the encoder still keeps {smallest:.1%}. Lower the layer floor or raise the budget."
+            )
         raise ValueError(
             f"A {measure} budget of {target:.1%} cannot be met: with every module at its smallest allowed rank "
             f"the encoder keeps {smallest:.1%}. Raise the budget or lower the rank multiple ({multiple})."
@@ -232,6 +264,8 @@ def plan_by_budget(
             kept[layer][module] = _share(spectra[layer][module], rank)
     method = {"mode": "budget", "target": target, "measure": measure, "rank_multiple": multiple,
               "outlier_share": outlier_share, "criterion": "relative variance lost per unit saved"}
+    if layer_floor:
+        method["layer_floor"] = layer_floor
     if weights:
         method["criterion"] = "relative variance lost, times the module's sensitivity, per unit saved"
         method["sensitivity"] = {f"{layer}.{module}": round(w, 4) for (layer, module), w in sorted(weights.items())}

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ..data.suite import DEFAULT_MIX, MIXES
 from ..models.lite_whisper.configuration_lite_whisper import LOW_RANK_MODULES
+from .rank_selection import check_layer_floor
 
 #: End-to-end healing losses (:attr:`HealSettings.loss`).
 LOSSES = ("mse", "cosine", "decoder")
@@ -111,6 +112,8 @@ class CompressionSettings:
     # Budget mode: weigh each module's variance loss by how far cutting it moves the encoder's output, measured on
     # this many calibration windows (0: unweighted; liteasr_hf.compression.sensitivity).
     sensitivity_windows: int = 0
+    # Budget mode: no layer keeps less than this share of its linear modules' `budget_measure` (None: no floor).
+    layer_floor: float | None = None
     # The calibration audio when none is given: a mix of liteasr_hf.data.suite.MIXES (healing reads the default mix).
     calibration_mix: str = DEFAULT_MIX
 
@@ -140,6 +143,7 @@ class CompressionSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} = {value!r}: must be a positive integer.")
+        check_layer_floor(self.layer_floor, self.budget)
         if self.calibration_mix not in MIXES:
             raise ValueError(f"calibration_mix = {self.calibration_mix!r}: choose from {', '.join(MIXES)}.")
         if isinstance(self.sensitivity_windows, bool) or not isinstance(self.sensitivity_windows, int) or (
