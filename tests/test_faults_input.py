@@ -134,11 +134,13 @@ def load_compress_script():
     (["--num-samples", "0"], "error: --num-samples must be a positive number of calibration windows; got 0"),
     (["--preset", "no-such-preset"], "error: Unknown preset 'no-such-preset'. Available in "),
     (["--budget", "0"], "error: --budget must be in (0, 1]; got 0.0"),
+    (["--preset", "base-fast", "--layer-floor", "1.5"],
+     "error: override layer_floor = 1.5: give the share of each layer to keep at least, in (0, 1)"),
     (["--heal-holdout-split", "development"], "error: --heal-holdout-split names a split of --heal-holdout: give"),
     (["--no-heal", "--heal-holdout", "data"], "error: --heal-data and --heal-holdout are healing's audio, but --no-heal"),
     (["--calibration", "data", "--calibration-mix", "speakers-and-readers"],
      "error: --calibration-mix names the shipped mix to calibrate on, but --calibration or --real-speech gives"),
-], ids=["num-samples", "preset", "budget-zero", "holdout-split-alone", "holdout-without-healing", "mix-and-audio"])
+], ids=["num-samples", "preset", "budget-zero", "layer-floor", "holdout-split-alone", "holdout-without-healing", "mix-and-audio"])
 def test_compress_checks_its_flags_before_looking_at_the_model(flags, expected, capsys, tmp_path):
     # The model does not exist: an error about the flag shows that it was checked first.
     code = load_compress_script().main(["--model", str(tmp_path / "no-such-model"), "--output",

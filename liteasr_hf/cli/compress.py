@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--audio-column", default="audio")
     p.add_argument("--num-samples", type=int, default=None, help="number of 30 s calibration windows")
     p.add_argument("--budget", type=float, default=None, help="keep this fraction of the encoder (overrides preset)")
+    p.add_argument("--layer-floor", type=float, default=None,
+                   help="budget mode: keep at least this share of every layer's linear modules (overrides preset)")
     p.add_argument("--heal", action=argparse.BooleanOptionalAction, default=None,
                    help="distil the factors against the dense model afterwards (default: if the preset has `heal`)")
     p.add_argument("--heal-data", default=None,
@@ -107,7 +109,7 @@ def check_args(args: argparse.Namespace, preset: str | None) -> None:
         raise ValueError("--calibration-mix names the shipped mix to calibrate on, but --calibration or --real-speech "
                          "gives other audio: drop one or the other.")
     if preset:  # a preset by size is known only once the model is
-        load_settings(preset, budget=args.budget, num_samples=args.num_samples)
+        load_settings(preset, budget=args.budget, num_samples=args.num_samples, layer_floor=args.layer_floor)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +177,8 @@ def run(args: argparse.Namespace, preset: str | None, output: Path, processes: P
         args.model, output, preset=preset, calibration=calibration, placement=placement, plan=args.plan,
         overwrite=args.overwrite, command=command, healing=args.heal, healing_audio=healing_audio,
         healing_holdout=holdout,
-        num_samples=num_samples, budget=args.budget, calibration_mix=args.calibration_mix, **extra,
+        num_samples=num_samples, budget=args.budget, calibration_mix=args.calibration_mix,
+        layer_floor=args.layer_floor, **extra,
     )
 
 

@@ -35,7 +35,9 @@ def load_settings(name_or_path: str | os.PathLike, **overrides) -> CompressionSe
     path = preset_path(str(name_or_path))
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        CompressionSettings.from_dict(given)  # on their own, over the defaults: a bad one is not the file's fault
+        # On their own, over the defaults: a bad one is not the file's fault. A floor is checked against the budget
+        # once merged with the file, which may hold the budget.
+        CompressionSettings.from_dict({"budget": 1.0, **given} if "layer_floor" in given else given)
     except (ValueError, TypeError) as err:
         raise ValueError(f"override {err}") from err
     try:
