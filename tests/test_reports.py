@@ -170,7 +170,7 @@ def runs(tiny_en_dir, tmp_path_factory):
 #: Settings added since the files in BEFORE were written, at their defaults (a report records every setting), each
 #: with an older setting of its group, which a report records as often: once per compression or heal settings.
 SETTINGS_ADDED_SINCE = {"sensitivity_windows": (0, "outlier_share"), "calibration_mix": ("speakers", "outlier_share"),
-                        "speech_share": (None, "warmup")}
+                        "layer_floor": (None, "outlier_share"), "speech_share": (None, "warmup")}
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in BEFORE.glob("*.json")))
