@@ -140,7 +140,8 @@ def load_compress_script():
     (["--no-heal", "--heal-holdout", "data"], "error: --heal-data and --heal-holdout are healing's audio, but --no-heal"),
     (["--calibration", "data", "--calibration-mix", "speakers-and-readers"],
      "error: --calibration-mix names the shipped mix to calibrate on, but --calibration or --real-speech gives"),
-], ids=["num-samples", "preset", "budget-zero", "layer-floor", "holdout-split-alone", "holdout-without-healing", "mix-and-audio"])
+], ids=["num-samples", "preset", "budget-zero", "layer-floor", "holdout-split-alone", "holdout-without-healing",
+        "mix-and-audio"])
 def test_compress_checks_its_flags_before_looking_at_the_model(flags, expected, capsys, tmp_path):
     # The model does not exist: an error about the flag shows that it was checked first.
     code = load_compress_script().main(["--model", str(tmp_path / "no-such-model"), "--output",

@@ -199,8 +199,9 @@ def plan_by_budget(
         return getattr(module_cost(config, module, rank), measure)
 
     # What each layer's linear modules may shrink to; without a floor, nothing stops a layer.
-    layer_size = [sum(size(m, None) for m in shapes) for _ in spectra]
-    layer_least = [(layer_floor or 0.0) * s for s in layer_size]
+    dense_layer = sum(size(m, None) for m in shapes)
+    layer_size = [dense_layer] * len(spectra)
+    least = (layer_floor or 0.0) * dense_layer
 
     # Per module, the ladder of choices from dense down to the smallest rank, and the loss at each rung.
     ladders: dict[tuple[int, str], list[tuple[int | None, float]]] = {}
@@ -237,7 +238,7 @@ def plan_by_budget(
         _, key = heapq.heappop(heap)
         rungs, step = ladders[key], position[key]
         saved = size(key[1], rungs[step][0]) - size(key[1], rungs[step + 1][0])
-        if layer_size[key[0]] - saved < layer_least[key[0]]:
+        if layer_size[key[0]] - saved < least:
             continue  # this module's next rungs save as much or more: its ladder ends at the floor
         current -= saved
         layer_size[key[0]] -= saved
